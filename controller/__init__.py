@@ -1,0 +1,1 @@
+"""The massaged daemon, its command line and its home-automation hooks."""

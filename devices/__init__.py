@@ -1,0 +1,1 @@
+"""Drivers for the massage devices massaged runs: codecs, links and drivers."""

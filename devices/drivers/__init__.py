@@ -1,0 +1,1 @@
+"""One driver per device kind, all behind devices.drivers.base.Device."""

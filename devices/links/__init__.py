@@ -1,0 +1,1 @@
+"""How bytes move to and from a device: serial ports and Bluetooth LE."""

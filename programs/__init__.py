@@ -1,0 +1,1 @@
+"""Massage programs as validated data, and their rendering onto devices."""

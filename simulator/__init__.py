@@ -1,0 +1,1 @@
+"""Firmware-level simulations of every device, served on real endpoints."""
