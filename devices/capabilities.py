@@ -90,9 +90,7 @@ class Capabilities(_Frozen):
     def motors_at(self, place: Place, side: Side = Side.BOTH) -> tuple[Motor, ...]:
         """The motors at a place, on one side or both."""
         return tuple(
-            m
-            for m in self.motors
-            if m.place == place and (side == Side.BOTH or m.side == side)
+            m for m in self.motors if m.place == place and (side == Side.BOTH or m.side == side)
         )
 
 
