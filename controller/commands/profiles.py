@@ -1,0 +1,214 @@
+"""``massaged profiles``: list, show, change and check user profiles."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from controller.profiles import (
+    CONTRAINDICATIONS,
+    DEFAULT_PROFILE,
+    Audience,
+    Contraindication,
+    PainfulSide,
+    Profile,
+    check_contraindications,
+    parse_contraindication,
+    parse_kind_caps,
+)
+from controller.safety import HEATER_LIMITS_S, SESSION_LIMITS_S
+from controller.store import Store
+from devices.capabilities import DeviceKind
+
+logger = logging.getLogger(__name__)
+
+EXIT_BLOCKED = 3
+"""Exit code of ``profiles check`` when a contraindication blocks a device."""
+
+_DOCTOR = (
+    "This checks only what the profile records. If you feel unwell, postpone the session; "
+    "when in doubt, ask your doctor."
+)
+
+
+def add_db_option(parser: argparse.ArgumentParser) -> None:
+    """The --db option every store-using command takes."""
+    parser.add_argument(
+        "--db",
+        type=Path,
+        metavar="PATH",
+        help="the database file (default: $MASSAGED_DATA_DIR or the data folder / massaged.db)",
+    )
+
+
+def open_store(args: argparse.Namespace) -> Store:
+    """The store named by --db, or the default one."""
+    db: Path | None = getattr(args, "db", None)
+    return Store.open(db)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``profiles`` and its actions."""
+    parser = subparsers.add_parser(
+        "profiles",
+        help="list, show, change and check user profiles",
+        description="User profiles: audience, intensity caps, painful side, contraindications.",
+    )
+    sub = parser.add_subparsers(dest="profiles_action", metavar="ACTION", required=True)
+
+    p = sub.add_parser("list", help="every profile")
+    add_db_option(p)
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("show", help="one profile in full")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--json", action="store_true", help="print the profile as JSON")
+    add_db_option(p)
+    p.set_defaults(func=cmd_show)
+
+    kinds = ", ".join(k.value for k in DeviceKind)
+    p = sub.add_parser(
+        "set",
+        help="create or change a profile",
+        description="Create a profile (from the default settings) or change the given fields.",
+        epilog="contraindications: " + ", ".join(c.value for c in Contraindication),
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--audience", choices=[a.value for a in Audience])
+    p.add_argument(
+        "--cap",
+        action="append",
+        default=[],
+        metavar="KIND=FRACTION",
+        help=f"intensity cap of a device kind ({kinds}), 0..1 of the device maximum",
+    )
+    p.add_argument(
+        "--ems-max-raise",
+        type=int,
+        metavar="N",
+        help="EMS strength raise per 100 ms, 1..5 (5 is the protocol's maximum)",
+    )
+    p.add_argument("--painful-side", choices=[s.value for s in PainfulSide])
+    p.add_argument(
+        "--contraindication",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="add a contraindication (repeatable; see the list below)",
+    )
+    p.add_argument(
+        "--clear-contraindications",
+        action="store_true",
+        help="remove every contraindication (before adding the --contraindication ones)",
+    )
+    add_db_option(p)
+    p.set_defaults(func=cmd_set)
+
+    p = sub.add_parser(
+        "check",
+        help="which contraindications block which devices",
+        description=f"Exit code 0 when nothing is blocked, {EXIT_BLOCKED} when something is.",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument(
+        "--device",
+        action="append",
+        choices=[k.value for k in DeviceKind],
+        metavar="KIND",
+        help=f"check a session on these kinds only ({kinds}; repeatable; default: all)",
+    )
+    add_db_option(p)
+    p.set_defaults(func=cmd_check)
+
+
+def describe(profile: Profile) -> list[str]:
+    """The lines that show a profile to a person."""
+    session_min = SESSION_LIMITS_S[profile.audience] / 60
+    heater_min = HEATER_LIMITS_S[profile.audience] / 60
+    caps = ", ".join(f"{k.value} {profile.caps.for_kind(k):.2f}" for k in DeviceKind)
+    items = sorted(profile.contraindications, key=lambda c: c.value)
+    lines = [
+        f"name: {profile.name}",
+        f"audience: {profile.audience.value} "
+        f"(session up to {session_min:g} min, heater up to {heater_min:g} min)",
+        f"caps (fraction of the device maximum): {caps}",
+        f"EMS raise: at most {profile.ems_max_raise_per_100ms} per 100 ms",
+        f"painful side: {profile.painful_side.value}",
+        "contraindications: " + (", ".join(c.value for c in items) if items else "none"),
+    ]
+    for item in items:
+        if CONTRAINDICATIONS[item].ems_only:
+            lines.append(f"  {item.value} blocks only the EMS butterfly")
+    return lines
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print every profile, one line each."""
+    with open_store(args) as store:
+        profiles = store.list_profiles()
+    for profile in profiles:
+        contra = len(profile.contraindications)
+        print(
+            f"{profile.name:<20} {profile.audience.value:<6} "
+            f"painful side {profile.painful_side.value:<5} contraindications {contra}"
+        )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print one profile."""
+    with open_store(args) as store:
+        profile = store.get_profile(args.name)
+    if args.json:
+        print(json.dumps(profile.model_dump(mode="json"), indent=2))
+    else:
+        print("\n".join(describe(profile)))
+    return 0
+
+
+def cmd_set(args: argparse.Namespace) -> int:
+    """Create or change a profile and print it."""
+    with open_store(args) as store:
+        current = store.find_profile(args.name)
+        created = current is None
+        base = current or DEFAULT_PROFILE.updated(name=args.name)
+        changes: dict[str, object] = {}
+        if args.audience is not None:
+            changes["audience"] = args.audience
+        if args.cap:
+            changes["caps"] = parse_kind_caps(args.cap, base.caps).model_dump()
+        if args.ems_max_raise is not None:
+            changes["ems_max_raise_per_100ms"] = args.ems_max_raise
+        if args.painful_side is not None:
+            changes["painful_side"] = args.painful_side
+        if args.clear_contraindications or args.contraindication:
+            items = set() if args.clear_contraindications else set(base.contraindications)
+            items.update(parse_contraindication(name) for name in args.contraindication)
+            changes["contraindications"] = sorted(c.value for c in items)
+        profile = base.updated(**changes)
+        store.save_profile(profile)
+    print(("created" if created else "saved") + f" profile {profile.name}")
+    print("\n".join(describe(profile)))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Print which contraindications block which devices; exit 3 when any does."""
+    kinds = None if not args.device else {DeviceKind(k) for k in args.device}
+    with open_store(args) as store:
+        profile = store.get_profile(args.name)
+    result = check_contraindications(profile, kinds)
+    for message in result.messages:
+        print(message)
+    if result.ok:
+        print(f"no contraindication recorded for {profile.name}: every device may run")
+    elif result.session_blocked:
+        print("the whole session is blocked")
+    else:
+        blocked = ", ".join(sorted(k.value for k in result.blocked_kinds))
+        allowed = ", ".join(sorted(k.value for k in result.allowed_kinds))
+        print(f"blocked: {blocked}; may run: {allowed}")
+    print(_DOCTOR)
+    return 0 if result.ok else EXIT_BLOCKED

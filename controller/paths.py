@@ -1,0 +1,89 @@
+"""Where massaged keeps its data and configuration on this platform.
+
+Linux and other Unix systems follow the XDG base directory specification
+(``$XDG_DATA_HOME/massaged``, ``$XDG_CONFIG_HOME/massaged``); macOS uses
+``~/Library/Application Support/massaged`` for both; Windows uses
+``%LOCALAPPDATA%`` for data and ``%APPDATA%`` for configuration. The
+environment variables ``MASSAGED_DATA_DIR`` and ``MASSAGED_CONFIG_DIR``
+override everything (tests and unusual set-ups use them).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "massaged"
+DATA_DIR_ENV = "MASSAGED_DATA_DIR"
+CONFIG_DIR_ENV = "MASSAGED_CONFIG_DIR"
+DB_FILENAME = "massaged.db"
+PRIVATE_DIR_MODE = 0o700
+"""Health data lives here: only the owner may list or enter the directory."""
+
+
+def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if environ is None else environ
+
+
+def _base_dir(environ: Mapping[str, str], xdg_var: str, xdg_default: str, win_var: str) -> Path:
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support"
+    if sys.platform == "win32":
+        win = environ.get(win_var)
+        return Path(win) if win else Path.home() / "AppData" / "Local"
+    xdg = environ.get(xdg_var)
+    # The XDG spec says a relative path is invalid and must be ignored.
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg)
+    return Path.home() / xdg_default
+
+
+def data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The directory for the history database and other data (not created here)."""
+    env = _env(environ)
+    override = env.get(DATA_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    return _base_dir(env, "XDG_DATA_HOME", ".local/share", "LOCALAPPDATA") / APP_NAME
+
+
+def config_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The directory for configuration files (not created here)."""
+    env = _env(environ)
+    override = env.get(CONFIG_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    return _base_dir(env, "XDG_CONFIG_HOME", ".config", "APPDATA") / APP_NAME
+
+
+def db_path(environ: Mapping[str, str] | None = None) -> Path:
+    """The default path of the SQLite store: data dir / massaged.db."""
+    return data_dir(environ) / DB_FILENAME
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create path (and parents) if needed and make it owner-only (0700).
+
+    An existing directory is tightened only when it is massaged's own (named
+    "massaged"): an override such as MASSAGED_DATA_DIR=/tmp must never change
+    the permissions of a shared folder; it gets a warning instead.
+    """
+    existed = path.is_dir()
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if sys.platform == "win32":
+        return path
+    mode = path.stat().st_mode & 0o777
+    if mode == PRIVATE_DIR_MODE:
+        return path
+    if not existed or path.name == APP_NAME:
+        # mkdir's mode is filtered by the umask and ignored for an existing directory.
+        logger.info("making %s private (0700)", path)
+        path.chmod(PRIVATE_DIR_MODE)
+    elif mode & 0o077:
+        logger.warning("%s is open to other users (%o): keep massaged's data elsewhere", path, mode)
+    return path

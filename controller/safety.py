@@ -1,0 +1,740 @@
+"""The one safety layer between the session runner and the drivers; nothing bypasses it.
+
+Every output a program asks for goes through :class:`SafeDevice.apply`, which
+turns the request into what may be sent:
+
+1. **scale**: the user's overall intensity (0..1) times the "gentler" factor
+   (each press multiplies it by :data:`GENTLER_STEP`; it never goes back up in
+   a session), by the rules of :func:`scale_output`;
+2. **cap**: a ceiling per device kind, the smaller of the profile's cap and
+   the device's registry entry, as a fraction of the device maximum (belt
+   level 255, pillow speed 3, butterfly strength 200). A cap is a ceiling,
+   never a multiplier: a program asking for more gets the cap, never more;
+3. **ranges**: every value clamped to what the device accepts.
+
+Steps 1 to 3 are the pure function :func:`clamp`. On top of it, with state:
+
+4. **EMS ramp** (EB1 daemon rule 2): a strength rises by at most
+   ``ems_max_raise_per_100ms`` (5, a profile may lower it) per 100 ms elapsed,
+   and falls at any speed. The raise credit accrues in integer microseconds
+   (see :func:`ramp_step`), so a strength never rises by more than
+   ``ceil(max_raise × elapsed / 100 ms)`` between any two sends, whatever the
+   call rate. The runner must call :meth:`SafeDevice.apply` or
+   :meth:`SafeDevice.tick` at least every 100 ms while :attr:`SafeDevice.held_back`
+   is true, or the strength stays where the ramp left it;
+5. **EMS wheel** (EB1 rule 4): a strength set on the unit's own wheel becomes
+   that channel's ceiling for the rest of the session;
+6. **heater on-time**: at most 20 minutes for an adult and 10 for a child in
+   one session (the method gives no figure; half the session limit keeps the
+   skin from long heat while leaving warm-up time). Past it the heat is
+   switched off and refused; on-time is counted from the calls, so it can
+   overrun by at most the gap between two calls;
+7. **empty pillow** (SP1 rule 6): no kneading while nobody rests on the pillow
+   (the driver refuses too);
+8. **time limit**: after the audience's session limit (30 minutes adult, 15
+   child: the method), after an emergency stop, or after the user pressed a
+   device's own stop button (VB1 rule 6), every request is refused: the
+   device is stopped, a zero output is returned, and a :class:`Violation` is
+   recorded rather than raised, so a runner that forgot to end the session
+   still leaves every device off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any, TypeVar, overload
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from controller.profiles import (
+    EMS_MAX_RAISE_PER_100MS,
+    Audience,
+    KindCaps,
+    Profile,
+    describe_validation_error,
+)
+from devices.capabilities import Capabilities, DeviceKind
+from devices.drivers.base import Device
+from devices.errors import ConfigError, LinkError, SafetyError
+from devices.events import DeviceEvent, EmsWheelChanged, PillowOccupancy, StopButtonPressed
+from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, Output, PillowOutput
+
+logger = logging.getLogger(__name__)
+
+DEVICE_MAXIMA: Mapping[DeviceKind, int] = {
+    DeviceKind.BELT: 255,
+    DeviceKind.PILLOW: 3,
+    DeviceKind.BUTTERFLY: 200,
+}
+"""The protocol maximum of each kind's intensity (VB1 level, SP1 speed, EB1 strength)."""
+
+SESSION_LIMITS_S: Mapping[Audience, float] = {Audience.ADULT: 1800.0, Audience.CHILD: 900.0}
+"""The method: up to 30 minutes for adults, up to 15 for children."""
+
+HEATER_LIMITS_S: Mapping[Audience, float] = {Audience.ADULT: 1200.0, Audience.CHILD: 600.0}
+"""Heater on-time per session: 20 minutes adult, 10 child (ours; see the module doc)."""
+
+GENTLER_STEP = 0.7
+"""Each "gentler" press multiplies every intensity by this."""
+
+PILLOW_KEEP_FACTOR = 0.3
+"""A running pillow keeps speed 1 while the factor is at least this; below it, it stops.
+
+floor(1 × 0.7) would stop the pillow at the first "gentler" press; with this
+threshold speed 1 survives three presses (0.343) and stops at the fourth.
+"""
+
+RAMP_WINDOW_US = 100_000
+"""The EMS ramp's window: max_raise per 100 ms, in microseconds."""
+
+EMS_FREQUENCY_RANGE = (10, 240)
+EMS_INTENSITY_RANGE = (0, 100)
+
+_DEVICE_CAP_KEYS = frozenset(k.value for k in DeviceKind) | {"ems_max_raise_per_100ms"}
+
+_Heated = TypeVar("_Heated", BeltOutput, PillowOutput)
+
+
+class SafetyLimits(BaseModel):
+    """Every limit of one session on one device set: caps, scale, EMS ramp, time limits."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    audience: Audience = Audience.ADULT
+    caps: KindCaps = KindCaps()
+    scale: float = Field(default=1.0, ge=0.0, le=1.0)
+    """The user's overall intensity; it can lower, never raise."""
+    ems_max_raise_per_100ms: int = Field(default=EMS_MAX_RAISE_PER_100MS, ge=1, le=5)
+    session_limit_s: float = Field(default=0.0, ge=0.0)
+    """0 means the audience's limit; never more than it."""
+    heater_limit_s: float = Field(default=0.0, ge=0.0)
+    """0 means the audience's limit; never more than it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _audience_limits(cls, data: Any) -> Any:
+        # The audience decides the defaults and the ceilings of both time limits.
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        audience = Audience(data.get("audience", Audience.ADULT))
+        tables = (("session_limit_s", SESSION_LIMITS_S), ("heater_limit_s", HEATER_LIMITS_S))
+        for key, table in tables:
+            ceiling = table[audience]
+            value = data.get(key) or ceiling
+            if isinstance(value, int | float) and value > ceiling:
+                raise ValueError(f"{key} {value} exceeds the {audience.value} limit {ceiling}")
+            data[key] = value
+        return data
+
+    @classmethod
+    def from_profile(
+        cls,
+        profile: Profile,
+        *,
+        device_caps: Mapping[str, float] | None = None,
+        scale: float = 1.0,
+    ) -> SafetyLimits:
+        """Limits for a profile, lowered by a device registry entry's caps (the minimum wins).
+
+        device_caps maps a kind name ("belt", "pillow", "butterfly") to a fraction
+        and may hold "ems_max_raise_per_100ms"; ConfigError names a bad key or value.
+        """
+        caps = profile.caps.model_dump()
+        raise_limit = profile.ems_max_raise_per_100ms
+        for key, value in (device_caps or {}).items():
+            if key not in _DEVICE_CAP_KEYS:
+                known = ", ".join(sorted(_DEVICE_CAP_KEYS))
+                raise ConfigError(f"unknown device cap {key!r}; known: {known}")
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"device cap {key!r} must be a number, not {value!r}")
+            if key == "ems_max_raise_per_100ms":
+                raise_limit = min(raise_limit, int(value))
+            else:
+                caps[key] = min(caps[key], float(value))
+        try:
+            return cls.model_validate(
+                {
+                    "audience": profile.audience,
+                    "caps": caps,
+                    "scale": scale,
+                    "ems_max_raise_per_100ms": raise_limit,
+                }
+            )
+        except ValidationError as err:
+            raise ConfigError(describe_validation_error(err, "safety limits")) from err
+
+    def stricter(self, other: SafetyLimits) -> SafetyLimits:
+        """The stricter of two limits, field by field (a child audience wins)."""
+        audience = (
+            Audience.CHILD if Audience.CHILD in (self.audience, other.audience) else self.audience
+        )
+        caps = {k.value: min(self.cap(k), other.cap(k)) for k in DeviceKind}
+        return SafetyLimits(
+            audience=audience,
+            caps=KindCaps(**caps),
+            scale=min(self.scale, other.scale),
+            ems_max_raise_per_100ms=min(
+                self.ems_max_raise_per_100ms, other.ems_max_raise_per_100ms
+            ),
+            session_limit_s=min(
+                self.session_limit_s, other.session_limit_s, SESSION_LIMITS_S[audience]
+            ),
+            heater_limit_s=min(
+                self.heater_limit_s, other.heater_limit_s, HEATER_LIMITS_S[audience]
+            ),
+        )
+
+    def cap(self, kind: DeviceKind) -> float:
+        """The cap of one kind, as a fraction of the device maximum."""
+        return self.caps.for_kind(kind)
+
+    def max_units(self, kind: DeviceKind, maximum: int | None = None) -> int:
+        """The cap in device units (floor); also the EB1 soft limit to write with BF."""
+        return cap_units(self.cap(kind), DEVICE_MAXIMA[kind] if maximum is None else maximum)
+
+
+# -- pure rules ---------------------------------------------------------------
+
+
+def cap_units(fraction: float, maximum: int) -> int:
+    """floor(fraction × maximum), within 0..maximum: a cap is never rounded up."""
+    return max(0, min(maximum, math.floor(fraction * maximum)))
+
+
+def _clip01(value: float) -> float:
+    # NaN would slip through min/max and poison every comparison: treat it as 0.
+    if math.isnan(value):
+        return 0.0
+    return min(1.0, max(0.0, value))
+
+
+def _scale_int(value: int, factor: float) -> int:
+    # The epsilon undoes float noise (200 × 0.7² is 97.99999…), never more than that.
+    return max(0, math.floor(value * factor + 1e-9))
+
+
+@overload
+def scale_output(output: BeltOutput, factor: float) -> BeltOutput: ...
+@overload
+def scale_output(output: PillowOutput, factor: float) -> PillowOutput: ...
+@overload
+def scale_output(output: ButterflyOutput, factor: float) -> ButterflyOutput: ...
+@overload
+def scale_output(output: Output, factor: float) -> Output: ...
+def scale_output(output: Output, factor: float) -> Output:
+    """Scale an output's intensities by factor (clipped to 0..1: scaling never amplifies).
+
+    - belt: every level × factor, rounded down; the heater is untouched;
+    - pillow: floor(speed × factor), except that a running pillow keeps speed 1
+      while factor ≥ PILLOW_KEEP_FACTOR (3 speeds are too coarse to round to 0);
+    - butterfly: each channel's strength × factor, rounded down; frequency and
+      waveform intensity are untouched (they shape the pulses, not the dose).
+    """
+    f = _clip01(factor)
+    if isinstance(output, BeltOutput):
+        return replace(output, levels=tuple(_scale_int(level, f) for level in output.levels))
+    if isinstance(output, PillowOutput):
+        speed = _scale_int(output.speed, f)
+        if output.speed > 0 and speed == 0 and f >= PILLOW_KEEP_FACTOR:
+            speed = 1
+        return replace(output, speed=speed)
+    if isinstance(output, ButterflyOutput):
+        return ButterflyOutput(
+            a=replace(output.a, strength=_scale_int(output.a.strength, f)),
+            b=replace(output.b, strength=_scale_int(output.b.strength, f)),
+        )
+    raise SafetyError(f"unknown output type {type(output).__name__}")
+
+
+def _within(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value))
+
+
+def _clamp_channel(ch: EmsChannelOutput, ceiling: int) -> EmsChannelOutput:
+    return EmsChannelOutput(
+        strength=_within(ch.strength, 0, ceiling),
+        frequency=_within(ch.frequency, *EMS_FREQUENCY_RANGE),
+        intensity=_within(ch.intensity, *EMS_INTENSITY_RANGE),
+    )
+
+
+@overload
+def clamp(
+    output: BeltOutput,
+    limits: SafetyLimits,
+    *,
+    gentler: float = ...,
+    capabilities: Capabilities | None = ...,
+) -> BeltOutput: ...
+@overload
+def clamp(
+    output: PillowOutput,
+    limits: SafetyLimits,
+    *,
+    gentler: float = ...,
+    capabilities: Capabilities | None = ...,
+) -> PillowOutput: ...
+@overload
+def clamp(
+    output: ButterflyOutput,
+    limits: SafetyLimits,
+    *,
+    gentler: float = ...,
+    capabilities: Capabilities | None = ...,
+) -> ButterflyOutput: ...
+@overload
+def clamp(
+    output: Output,
+    limits: SafetyLimits,
+    *,
+    gentler: float = ...,
+    capabilities: Capabilities | None = ...,
+) -> Output: ...
+def clamp(
+    output: Output,
+    limits: SafetyLimits,
+    *,
+    gentler: float = 1.0,
+    capabilities: Capabilities | None = None,
+) -> Output:
+    """Scale × gentler, then cap, then device ranges: the stateless part of apply.
+
+    capabilities (when known) narrows the ranges further: per-motor maximum,
+    the pillow's top speed, each EMS channel's maximum, and no heat without a heater.
+    """
+    scaled = scale_output(output, limits.scale * _clip01(gentler))
+    if isinstance(scaled, BeltOutput):
+        cap = limits.max_units(DeviceKind.BELT)
+        motors = capabilities.motors if capabilities is not None else ()
+        levels = tuple(
+            _within(level, 0, min(cap, motors[i].max_level if i < len(motors) else cap))
+            for i, level in enumerate(scaled.levels)
+        )
+        heat = scaled.heat and (capabilities is None or capabilities.heater)
+        return BeltOutput(levels=levels, heat=heat)
+    if isinstance(scaled, PillowOutput):
+        top = DEVICE_MAXIMA[DeviceKind.PILLOW]
+        if capabilities is not None and capabilities.kneading is not None:
+            top = capabilities.kneading.max_speed
+        speed = _within(scaled.speed, 0, limits.max_units(DeviceKind.PILLOW, top))
+        heat = scaled.heat and (capabilities is None or capabilities.heater)
+        return PillowOutput(speed=speed, direction=scaled.direction, heat=heat)
+    if isinstance(scaled, ButterflyOutput):
+        channels = capabilities.ems_channels if capabilities is not None else ()
+        ceilings = [limits.max_units(DeviceKind.BUTTERFLY)] * 2
+        for i, ch in enumerate(channels[:2]):
+            ceilings[i] = min(ceilings[i], limits.max_units(DeviceKind.BUTTERFLY, ch.max_strength))
+        return ButterflyOutput(
+            a=_clamp_channel(scaled.a, ceilings[0]), b=_clamp_channel(scaled.b, ceilings[1])
+        )
+    raise SafetyError(f"unknown output type {type(output).__name__}")
+
+
+@dataclass(frozen=True, slots=True)
+class RampState:
+    """One EMS channel's ramp: the strength sent, unspent raise credit, and when."""
+
+    strength: int = 0
+    bank: int = 0
+    """Raise credit carried over, in units of 1/RAMP_WINDOW_US of a strength step."""
+    t_us: int = 0
+
+
+def ramp_step(
+    state: RampState, requested: int, now_us: int, max_raise: int
+) -> tuple[int, RampState]:
+    """The strength to send now under the ramp, and the new state.
+
+    Credit accrues at max_raise per RAMP_WINDOW_US. While a raise is held back,
+    the fractional credit carries over (so frequent calls still climb at the
+    full rate); once the request is met, or on any lowering, credit resets to 0
+    (so a long hold never banks a jump). Hence for any two sends,
+    rise ≤ ceil(max_raise × elapsed / 100 ms).
+    """
+    if requested <= state.strength:
+        return requested, RampState(requested, 0, now_us)
+    bank = state.bank + max_raise * max(0, now_us - state.t_us)
+    allowed = state.strength + bank // RAMP_WINDOW_US
+    if requested <= allowed:
+        return requested, RampState(requested, 0, now_us)
+    spent = (allowed - state.strength) * RAMP_WINDOW_US
+    return allowed, RampState(allowed, bank - spent, now_us)
+
+
+def off_output(like: Output) -> Output:
+    """Everything off, for the same kind (and motor count) as like."""
+    if isinstance(like, BeltOutput):
+        return BeltOutput.off(len(like.levels))
+    if isinstance(like, PillowOutput):
+        return PillowOutput.off()
+    return ButterflyOutput.off()
+
+
+# -- time ---------------------------------------------------------------------
+
+
+class SessionClock:
+    """Seconds since the session started, against its time limit (wall time, pauses count)."""
+
+    def __init__(self, limit_s: float, *, now: Callable[[], float] = time.monotonic) -> None:
+        if limit_s <= 0:
+            raise ConfigError(f"session limit must be positive, not {limit_s}")
+        self.limit_s = limit_s
+        self._now = now
+        self._start = now()
+
+    def elapsed(self) -> float:
+        """Seconds since the start."""
+        return max(0.0, self._now() - self._start)
+
+    def elapsed_us(self) -> int:
+        """Whole microseconds since the start (the ramp counts in these)."""
+        return round(self.elapsed() * 1_000_000)
+
+    def remaining(self) -> float:
+        """Seconds left before the limit (0 once expired)."""
+        return max(0.0, self.limit_s - self.elapsed())
+
+    @property
+    def expired(self) -> bool:
+        """True from the limit on."""
+        return self.elapsed() >= self.limit_s
+
+
+# -- violations ---------------------------------------------------------------
+
+
+class Rule(StrEnum):
+    """Which safety rule refused or lowered something."""
+
+    SESSION_TIME = "session_time"
+    HEATER_TIME = "heater_time"
+    EMPTY_PILLOW = "empty_pillow"
+    EMERGENCY_STOP = "emergency_stop"
+    STOP_BUTTON = "stop_button"
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """A request the safety layer refused or cut down, for the session's history."""
+
+    t: float
+    device: str
+    rule: Rule
+    detail: str
+
+
+ViolationListener = Callable[[Violation], None]
+
+
+# -- the session and its devices ----------------------------------------------
+
+
+class SessionSafety:
+    """Shared state of one session: limits, clock, "gentler" factor, violations, halt latch."""
+
+    def __init__(
+        self,
+        limits: SafetyLimits,
+        *,
+        clock: SessionClock | None = None,
+        on_violation: ViolationListener | None = None,
+    ) -> None:
+        self.limits = limits
+        if clock is None:
+            clock = SessionClock(limits.session_limit_s)
+        elif clock.limit_s > limits.session_limit_s:
+            raise ConfigError(
+                f"session clock limit {clock.limit_s} s exceeds the {limits.audience.value} "
+                f"limit {limits.session_limit_s} s"
+            )
+        self.clock = clock
+        self.gentler_presses = 0
+        self.violations: list[Violation] = []
+        self.halted = False
+        self._on_violation = on_violation
+        self._devices: list[SafeDevice] = []
+
+    @property
+    def gentler_factor(self) -> float:
+        """GENTLER_STEP ** presses: only ever goes down in a session."""
+        return float(GENTLER_STEP**self.gentler_presses)
+
+    def gentler(self) -> float:
+        """Record one "gentler" press; the new factor applies from the next apply or tick."""
+        self.gentler_presses += 1
+        logger.info("gentler pressed (%d): factor %.3f", self.gentler_presses, self.gentler_factor)
+        return self.gentler_factor
+
+    async def press_gentler(self) -> float:
+        """One "gentler" press, applied to every device at once."""
+        factor = self.gentler()
+        await asyncio.gather(*(d.tick() for d in self._devices))
+        return factor
+
+    def wrap(self, device: Device, *, limits: SafetyLimits | None = None) -> SafeDevice:
+        """A SafeDevice for device in this session (with its own limits, the stricter win)."""
+        safe = SafeDevice(device, self, limits=limits)
+        self._devices.append(safe)
+        return safe
+
+    @property
+    def devices(self) -> tuple[SafeDevice, ...]:
+        """Every wrapped device."""
+        return tuple(self._devices)
+
+    async def emergency_stop(self) -> None:
+        """Stop every device at once and refuse everything for the rest of the session."""
+        self.halted = True
+        await asyncio.gather(*(d.emergency_stop() for d in self._devices))
+
+    def record(self, device: str, rule: Rule, detail: str) -> Violation:
+        """Note a refused or cut-down request."""
+        violation = Violation(round(self.clock.elapsed(), 3), device, rule, detail)
+        logger.warning("%s: safety: %s: %s", device, rule.value, detail)
+        self.violations.append(violation)
+        if self._on_violation is not None:
+            try:
+                self._on_violation(violation)
+            except Exception:  # recording must never stop the safety layer itself
+                logger.exception("violation listener failed")
+        return violation
+
+
+class SafeDevice:
+    """A Device behind the safety layer: the only way a session touches outputs."""
+
+    def __init__(
+        self, device: Device, session: SessionSafety, *, limits: SafetyLimits | None = None
+    ) -> None:
+        self.device = device
+        self.session = session
+        # A device's own limits can only tighten the session's, never loosen them.
+        self.limits = session.limits if limits is None else session.limits.stricter(limits)
+        self._lock = asyncio.Lock()
+        self._requested: Output | None = None
+        self._sent: Output | None = None
+        self._ramps = (RampState(), RampState())
+        self._ramp_started = False
+        self._wheel: list[int | None] = [None, None]
+        self._pillow_empty = False
+        self._stop_button = False
+        self._halted = False
+        self._heat_on = False
+        self._heat_used_us = 0
+        self._last_us = 0
+        self._recorded: set[Rule] = set()
+        self.held_back = False
+        """True when the ramp held the last request back: keep ticking every 100 ms."""
+        self._remove_listener = device.add_listener(self._on_event)
+
+    @property
+    def name(self) -> str:
+        """The device's name."""
+        return self.device.name
+
+    @property
+    def kind(self) -> DeviceKind:
+        """The device's kind."""
+        return self.device.kind
+
+    @property
+    def sent(self) -> Output | None:
+        """What the safety layer last sent (None before the first apply)."""
+        return self._sent
+
+    @property
+    def heater_on_time(self) -> float:
+        """Seconds the heater has been on in this session (as of the last call)."""
+        return self._heat_used_us / 1_000_000
+
+    def close(self) -> None:
+        """Stop listening to the device's events."""
+        self._remove_listener()
+
+    def clamp(self, output: Output) -> Output:
+        """The stateless part of apply with this session's factor and this device's ranges."""
+        return clamp(
+            output,
+            self.limits,
+            gentler=self.session.gentler_factor,
+            capabilities=self._capabilities(),
+        )
+
+    async def apply(self, output: Output) -> Output:
+        """Send the safe version of output; returns what was sent."""
+        if output.kind != self.kind:
+            raise SafetyError(f"{self.name}: a {output.kind} output cannot go to a {self.kind}")
+        async with self._lock:
+            self._requested = output
+            now_us = self.session.clock.elapsed_us()
+            self._account_heat(now_us)
+            refusal = self._refusal()
+            if refusal is not None:
+                return await self._refuse(output, refusal)
+            decided, ramps = self._decide(output, now_us)
+            await self.device.apply(decided)
+            if self.session.halted or self._halted:
+                # An emergency stop raced this send: make sure the stop is the last word.
+                await self.device.stop()
+                self._reset_to_zero()
+                return off_output(output)
+            # Committed only once the device took it: after a failed send the old
+            # ramp state is the conservative one.
+            self._ramps = ramps
+            self._ramp_started = True
+            self._sent = decided
+            self._heat_on = _heat(decided)
+            return decided
+
+    async def tick(self) -> Output | None:
+        """Re-apply the last request: continues a ramp, enforces the time and heater limits."""
+        if self._requested is None:
+            return None
+        return await self.apply(self._requested)
+
+    async def stop(self) -> None:
+        """Every output to zero (a pause or the end of the session on this device)."""
+        async with self._lock:
+            self._account_heat(self.session.clock.elapsed_us())
+            await self.device.stop()
+            self._reset_to_zero()
+
+    async def emergency_stop(self) -> None:
+        """device.stop() at once, without waiting for a send in progress; refuses from now on."""
+        self._halted = True
+        try:
+            await self.device.stop()
+        finally:
+            self._reset_to_zero()
+
+    # -- internals ------------------------------------------------------------
+
+    def _capabilities(self) -> Capabilities | None:
+        try:
+            return self.device.capabilities
+        except LinkError:
+            return None
+
+    def _reset_to_zero(self) -> None:
+        now_us = self.session.clock.elapsed_us()
+        self._ramps = (RampState(0, 0, now_us), RampState(0, 0, now_us))
+        self._ramp_started = True
+        self._heat_on = False
+        self.held_back = False
+        if self._requested is not None:
+            self._sent = off_output(self._requested)
+
+    def _account_heat(self, now_us: int) -> None:
+        if self._heat_on:
+            self._heat_used_us += max(0, now_us - self._last_us)
+        self._last_us = now_us
+
+    def _refusal(self) -> tuple[Rule, str] | None:
+        if self.session.halted or self._halted:
+            return Rule.EMERGENCY_STOP, "refused: the session was emergency-stopped"
+        if self._stop_button:
+            return Rule.STOP_BUTTON, "refused: the user pressed the device's own stop button"
+        if self.session.clock.expired:
+            limit = _duration(self.session.clock.limit_s)
+            return Rule.SESSION_TIME, f"refused: past the session limit of {limit}"
+        return None
+
+    async def _refuse(self, output: Output, refusal: tuple[Rule, str]) -> Output:
+        rule, detail = refusal
+        if rule not in self._recorded:
+            self._recorded.add(rule)
+            self.session.record(self.name, rule, detail)
+        off = off_output(output)
+        if not self.device.output.is_zero:
+            await self.device.stop()
+        self._reset_to_zero()
+        self._sent = off
+        return off
+
+    def _decide(self, output: Output, now_us: int) -> tuple[Output, tuple[RampState, RampState]]:
+        out = self.clamp(output)
+        ramps = self._ramps
+        self.held_back = False
+        if isinstance(out, PillowOutput):
+            if self._pillow_empty and out.speed > 0:
+                if Rule.EMPTY_PILLOW not in self._recorded:
+                    self._recorded.add(Rule.EMPTY_PILLOW)
+                    self.session.record(self.name, Rule.EMPTY_PILLOW, "no kneading: pillow empty")
+                out = replace(out, speed=0)
+            out = self._limit_heat(out)
+        elif isinstance(out, BeltOutput):
+            out = self._limit_heat(out)
+        elif isinstance(out, ButterflyOutput):
+            out, ramps = self._ramp(out, now_us)
+        return out, ramps
+
+    def _limit_heat(self, out: _Heated) -> _Heated:
+        if not out.heat or self._heat_used_us < round(self.limits.heater_limit_s * 1_000_000):
+            return out
+        if Rule.HEATER_TIME not in self._recorded:
+            self._recorded.add(Rule.HEATER_TIME)
+            limit = _duration(self.limits.heater_limit_s)
+            self.session.record(self.name, Rule.HEATER_TIME, f"heat off: on for {limit} already")
+        return replace(out, heat=False)
+
+    def _ramp(
+        self, out: ButterflyOutput, now_us: int
+    ) -> tuple[ButterflyOutput, tuple[RampState, RampState]]:
+        max_raise = self.limits.ems_max_raise_per_100ms
+        caps = self._capabilities()
+        for channel in caps.ems_channels if caps is not None else ():
+            max_raise = min(max_raise, channel.max_raise_per_100ms)
+        old = self._ramps
+        if not self._ramp_started:
+            # The driver leaves both strengths at 0 on connect (EB1 rule 1): start there, now.
+            old = (RampState(0, 0, now_us), RampState(0, 0, now_us))
+        channels = []
+        states = []
+        for i, (ch, state) in enumerate(zip((out.a, out.b), old, strict=True)):
+            wanted = ch.strength
+            wheel = self._wheel[i]
+            if wheel is not None:
+                wanted = min(wanted, wheel)
+            strength, new_state = ramp_step(state, wanted, now_us, max_raise)
+            if strength < wanted:
+                self.held_back = True
+            channels.append(replace(ch, strength=strength))
+            states.append(new_state)
+        return ButterflyOutput(a=channels[0], b=channels[1]), (states[0], states[1])
+
+    def _on_event(self, event: DeviceEvent) -> None:
+        if isinstance(event, PillowOccupancy):
+            self._pillow_empty = event.empty
+            if not event.empty:
+                # A new empty spell should be recorded again.
+                self._recorded.discard(Rule.EMPTY_PILLOW)
+        elif isinstance(event, StopButtonPressed):
+            self._stop_button = True
+        elif isinstance(event, EmsWheelChanged):
+            # The user's word: the device is at these strengths now, and they are the
+            # ceilings for the rest of the session.
+            now_us = self.session.clock.elapsed_us()
+            self._wheel = [event.strength_a, event.strength_b]
+            self._ramps = (
+                RampState(event.strength_a, 0, now_us),
+                RampState(event.strength_b, 0, now_us),
+            )
+            self._ramp_started = True
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} minutes"
+    return f"{seconds:g} s"
+
+
+def _heat(output: Output) -> bool:
+    return isinstance(output, BeltOutput | PillowOutput) and output.heat

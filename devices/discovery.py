@@ -1,0 +1,161 @@
+"""Finding massage devices: BLE advertisements and USB serial ports (or the simulator's).
+
+BLE devices are recognised by the name prefix or advertised service of their
+kind's profile (``devices.links.ble.BLE_PROFILES``); serial belts by their USB
+product string. In simulator mode (``radio_path`` given) the BLE scan goes
+through the simulated radio and its serial endpoints are listed too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from bleak import BleakScanner
+from bleak.backends.device import BLEDevice
+from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
+from bleak.uuids import normalize_uuid_str
+
+from devices.capabilities import DeviceKind
+from devices.errors import LinkError
+from devices.links.ble import BLE_PROFILES
+from devices.protocols import vb1
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SCAN_TIMEOUT = 5.0
+"""Seconds to listen for BLE advertisements."""
+START_GRACE = 5.0
+"""Seconds allowed on top of the scan time for starting and stopping the scanner."""
+SERIAL_LIST_TIMEOUT = 5.0
+"""Seconds to enumerate serial ports or ask the simulated radio for its endpoints."""
+
+Transport = Literal["ble", "serial"]
+ListSerialPorts = Callable[..., list[tuple[str, str]]]
+
+
+@dataclass(frozen=True)
+class Found:
+    """One device found: its kind, where to reach it and how well it is heard."""
+
+    kind: DeviceKind
+    address: str
+    """BLE address, or serial port path."""
+    name: str
+    transport: Transport
+    rssi: int | None
+    """Signal strength in dBm (BLE only)."""
+
+
+def classify(name: str | None, service_uuids: list[str]) -> DeviceKind | None:
+    """The device kind an advertisement belongs to, by name prefix first, then by service."""
+    if name:
+        for profile in BLE_PROFILES.values():
+            if name.startswith(profile.name_prefix):
+                return profile.kind
+    uuids = {normalize_uuid_str(u) for u in service_uuids}
+    for profile in BLE_PROFILES.values():
+        if normalize_uuid_str(profile.service_uuid) in uuids:
+            return profile.kind
+    return None
+
+
+async def scan(
+    timeout: float = DEFAULT_SCAN_TIMEOUT,
+    *,
+    scanner_backend: type[BaseBleakScanner] | None = None,
+    scanner_kwargs: dict[str, Any] | None = None,
+    include_serial: bool = True,
+    radio_path: Path | None = None,
+) -> list[Found]:
+    """Every device found in timeout seconds; LinkError only if every source failed."""
+    backend = scanner_backend
+    kwargs = dict(scanner_kwargs or {})
+    if radio_path is not None:
+        # Simulator mode: imported only here, so a daemon on hardware never loads the simulator.
+        from simulator.ble.backend import SimBleakScanner
+
+        backend = backend or SimBleakScanner
+        if issubclass(backend, SimBleakScanner):
+            kwargs.setdefault("radio", radio_path)
+
+    sources: dict[str, Coroutine[Any, Any, list[Found]]] = {
+        "ble": _scan_ble(timeout, backend, kwargs)
+    }
+    if include_serial:
+        sources["serial ports"] = _scan_serial_ports()
+        if radio_path is not None:
+            sources["simulated serial"] = _scan_radio_serial(radio_path)
+    results = await asyncio.gather(*sources.values(), return_exceptions=True)
+
+    found: dict[tuple[str, str], Found] = {}
+    errors: list[str] = []
+    for source, result in zip(sources, results, strict=True):
+        if isinstance(result, BaseException):
+            if not isinstance(result, Exception):
+                raise result
+            logger.warning("discovery: %s failed: %r", source, result)
+            errors.append(f"{source}: {result!r}")
+            continue
+        for item in result:
+            found.setdefault((item.transport, item.address), item)
+    if errors and len(errors) == len(sources):
+        raise LinkError("discovery failed: " + "; ".join(errors))
+    return sorted(found.values(), key=lambda f: (f.kind.value, f.transport, f.address))
+
+
+async def _scan_ble(
+    timeout: float, backend: type[BaseBleakScanner] | None, kwargs: dict[str, Any]
+) -> list[Found]:
+    found: dict[str, Found] = {}
+
+    def on_advertisement(device: BLEDevice, adv: AdvertisementData) -> None:
+        name = adv.local_name or device.name
+        kind = classify(name, adv.service_uuids)
+        if kind is not None:
+            found[device.address] = Found(
+                kind, device.address, name or device.address, "ble", adv.rssi
+            )
+
+    async with (
+        asyncio.timeout(timeout + START_GRACE),
+        BleakScanner(on_advertisement, backend=backend, **kwargs),
+    ):
+        await asyncio.sleep(timeout)
+    logger.info("discovery: %d BLE device(s)", len(found))
+    return list(found.values())
+
+
+async def _scan_serial_ports() -> list[Found]:
+    try:
+        module = importlib.import_module("devices.links.serial")
+    except ImportError:
+        logger.debug("discovery: no serial link module, serial ports not listed")
+        return []
+    list_ports = cast(ListSerialPorts, module.list_serial_ports)
+    async with asyncio.timeout(SERIAL_LIST_TIMEOUT):
+        ports = await asyncio.to_thread(list_ports, product_prefix=vb1.USB_PRODUCT_PREFIX)
+    return [
+        Found(DeviceKind.BELT, path, description or path, "serial", None)
+        for path, description in ports
+    ]
+
+
+async def _scan_radio_serial(radio_path: Path) -> list[Found]:
+    from simulator.ble.wire import radio_request
+
+    reply = await radio_request(radio_path, "list_serial", timeout=SERIAL_LIST_TIMEOUT)
+    out: list[Found] = []
+    for entry in reply.get("serial", []):
+        try:
+            kind = DeviceKind(entry["kind"])
+        except (KeyError, ValueError):
+            logger.warning("discovery: simulated serial endpoint of unknown kind: %r", entry)
+            continue
+        out.append(Found(kind, str(entry["path"]), str(entry.get("id", "")), "serial", None))
+    return out

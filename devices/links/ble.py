@@ -1,0 +1,233 @@
+"""A Bluetooth LE link over bleak: GATT writes out, notifications in.
+
+The same code drives hardware (bleak's platform backend) and the simulator
+(``client_backend=SimBleakClient``); only the backend class differs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bleak import BleakClient
+from bleak.backends.characteristic import BleakGATTCharacteristic
+from bleak.backends.client import BaseBleakClient
+from bleak.exc import BleakDeviceNotFoundError, BleakError
+from bleak.uuids import normalize_uuid_str
+
+from devices.capabilities import DeviceKind
+from devices.errors import DeviceTimeoutError, LinkError, LinkLostError
+from devices.links.base import (
+    DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
+    Link,
+)
+from devices.protocols import eb1, sp1, vb1
+
+logger = logging.getLogger(__name__)
+
+NotificationHandler = Callable[[BleakGATTCharacteristic, bytearray], None]
+
+CLOSE_TIMEOUT = 2.0
+"""Seconds close() waits for a clean BLE disconnect before giving up on it."""
+
+
+class BleLink(Link):
+    """A connection to one BLE peripheral through the real bleak.BleakClient."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        write_uuid: str,
+        notify_uuids: tuple[str, ...],
+        write_response: bool = False,
+        client_backend: type[BaseBleakClient] | None = None,
+        client_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(address)
+        self.write_uuid = normalize_uuid_str(write_uuid)
+        self.notify_uuids = tuple(normalize_uuid_str(u) for u in notify_uuids)
+        self.write_response = write_response
+        self.client_backend = client_backend
+        self.client_kwargs = dict(client_kwargs or {})
+        self._client: BleakClient | None = None
+        self._open = False
+        self._closing = False
+        self._lost_reported = False
+
+    @property
+    def is_open(self) -> bool:
+        """True while connected and subscribed."""
+        return self._open and self._client is not None and self._client.is_connected
+
+    async def open(self, timeout: float = DEFAULT_OPEN_TIMEOUT) -> None:
+        """Connect, discover services and subscribe to every notify UUID within the time-out."""
+        if self.is_open:
+            return
+        await self._drop_client()
+        self._closing = False
+        self._lost_reported = False
+        client = BleakClient(
+            self.address,
+            disconnected_callback=self._on_disconnected,
+            backend=self.client_backend,
+            timeout=timeout,
+            **self.client_kwargs,
+        )
+        self._client = client
+        try:
+            async with asyncio.timeout(timeout):
+                await client.connect()
+                for uuid in self.notify_uuids:
+                    await client.start_notify(uuid, self._notification_handler(uuid))
+        except TimeoutError as err:
+            await self._drop_client()
+            raise DeviceTimeoutError(
+                f"no BLE connection within {timeout:g} s", device=self.address
+            ) from err
+        except BleakDeviceNotFoundError as err:
+            await self._drop_client()
+            raise LinkError(f"BLE device not found: {err}", device=self.address) from err
+        except (BleakError, OSError) as err:
+            await self._drop_client()
+            raise LinkError(f"cannot connect over BLE: {err}", device=self.address) from err
+        except BaseException:
+            # Cancelled: release the connection before letting the cancellation through.
+            await self._drop_client()
+            raise
+        self._open = True
+        logger.info("%s: BLE link open", self.address)
+
+    async def close(self) -> None:
+        """Disconnect; never raises, safe to call twice, no lost callback."""
+        self._closing = True
+        self._open = False
+        await self._drop_client()
+
+    async def write(
+        self, data: bytes, *, target: str | None = None, timeout: float = DEFAULT_WRITE_TIMEOUT
+    ) -> None:
+        """Write to a characteristic (default: the write UUID); LinkLostError on any failure."""
+        client = self._client
+        if client is None or not self.is_open:
+            raise LinkLostError("BLE link is not open", device=self.address)
+        uuid = self.write_uuid if target is None else normalize_uuid_str(target)
+        logger.debug("%s -> %s %s", self.address, uuid, data.hex(" "))
+        try:
+            async with asyncio.timeout(timeout):
+                await client.write_gatt_char(uuid, data, response=self.write_response)
+        except TimeoutError as err:
+            raise LinkLostError(
+                f"BLE write not taken within {timeout:g} s", device=self.address
+            ) from err
+        except (BleakError, OSError) as err:
+            raise LinkLostError(f"BLE write failed: {err}", device=self.address) from err
+
+    async def read(self, target: str, *, timeout: float = DEFAULT_READ_TIMEOUT) -> bytes:
+        """Read a characteristic; DeviceTimeoutError, LinkLostError or LinkError on failure."""
+        client = self._client
+        if client is None or not self.is_open:
+            raise LinkLostError("BLE link is not open", device=self.address)
+        uuid = normalize_uuid_str(target)
+        try:
+            async with asyncio.timeout(timeout):
+                data = await client.read_gatt_char(uuid)
+        except TimeoutError as err:
+            raise DeviceTimeoutError(
+                f"no answer to a read of {uuid} within {timeout:g} s", device=self.address
+            ) from err
+        except (BleakError, OSError) as err:
+            if not client.is_connected:
+                raise LinkLostError(f"BLE read failed: {err}", device=self.address) from err
+            raise LinkError(f"cannot read {uuid}: {err}", device=self.address) from err
+        logger.debug("%s read %s: %s", self.address, uuid, bytes(data).hex(" "))
+        return bytes(data)
+
+    def _notification_handler(self, uuid: str) -> NotificationHandler:
+        def handler(_characteristic: BleakGATTCharacteristic, data: bytearray) -> None:
+            self._deliver(uuid, bytes(data))
+
+        return handler
+
+    def _on_disconnected(self, client: BleakClient) -> None:
+        if client is not self._client:
+            return  # a client already given up by close() or a new open()
+        was_open, self._open = self._open, False
+        if self._closing or self._lost_reported or not was_open:
+            return
+        self._lost_reported = True
+        self._report_lost("BLE peripheral disconnected")
+
+    async def _drop_client(self) -> None:
+        """Disconnect the current client, bounded in time; never raises."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await client.disconnect()
+        except Exception as err:
+            logger.debug("%s: BLE disconnect failed: %r", self.address, err)
+
+
+@dataclass(frozen=True)
+class BleProfile:
+    """How a device kind's BLE model is found and spoken to."""
+
+    kind: DeviceKind
+    name_prefix: str
+    service_uuid: str
+    write_uuid: str
+    notify_uuids: tuple[str, ...]
+    write_response: bool
+
+
+BLE_PROFILES: dict[DeviceKind, BleProfile] = {
+    DeviceKind.BELT: BleProfile(
+        DeviceKind.BELT, vb1.BLE_NAME_PREFIX, vb1.NUS_SERVICE, vb1.NUS_RX, (vb1.NUS_TX,), False
+    ),
+    DeviceKind.PILLOW: BleProfile(
+        DeviceKind.PILLOW,
+        sp1.BLE_NAME_PREFIX,
+        sp1.SERVICE_UUID,
+        sp1.DATA_UUID,
+        (sp1.DATA_UUID,),
+        False,
+    ),
+    DeviceKind.BUTTERFLY: BleProfile(
+        DeviceKind.BUTTERFLY,
+        eb1.BLE_NAME_PREFIX,
+        eb1.SERVICE_UUID,
+        eb1.WRITE_UUID,
+        (eb1.NOTIFY_UUID, eb1.BATTERY_UUID),
+        True,
+    ),
+}
+"""Each device kind's BLE model: name prefix, advertised service, GATT roles."""
+
+
+def ble_link_for(
+    kind_name: str | DeviceKind,
+    address: str,
+    *,
+    client_backend: type[BaseBleakClient] | None = None,
+    client_kwargs: dict[str, Any] | None = None,
+) -> BleLink:
+    """A BleLink set up for a device kind ("belt", "pillow" or "butterfly")."""
+    try:
+        profile = BLE_PROFILES[DeviceKind(kind_name)]
+    except ValueError as err:
+        raise LinkError(f"no BLE model for device kind {kind_name!r}", device=address) from err
+    return BleLink(
+        address,
+        write_uuid=profile.write_uuid,
+        notify_uuids=profile.notify_uuids,
+        write_response=profile.write_response,
+        client_backend=client_backend,
+        client_kwargs=client_kwargs,
+    )

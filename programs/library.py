@@ -1,0 +1,125 @@
+"""The built-in programs (programs/library/*.toml) and the user's own program directory.
+
+A program is found by its id: first among the built-ins, then as
+``$MASSAGED_PROGRAMS_DIR/<id>.toml``. A built-in cannot be shadowed, so a
+session named "collar-zone" is always the shipped one.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from programs.loader import load_program
+from programs.model import Program, ProgramError
+
+logger = logging.getLogger(__name__)
+
+LIBRARY_DIR: Final = Path(__file__).with_name("library")
+"""Where the built-in program files live."""
+
+USER_DIR_ENV: Final = "MASSAGED_PROGRAMS_DIR"
+"""Environment variable naming a directory of the user's own program files."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramSource:
+    """A program and the file it came from."""
+
+    program: Program
+    path: Path
+    builtin: bool
+
+
+def user_dir() -> Path | None:
+    """The user's program directory from $MASSAGED_PROGRAMS_DIR, or None when unset."""
+    value = os.environ.get(USER_DIR_ENV, "").strip()
+    return Path(value).expanduser() if value else None
+
+
+def builtin_paths() -> dict[str, Path]:
+    """Every built-in program id and its file, sorted by id."""
+    return {p.stem: p for p in sorted(LIBRARY_DIR.glob("*.toml"))}
+
+
+def builtin_ids() -> list[str]:
+    """The ids of the built-in programs."""
+    return list(builtin_paths())
+
+
+@functools.cache
+def _load_builtin(path: Path) -> Program:
+    """Built-ins never change while running, so each is parsed once."""
+    return load_program(path)
+
+
+def _check_id(program: Program, path: Path) -> None:
+    """A program found by id must carry that id, or lookups would surprise."""
+    if program.id != path.stem:
+        raise ProgramError(
+            f"{path}: id: {program.id!r} does not match the file name; "
+            f"name the file {program.id}.toml or set id = {path.stem!r}",
+            source=str(path),
+        )
+
+
+def get(program_id: str) -> ProgramSource:
+    """The program with this id, built-in or from the user's directory."""
+    builtins = builtin_paths()
+    if program_id in builtins:
+        path = builtins[program_id]
+        return ProgramSource(_load_builtin(path), path, builtin=True)
+    directory = user_dir()
+    if directory is not None:
+        path = directory / f"{program_id}.toml"
+        if path.is_file():
+            program = load_program(path)
+            _check_id(program, path)
+            return ProgramSource(program, path, builtin=False)
+    where = f" or in {directory}" if directory is not None else f" (set ${USER_DIR_ENV})"
+    raise ProgramError(
+        f"no program {program_id!r} among the built-ins ({', '.join(builtins)}){where}",
+        source=program_id,
+    )
+
+
+def resolve(ref: str) -> ProgramSource:
+    """A program given by id or by the path of a TOML file."""
+    path = Path(ref).expanduser()
+    if ref.endswith(".toml") or os.sep in ref or path.is_file():
+        return ProgramSource(load_program(path), path, builtin=False)
+    return get(ref)
+
+
+def list_programs() -> tuple[list[ProgramSource], list[ProgramError]]:
+    """Every built-in and user program, and the errors of user files that failed to load."""
+    found = [ProgramSource(_load_builtin(p), p, builtin=True) for p in builtin_paths().values()]
+    errors: list[ProgramError] = []
+    directory = user_dir()
+    if directory is None:
+        return found, errors
+    if not directory.is_dir():
+        logger.warning("$%s=%s is not a directory", USER_DIR_ENV, directory)
+        return found, errors
+    taken = {source.program.id for source in found}
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            program = load_program(path)
+            _check_id(program, path)
+        except ProgramError as err:
+            errors.append(err)
+            continue
+        if program.id in taken:
+            errors.append(
+                ProgramError(
+                    f"{path}: id: {program.id!r} is a built-in program's id; choose another",
+                    source=str(path),
+                )
+            )
+            continue
+        found.append(ProgramSource(program, path, builtin=False))
+    return found, errors

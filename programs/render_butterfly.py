@@ -1,0 +1,159 @@
+"""Techniques on the EB1 butterfly: EMS contractions on the back of the neck, shoulders, upper back.
+
+Each technique becomes a rhythm of contractions (waveform intensity up) and
+relaxations (waveform intensity 0) at a technique-specific pulse frequency;
+channel A works the left side, B the right. The strength comes from the
+step's intensity and stays modest (intensity 1.0 is strength 60 of 200): the
+profile's caps and the driver's ramp come on top.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from devices.capabilities import Capabilities, EmsChannel
+from devices.outputs import ButterflyOutput, EmsChannelOutput
+from programs.model import Technique
+from programs.render_common import EPS, Frame, StepContext, side_matches
+from programs.timeline import Cue
+
+logger = logging.getLogger(__name__)
+
+NOMINAL_MAX_STRENGTH: Final = 60
+"""EB1 strength at intensity 1.0: well below the 200 maximum, the profile's cap comes later."""
+
+RAMP_STEP_S: Final = 0.1
+"""EB1 daemon rule 2 counts strength raises per 100 ms."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmsRhythm:
+    """How a technique contracts: seconds on, seconds off, pulse frequency, waveform shape."""
+
+    contract_s: float
+    relax_s: float
+    frequency: int
+    """EB1 waveform frequency, 10..240."""
+    alternate: bool
+    """Channels take turns (left, right) instead of contracting together."""
+    shape: tuple[tuple[float, int], ...]
+    """(fraction of the contraction, waveform intensity 0..100); ends at 0 for the relaxation."""
+
+    @property
+    def period(self) -> float:
+        """Seconds of one contraction and relaxation."""
+        return self.contract_s + self.relax_s
+
+
+_SOFT = ((0.0, 50), (0.15, 100), (0.85, 50), (1.0, 0))
+_RISING = ((0.0, 40), (0.25, 60), (0.5, 80), (0.75, 100), (1.0, 0))
+_SHARP = ((0.0, 100), (1.0, 0))
+
+RHYTHMS: Final[dict[Technique, EmsRhythm]] = {
+    Technique.STROKING: EmsRhythm(2.0, 3.0, 100, False, _SOFT),
+    Technique.RUBBING: EmsRhythm(1.0, 1.0, 60, True, _SOFT),
+    Technique.PRESSING: EmsRhythm(3.0, 3.0, 40, False, _RISING),
+    Technique.KNEADING: EmsRhythm(2.0, 3.0, 30, True, _SOFT),
+    Technique.CIRCULAR: EmsRhythm(2.0, 2.0, 50, True, _SOFT),
+    Technique.VIBRATION: EmsRhythm(4.0, 1.0, 200, False, _SOFT),
+    Technique.TAPPING: EmsRhythm(0.3, 0.7, 15, False, _SHARP),
+}
+"""Contraction rhythm of each technique (rest has none)."""
+
+_SLOTS: Final = ("A", "B")
+"""ButterflyOutput has fields a and b for the channels named A and B."""
+
+
+def butterfly_off(caps: Capabilities) -> ButterflyOutput:
+    """Both strengths 0, both channels silent."""
+    return ButterflyOutput.off()
+
+
+def strength_for(intensity: float, channel: EmsChannel) -> int:
+    """Nominal EMS strength for an intensity 0..1."""
+    return min(channel.max_strength, round(NOMINAL_MAX_STRENGTH * min(1.0, max(0.0, intensity))))
+
+
+def playing_channels(ctx: StepContext) -> list[EmsChannel]:
+    """The channels whose pads sit in the step's zone and on its side (A/B only)."""
+    return [
+        ch
+        for ch in ctx.caps.ems_channels
+        if ch.name in _SLOTS
+        and any(place in ch.places for place in ctx.places)
+        and side_matches(ch.side, ctx.side)
+    ]
+
+
+def _output(channels: dict[str, EmsChannelOutput]) -> ButterflyOutput:
+    return ButterflyOutput(
+        a=channels.get("A", EmsChannelOutput()), b=channels.get("B", EmsChannelOutput())
+    )
+
+
+def butterfly_frames(ctx: StepContext) -> list[Frame]:
+    """The butterfly's outputs for one step; empty when the butterfly does not play it."""
+    rhythm = RHYTHMS.get(ctx.technique)
+    channels = playing_channels(ctx)
+    if rhythm is None or not channels:
+        return []
+
+    def keyframes(k: int) -> Sequence[tuple[float, tuple[int, int]]]:
+        active = k % len(channels) if rhythm.alternate else -1
+        return [(f * rhythm.contract_s, (active, wave)) for f, wave in rhythm.shape]
+
+    frames: list[Frame] = []
+    for t, (active, wave) in ctx.repeat(rhythm.period, keyframes):
+        intensity = ctx.intensity(t)
+        outputs = {
+            ch.name: EmsChannelOutput(
+                strength=strength_for(intensity, ch),
+                frequency=rhythm.frequency,
+                intensity=wave if active in (-1, i) else 0,
+            )
+            for i, ch in enumerate(channels)
+        }
+        frames.append((t, _output(outputs)))
+    return frames
+
+
+def limit_raise(cues: list[Cue], caps: Capabilities) -> list[Cue]:
+    """Raise strengths by at most the channel's allowance per 100 ms (EB1 rule 2), adding cues.
+
+    A strength that would jump is raised in steps every 100 ms from the cue's
+    time until it arrives or the next cue comes; lowering is immediate.
+    """
+    allowance = {ch.name: ch.max_raise_per_100ms for ch in caps.ems_channels}
+    held = {"A": 0, "B": 0}
+    last_raise = {"A": -math.inf, "B": -math.inf}
+    out: list[Cue] = []
+
+    def limited(t: float, target: ButterflyOutput) -> ButterflyOutput:
+        parts: dict[str, EmsChannelOutput] = {}
+        for name, part in (("A", target.a), ("B", target.b)):
+            strength = part.strength
+            if strength > held[name]:
+                step = allowance.get(name, 5) if t - last_raise[name] >= RAMP_STEP_S - EPS else 0
+                strength = min(strength, held[name] + step)
+                if strength > held[name]:
+                    last_raise[name] = t
+            held[name] = strength
+            parts[name] = EmsChannelOutput(strength, part.frequency, part.intensity)
+        return _output(parts)
+
+    for i, cue in enumerate(cues):
+        assert isinstance(cue.output, ButterflyOutput)
+        target = cue.output
+        out.append(Cue(t=cue.t, output=limited(cue.t, target), step=cue.step))
+        next_t = cues[i + 1].t if i + 1 < len(cues) else math.inf
+        t = cue.t
+        while (held["A"] < target.a.strength or held["B"] < target.b.strength) and (
+            t + RAMP_STEP_S < next_t - EPS
+        ):
+            t = round(t + RAMP_STEP_S, 3)
+            out.append(Cue(t=t, output=limited(t, target), step=cue.step))
+    return out
