@@ -1,0 +1,127 @@
+"""``massaged simulate`` serves simulated devices; ``sim-fault`` injects faults into them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from simulator.fleet import DEFAULT_SPECS, Fleet, parse_spec
+from simulator.recording import Recorder
+
+logger = logging.getLogger(__name__)
+
+MAX_SPEED = 120.0
+
+
+def register(sub: Any) -> None:
+    """Add the simulate and sim-fault commands."""
+    p = sub.add_parser(
+        "simulate",
+        help="serve simulated devices on a pseudo-terminal and a simulated BLE radio",
+        description=(
+            "Serve firmware-level simulations of massage devices until interrupted: "
+            "serial belts on pseudo-terminals, Bluetooth devices on a simulated radio "
+            "that daemons in other processes reach through a bleak backend. Prints one "
+            "JSON line per device (id, kind, link, address, name). "
+            "Default: one serial VB1 belt, one SP1 pillow, one EB1 butterfly."
+        ),
+    )
+    p.add_argument(
+        "--device",
+        action="append",
+        metavar="SPEC",
+        help=(
+            "a device to serve (repeatable): KIND[:serial|ble][,motors=4|6][,heater=yes|no]"
+            "[,battery=PERCENT|mains], KIND being belt, pillow or butterfly"
+        ),
+    )
+    p.add_argument("--record", type=Path, metavar="FILE", help="write the recording (JSON Lines)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="run the firmware's physical timers N times faster (default 1)",
+    )
+    p.add_argument("--radio", type=Path, help="the radio socket (default: the standard path)")
+    p.set_defaults(func=run_simulate)
+
+    f = sub.add_parser(
+        "sim-fault",
+        help="inject a fault into a device of a running 'massaged simulate'",
+        description=(
+            "Link faults: link_down, link_up, corrupt [RATE], drop [RATE], delay [SECONDS], "
+            "split, clear. Physical: press_stop_button, overheat, set_occupied true|false, "
+            "turn_wheel '[A, B]'."
+        ),
+    )
+    f.add_argument("device", help="device id (belt-1), BLE address, advertised name or port")
+    f.add_argument("fault", help="fault name")
+    f.add_argument("value", nargs="?", help="value, as JSON where it is a number, bool or list")
+    f.add_argument("--radio", type=Path, help="the radio socket (default: the standard path)")
+    f.set_defaults(func=run_sim_fault)
+
+
+async def run_simulate(args: argparse.Namespace) -> int:
+    """Serve the fleet until SIGINT or SIGTERM."""
+    if not 1.0 <= args.speed <= MAX_SPEED:
+        print(f"massaged: error: --speed must be 1..{MAX_SPEED:g}", file=sys.stderr)
+        return 2
+    specs = [parse_spec(s) for s in (args.device or DEFAULT_SPECS)]
+    loop = asyncio.get_running_loop()
+    recorder = Recorder(args.record, t0=loop.time(), speed=args.speed) if args.record else None
+    if recorder is not None:
+        recorder.keep_in_memory = False  # a long simulation must not grow without bound
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    fleet = Fleet(specs, radio_path=args.radio, recorder=recorder, speed=args.speed)
+    try:
+        async with fleet:
+            for device in fleet.devices:
+                print(json.dumps(device.describe()), flush=True)
+            print(
+                f"# radio {fleet.radio_path}; Ctrl-C to stop",
+                file=sys.stderr,
+                flush=True,
+            )
+            await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if recorder is not None:
+            recorder.close()
+    return 0
+
+
+def _parse_value(text: str | None) -> object:
+    if text is None:
+        return None
+    with contextlib.suppress(json.JSONDecodeError):
+        return json.loads(text)
+    return text
+
+
+async def run_sim_fault(args: argparse.Namespace) -> int:
+    """Send one fault to the running simulator."""
+    from simulator.ble.wire import RadioError, default_radio_path, radio_request
+
+    path = args.radio or default_radio_path()
+    try:
+        await radio_request(
+            path, "fault", device=args.device, name=args.fault, value=_parse_value(args.value)
+        )
+    except RadioError as err:
+        print(f"massaged: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(f"massaged: error: no simulator at {path}: {err}", file=sys.stderr)
+        return 1
+    print(f"{args.fault} -> {args.device}")
+    return 0

@@ -1,0 +1,245 @@
+"""A set of simulated devices served on real endpoints: what ``massaged simulate`` runs.
+
+Serial devices get a pseudo-terminal each (with a stable symlink beside the
+radio socket); BLE devices are advertised by the simulated radio, which a
+bleak backend in any process on this machine can reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from devices.capabilities import DeviceKind
+from devices.errors import ConfigError
+from simulator.ble.radio import SimRadio
+from simulator.ble.wire import default_radio_path
+from simulator.endpoints.pty import PtyEndpoint
+from simulator.faults import LinkFaults
+from simulator.firmware.base import Firmware
+from simulator.firmware.eb1 import EB1Firmware
+from simulator.firmware.sp1 import SP1Firmware
+from simulator.firmware.vb1 import VB1Firmware
+from simulator.recording import Recorder
+
+logger = logging.getLogger(__name__)
+
+Transport = Literal["serial", "ble"]
+
+DEFAULT_SPECS = ("belt", "pillow", "butterfly")
+"""``massaged simulate`` with no --device: one serial VB1 belt, one SP1 pillow, one EB1."""
+
+_KIND_CODES = {DeviceKind.BELT: 0x01, DeviceKind.PILLOW: 0x02, DeviceKind.BUTTERFLY: 0x03}
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """One simulated device to serve, parsed from ``KIND[:TRANSPORT][,OPTION=VALUE...]``."""
+
+    kind: DeviceKind
+    transport: Transport
+    motors: int = 6
+    heater: bool = True
+    battery: int | None = None
+    """Percent, or None for mains power (the pillow and the serial belt default to mains)."""
+
+
+def parse_spec(text: str) -> DeviceSpec:
+    """Parse a device spec such as ``belt``, ``belt:ble,motors=4,heater=no`` or ``butterfly``."""
+    head, *options = [part.strip() for part in text.split(",")]
+    kind_text, _, transport_text = head.partition(":")
+    try:
+        kind = DeviceKind(kind_text.lower())
+    except ValueError:
+        valid = ", ".join(k.value for k in DeviceKind)
+        raise ConfigError(f"device {text!r}: unknown kind {kind_text!r}; valid: {valid}") from None
+    transport: Transport
+    if not transport_text:
+        transport = "serial" if kind == DeviceKind.BELT else "ble"
+    elif transport_text in ("serial", "ble"):
+        transport = "serial" if transport_text == "serial" else "ble"
+    else:
+        raise ConfigError(f"device {text!r}: transport must be serial or ble")
+    if transport == "serial" and kind != DeviceKind.BELT:
+        raise ConfigError(f"device {text!r}: only the belt has a serial link")
+    values: dict[str, Any] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        key = key.strip().lower()
+        if not sep:
+            raise ConfigError(f"device {text!r}: option {option!r} is not KEY=VALUE")
+        if key == "motors" and kind == DeviceKind.BELT:
+            if value not in ("4", "6"):
+                raise ConfigError(f"device {text!r}: motors must be 4 or 6, not {value!r}")
+            values["motors"] = int(value)
+        elif key == "heater" and kind in (DeviceKind.BELT, DeviceKind.PILLOW):
+            if value.lower() not in ("yes", "no", "true", "false", "1", "0"):
+                raise ConfigError(f"device {text!r}: heater must be yes or no, not {value!r}")
+            values["heater"] = value.lower() in ("yes", "true", "1")
+        elif key == "battery":
+            if value.lower() == "mains":
+                values["battery"] = None
+            elif value.isdigit() and 0 <= int(value) <= 100:
+                values["battery"] = int(value)
+            else:
+                raise ConfigError(f"device {text!r}: battery must be 0..100 or mains")
+        else:
+            raise ConfigError(f"device {text!r}: unknown option {key!r} for a {kind.value}")
+    if transport == "ble":
+        # Bluetooth devices run on batteries; the serial belt hangs on its USB cable.
+        values.setdefault("battery", 100)
+    return DeviceSpec(kind=kind, transport=transport, **values)
+
+
+@dataclass
+class SimDevice:
+    """One served device: its firmware, its link faults and where hosts reach it."""
+
+    id: str
+    spec: DeviceSpec
+    firmware: Firmware
+    faults: LinkFaults
+    address: str = ""
+    endpoint: PtyEndpoint | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """The JSON line ``massaged simulate`` prints for this device."""
+        return {
+            "id": self.id,
+            "kind": self.spec.kind.value,
+            "link": self.spec.transport,
+            "address": self.address,
+            "name": self.firmware.ble_name or self.id,
+            **self.extra,
+        }
+
+
+def build_firmware(
+    spec: DeviceSpec, device_id: str, serial: str, *, recorder: Recorder | None, speed: float
+) -> Firmware:
+    """The firmware model for a spec."""
+    now = asyncio.get_running_loop().time()
+    if spec.kind == DeviceKind.BELT:
+        return VB1Firmware(
+            device_id,
+            motors=spec.motors,
+            heater=spec.heater,
+            serial=f"SIMB{serial}",
+            battery=spec.battery,
+            ble=spec.transport == "ble",
+            recorder=recorder,
+            speed=speed,
+            now=now,
+        )
+    if spec.kind == DeviceKind.PILLOW:
+        return SP1Firmware(
+            device_id,
+            serial=serial,
+            battery=spec.battery,
+            heater=spec.heater,
+            recorder=recorder,
+            speed=speed,
+            now=now,
+        )
+    return EB1Firmware(
+        device_id,
+        serial=f"47L12{serial}",
+        battery=100 if spec.battery is None else spec.battery,
+        recorder=recorder,
+        speed=speed,
+        now=now,
+    )
+
+
+class Fleet:
+    """Serves a list of simulated devices until closed."""
+
+    def __init__(
+        self,
+        specs: list[DeviceSpec],
+        *,
+        radio_path: Path | None = None,
+        recorder: Recorder | None = None,
+        speed: float = 1.0,
+    ) -> None:
+        self.specs = specs
+        self.radio_path = radio_path or default_radio_path()
+        self.link_dir = self.radio_path.parent
+        self.recorder = recorder
+        self.speed = speed
+        self.radio = SimRadio(self.radio_path)
+        self.devices: list[SimDevice] = []
+
+    async def start(self) -> list[SimDevice]:
+        """Create every firmware, open its endpoint, start the radio."""
+        counts: dict[DeviceKind, int] = {}
+        try:
+            for spec in self.specs:
+                n = counts[spec.kind] = counts.get(spec.kind, 0) + 1
+                device_id = f"{spec.kind.value}-{n}"
+                serial = f"{n:04d}"
+                firmware = build_firmware(
+                    spec, device_id, serial, recorder=self.recorder, speed=self.speed
+                )
+                faults = LinkFaults()
+                device = SimDevice(device_id, spec, firmware, faults)
+                if spec.transport == "serial":
+                    self.link_dir.mkdir(parents=True, mode=0o700, exist_ok=True)
+                    link_path = self.link_dir / device_id
+                    endpoint = PtyEndpoint(firmware, faults=faults, link_path=link_path)
+                    await endpoint.start()
+                    device.endpoint = endpoint
+                    device.address = str(endpoint.path)
+                    device.extra["tty"] = endpoint.tty_name
+                    self.radio.register_serial(
+                        spec.kind.value,
+                        device.address,
+                        device_id,
+                        firmware=firmware,
+                        faults=faults,
+                        wake=endpoint.wake,
+                    )
+                else:
+                    address = f"5A:1D:{_KIND_CODES[spec.kind]:02X}:00:00:{n:02X}"
+                    self.radio.add_peripheral(firmware, address=address, faults=faults)
+                    device.address = address
+                self.devices.append(device)
+            await self.radio.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self.devices
+
+    async def close(self) -> None:
+        """Stop every endpoint and the radio; safe to call twice."""
+        await self.radio.close()
+        for device in self.devices:
+            if device.endpoint is not None:
+                with contextlib.suppress(Exception):
+                    await device.endpoint.stop()
+
+    def find(self, name: str) -> SimDevice:
+        """A device by id, address or advertised name."""
+        for device in self.devices:
+            if name in (device.id, device.address, device.firmware.ble_name):
+                return device
+        known = ", ".join(d.id for d in self.devices)
+        raise ConfigError(f"no simulated device {name!r}; there are: {known}")
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
