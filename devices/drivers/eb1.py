@@ -1,0 +1,517 @@
+"""Driver for the EB1 EMS butterfly (DG-LAB Coyote V3; docs/protocols/eb1-butterfly.md).
+
+One task, the pump, writes every B0: every 100 ms while a session output is
+set and the lease runs, each carrying 100 ms of waveform and at most one
+strength change. Strengths are always sent as "set to" an absolute value, so a
+B0 resent for a lost B1 cannot raise twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+
+from devices.capabilities import Capabilities, DeviceKind, butterfly_channels
+from devices.drivers._request import LinkDevice, RequestTracker
+from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT
+from devices.errors import (
+    DeviceTimeoutError,
+    FrameError,
+    IdentificationError,
+    LinkLostError,
+    MassagedError,
+)
+from devices.events import EmsWheelChanged, StatusReport
+from devices.links.base import DEFAULT_READ_TIMEOUT, Link
+from devices.outputs import ButterflyOutput, EmsChannelOutput, Output
+from devices.protocols import eb1
+
+logger = logging.getLogger(__name__)
+
+B1_TIMEOUT = 0.300
+"""Seconds to wait for the B1 of a strength change before resending it."""
+MAX_RETRIES = 3
+"""Resends of an unanswered strength change (or BF) before the link counts as lost."""
+STOP_TIMEOUT = 1.5
+"""Seconds close() gives the final zeroing B0 to be answered."""
+
+_SILENT = (eb1.SILENT_FREQUENCY, eb1.SILENT_INTENSITY)
+_SET, _KEEP = eb1.StrengthMode.SET, eb1.StrengthMode.NO_CHANGE
+
+
+@dataclass(slots=True)
+class _Change:
+    """A strength change on its way: its sequence number and the strengths it sets."""
+
+    seq: int
+    values: tuple[int | None, int | None]
+    """The strength set per channel, None where the channel is left alone."""
+    sent_at: float
+    misses: int = 0
+    done: asyncio.Future[eb1.B1] | None = field(default=None)
+
+
+B0_INTERVAL = 0.090
+"""Seconds between B0s. Each B0 carries exactly 100 ms of waveform, so B0s sent every
+100 ms arrive a fraction late half the time under timer jitter, leaving a gap in the
+output; sending them a little early keeps the output continuous (rule 3 asks for one at
+least every 100 ms). The ramp limit (rule 2) is counted per elapsed time, not per B0."""
+
+
+class EB1Driver(LinkDevice):
+    """An EB1 butterfly: soft limits first, B0 every 100 ms, ramps, the wheel's word."""
+
+    kind = DeviceKind.BUTTERFLY
+
+    def __init__(
+        self,
+        link: Link,
+        *,
+        name: str | None = None,
+        soft_limits: tuple[int, int] = (eb1.MAX_STRENGTH, eb1.MAX_STRENGTH),
+        max_raise_per_100ms: int = eb1.MAX_RAISE_PER_B0,
+        answer_timeout: float = B1_TIMEOUT,
+        max_retries: int = MAX_RETRIES,
+        b0_interval: float = B0_INTERVAL,
+    ) -> None:
+        super().__init__(link, name=name, write_target=eb1.WRITE_UUID)
+        if len(soft_limits) != 2 or any(
+            not 0 <= limit <= eb1.MAX_STRENGTH for limit in soft_limits
+        ):
+            raise ValueError(f"soft limits must be two values 0..{eb1.MAX_STRENGTH}")
+        if not 1 <= max_raise_per_100ms <= eb1.MAX_RAISE_PER_B0:
+            # Daemon rule 2: a profile may make the ramp slower, never faster.
+            raise ValueError(f"max_raise_per_100ms must be 1..{eb1.MAX_RAISE_PER_B0}")
+        self.soft_limits = (soft_limits[0], soft_limits[1])
+        self.max_raise = max_raise_per_100ms
+        self._answer_timeout = answer_timeout
+        self._max_retries = max_retries
+        self._interval = b0_interval
+        self._be_requests: RequestTracker[str, eb1.BE] = RequestTracker(
+            device=self.name, answer_timeout=answer_timeout, max_retries=max_retries
+        )
+        # Writes go out in the order they were decided: a stop B0 never overtakes a raise.
+        self._write_lock = asyncio.Lock()
+        self._strength = [0, 0]
+        """The unit's strengths as its last B1 reported them."""
+        self._last_raise_at = -1.0
+        """Loop time of the last B0 that raised a strength (rule 2 is per elapsed time)."""
+        self._target: ButterflyOutput | None = None
+        self._ceiling: list[int | None] = [None, None]
+        self._hold = [False, False]
+        """Leave a channel where the wheel put it until the program asks for a new strength."""
+        self._seq = 0
+        self._pending: _Change | None = None
+        self._settled = asyncio.Event()
+        """Set while no strength change awaits its B1."""
+        self._settled.set()
+        self._active = False
+        """B0s with waveform are being written (a session output runs)."""
+        self._zero_first = False
+        self._battery: int | None = None
+        self.b0_written = 0
+        """B0 messages written since the driver was made."""
+
+    # -- state ----------------------------------------------------------------
+
+    @property
+    def output(self) -> ButterflyOutput:
+        """The session output asked for (zero after stop, pause and lease end)."""
+        return self._target if self._target is not None else ButterflyOutput.off()
+
+    @property
+    def strengths(self) -> tuple[int, int]:
+        """Strengths A and B as the unit last reported them."""
+        return (self._strength[0], self._strength[1])
+
+    @property
+    def user_ceiling(self) -> tuple[int | None, int | None]:
+        """Per channel, the wheel's value this session: never raised past (None: no ceiling)."""
+        return (self._ceiling[0], self._ceiling[1])
+
+    @property
+    def _change(self) -> _Change | None:
+        """The strength change awaiting its B1, if any."""
+        return self._pending
+
+    @_change.setter
+    def _change(self, change: _Change | None) -> None:
+        self._pending = change
+        if change is None:
+            self._settled.set()
+        else:
+            self._settled.clear()
+
+    def reset_session(self) -> None:
+        """A new session: forget the wheel's ceilings."""
+        self._ceiling = [None, None]
+        self._hold = [False, False]
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def connect(self, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Capabilities:
+        """Daemon rule 1: BF with the soft limits, check BE, then a sequenced B0 to zero."""
+        self._connected = False
+        self._target = None
+        self._active = False
+        self._change = None
+        try:
+            async with asyncio.timeout(timeout):
+                await self._open_link(timeout)
+                await self._write_soft_limits()
+                self._tasks.start(self._pump(), "b0-pump")
+                await self._zero_and_wait()
+        except TimeoutError as exc:
+            await self._abort_connect()
+            if isinstance(exc, DeviceTimeoutError):
+                raise
+            raise DeviceTimeoutError(f"no EB1 within {timeout} s", device=self.name) from exc
+        except BaseException:
+            await self._abort_connect()
+            raise
+        channels = tuple(
+            ch.model_copy(update={"max_strength": limit, "max_raise_per_100ms": self.max_raise})
+            for ch, limit in zip(butterfly_channels(), self.soft_limits, strict=True)
+        )
+        caps = Capabilities(kind=DeviceKind.BUTTERFLY, model="EB1", ems_channels=channels)
+        self._capabilities = caps
+        self._connected = True
+        logger.info("%s: EB1 butterfly, soft limits %s", self.name, self.soft_limits)
+        return caps
+
+    async def _abort_connect(self) -> None:
+        self._link_up = False
+        await self._tasks.cancel_and_wait()
+        self._change = None
+        await self._close_link()
+
+    async def _write_soft_limits(self) -> None:
+        bf = eb1.BF(self.soft_limits[0], self.soft_limits[1])
+        data = eb1.encode(bf)
+
+        async def send() -> None:
+            await self._write(data)
+
+        try:
+            be = await self._be_requests.request("BE", send, what="BF")
+        except LinkLostError as exc:
+            await self._give_up(exc)
+            raise
+        if be.values() != bf.values():
+            raise IdentificationError(
+                f"{self.name}: BE {be.values()} does not confirm BF {bf.values()}"
+            )
+
+    async def close(self) -> None:
+        """Zero both strengths (best effort), stop the pump, close the link. Never raises."""
+        try:
+            if self.is_connected:
+                self._target = None
+                self._active = False
+                async with asyncio.timeout(STOP_TIMEOUT):
+                    await self._zero_and_wait()
+        except (MassagedError, TimeoutError) as exc:
+            logger.warning("%s: zeroing on close failed: %s", self.name, exc)
+        except Exception:
+            logger.exception("%s: zeroing on close failed", self.name)
+        self._target = None
+        await self._teardown()
+
+    # -- outputs --------------------------------------------------------------
+
+    async def apply(self, output: Output) -> None:
+        """Record the target: the pump ramps towards it and writes its waveform."""
+        if not isinstance(output, ButterflyOutput):
+            raise TypeError(f"an EB1 butterfly takes ButterflyOutput, not {type(output).__name__}")
+        self._require_connected()
+        channels = (output.a, output.b)
+        for name, ch in zip("AB", channels, strict=True):
+            if not 0 <= ch.strength <= eb1.MAX_STRENGTH:
+                raise ValueError(f"{self.name}: strength {name} must be 0..200, not {ch.strength}")
+            if not eb1.FREQ_MIN <= ch.frequency <= eb1.FREQ_MAX:
+                raise ValueError(
+                    f"{self.name}: frequency {name} must be 10..240, not {ch.frequency}"
+                )
+            if not 0 <= ch.intensity <= eb1.INTENSITY_MAX:
+                raise ValueError(
+                    f"{self.name}: intensity {name} must be 0..100, not {ch.intensity}"
+                )
+        previous = self._target or ButterflyOutput.off()
+        for i, (old, new) in enumerate(zip((previous.a, previous.b), channels, strict=True)):
+            if new.strength != old.strength:
+                self._hold[i] = False
+        self._target = output
+
+    async def stop(self) -> None:
+        """One B0 setting both strengths to 0 with silent waveform, then no more B0; ends lease."""
+        self.revoke_lease()
+        self._require_connected()
+        self._target = None
+        self._active = False
+        await self._zero_and_wait()
+
+    async def status(self) -> StatusReport:
+        """Battery read from the unit; strengths as reported by B1; output while writing."""
+        self._require_connected()
+        with contextlib.suppress(TimeoutError):
+            # A change on its way: report the strengths its B1 brings, not the ones before.
+            async with asyncio.timeout(self._answer_timeout):
+                await self._settled.wait()
+        data = await self.link.read(eb1.BATTERY_UUID, timeout=DEFAULT_READ_TIMEOUT)
+        if len(data) != 1:
+            raise FrameError(f"{self.name}: battery characteristic gave {len(data)} bytes")
+        self._battery = data[0]
+        target = self._target if self._active else None
+        outputs = {"strength_a": self._strength[0], "strength_b": self._strength[1]}
+        for i, name in enumerate("ab"):
+            ch = (target.a, target.b)[i] if target is not None else None
+            outputs[f"output_{name}"] = (
+                0 if ch is None or ch.is_zero else round(self._strength[i] * ch.intensity / 100)
+            )
+        flags = {"writing"} if self._active else set()
+        flags |= {f"ceiling_{n}" for n, c in zip("ab", self._ceiling, strict=True) if c is not None}
+        return StatusReport(
+            device=self.name,
+            kind=self.kind,
+            battery=self._battery,
+            temperature=None,
+            outputs=outputs,
+            flags=frozenset(flags),
+        )
+
+    # -- strength changes ---------------------------------------------------------
+
+    def _next_seq(self) -> int:
+        self._seq = self._seq % 15 + 1
+        return self._seq
+
+    async def _send_change(
+        self,
+        values: tuple[int | None, int | None],
+        waves: tuple[tuple[eb1.Wave, eb1.Wave], tuple[eb1.Wave, eb1.Wave]],
+        *,
+        done: asyncio.Future[eb1.B1] | None = None,
+    ) -> None:
+        """Write a B0 that sets strengths, registered before the write so its B1 is not missed."""
+        now = asyncio.get_running_loop().time()
+        change = _Change(self._next_seq(), values, now, done=done)
+        if self._change is not None:
+            # Only a zeroing B0 (stop, pause, lease end) is sent with a B1 outstanding: it
+            # must not wait, and as every change is "set to", the last one written wins.
+            self._resolve_superseded(self._change)
+        self._change = change
+        await self._write_b0(change.seq, change.values, waves)
+
+    async def _resend(
+        self,
+        change: _Change,
+        waves: tuple[tuple[eb1.Wave, eb1.Wave], tuple[eb1.Wave, eb1.Wave]],
+    ) -> None:
+        """Write an unanswered change again under its own sequence number (idempotent)."""
+        if self._change is not change:
+            return
+        change.sent_at = asyncio.get_running_loop().time()
+        await self._write_b0(change.seq, change.values, waves)
+
+    def _resolve_superseded(self, change: _Change) -> None:
+        if change.done is not None and not change.done.done():
+            change.done.set_result(eb1.B1(change.seq, self._strength[0], self._strength[1]))
+
+    async def _zero_and_wait(self) -> None:
+        """Set both strengths to 0 with silent waveform (seq != 0) and wait for its B1."""
+        done: asyncio.Future[eb1.B1] = asyncio.get_running_loop().create_future()
+        self._zero_first = False
+        await self._send_change((0, 0), (_SILENT, _SILENT), done=done)
+        limit = (self._max_retries + 2) * self._answer_timeout + 2 * self._interval
+        try:
+            async with asyncio.timeout(limit):
+                await done
+        except TimeoutError as exc:
+            raise DeviceTimeoutError("no B1 for the zeroing B0", device=self.name) from exc
+        finally:
+            if not done.done():
+                done.cancel()
+
+    async def _write_b0(
+        self,
+        seq: int,
+        values: tuple[int | None, int | None],
+        waves: tuple[tuple[eb1.Wave, eb1.Wave], tuple[eb1.Wave, eb1.Wave]],
+    ) -> None:
+        (freq_a, int_a), (freq_b, int_b) = waves
+        b0 = eb1.B0(
+            seq=seq,
+            mode_a=_KEEP if values[0] is None else _SET,
+            mode_b=_KEEP if values[1] is None else _SET,
+            value_a=values[0] or 0,
+            value_b=values[1] or 0,
+            freq_a=freq_a,
+            intensity_a=int_a,
+            freq_b=freq_b,
+            intensity_b=int_b,
+        )
+        async with self._write_lock:
+            await self._write(eb1.encode(b0))
+        self.b0_written += 1
+
+    def _waves(
+        self, target: ButterflyOutput
+    ) -> tuple[tuple[eb1.Wave, eb1.Wave], tuple[eb1.Wave, eb1.Wave]]:
+        def wave(ch: EmsChannelOutput) -> tuple[eb1.Wave, eb1.Wave]:
+            if ch.is_zero:
+                return _SILENT
+            return (ch.frequency,) * 4, (ch.intensity,) * 4
+
+        return wave(target.a), wave(target.b)
+
+    def _credit_since(self, now: float) -> float:
+        # A token bucket holding at most one 100 ms worth of rise (max_raise).
+        return max(self._last_raise_at, now - eb1.B0_INTERVAL)
+
+    def _raise_allowance(self) -> int:
+        """How much a strength may rise now: max_raise per 100 ms, counted on elapsed time."""
+        now = asyncio.get_running_loop().time()
+        elapsed = now - self._credit_since(now)
+        return int(self.max_raise * elapsed / eb1.B0_INTERVAL + 1e-9)
+
+    def _spend_raise(self, rise: int) -> None:
+        now = asyncio.get_running_loop().time()
+        self._last_raise_at = self._credit_since(now) + rise * eb1.B0_INTERVAL / self.max_raise
+
+    def _planned(self, target: ButterflyOutput) -> tuple[int | None, int | None] | None:
+        """The next strength change towards the target under rule 2 and the wheel, if any."""
+        if self._zero_first:
+            return (0, 0)
+        values: list[int | None] = []
+        for i, ch in enumerate((target.a, target.b)):
+            current = self._strength[i]
+            want = min(ch.strength, self.soft_limits[i])
+            if self._hold[i]:
+                want = current
+            ceiling = self._ceiling[i]
+            if ceiling is not None:
+                want = min(want, ceiling)
+            if want > current:
+                want = min(want, current + self._raise_allowance())
+            values.append(None if want == current else want)
+        if values[0] is None and values[1] is None:
+            return None
+        return (values[0], values[1])
+
+    # -- the pump -------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        """Write a B0 every 100 ms while a session output runs; resend unanswered changes."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while self._link_up:
+            delay = next_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            # Keep a fixed cadence; after a stall start afresh rather than burst.
+            next_at = max(next_at + self._interval, loop.time())
+            try:
+                await self._tick()
+            except LinkLostError:
+                return
+            except MassagedError as exc:
+                logger.warning("%s: B0 pump: %s", self.name, exc)
+
+    async def _tick(self) -> None:
+        now = asyncio.get_running_loop().time()
+        change = self._change
+        resend = False
+        if change is not None and now - change.sent_at >= self._answer_timeout - 1e-3:
+            change.misses += 1
+            if change.misses > self._max_retries:
+                error = LinkLostError(
+                    f"no B1 for sequence {change.seq} after {self._max_retries} retries",
+                    device=self.name,
+                )
+                await self._give_up(error)
+                raise error
+            logger.info("%s: no B1 for sequence %d, resend", self.name, change.seq)
+            resend = True
+
+        target = self._target
+        wanted = target is not None and (target.a.strength > 0 or target.b.strength > 0)
+        if self._active and not (wanted and self.lease_valid):
+            self._active = False
+            if wanted and self.lease_revoked:
+                # Rule 3: a stalled owner; stop writing and the waveform runs out in 100 ms.
+                logger.info("%s: lease revoked, B0s stop", self.name)
+                self._target = None
+                self._change = None
+                self._zero_first = True
+                return
+            if wanted:
+                logger.info("%s: lease expired, strengths to 0", self.name)
+                self._target = None
+            await self._send_change((0, 0), (_SILENT, _SILENT))
+            return
+        if target is None or not wanted or not self.lease_valid:
+            if resend and change is not None:
+                await self._resend(change, (_SILENT, _SILENT))
+            return
+        self._active = True
+        waves = self._waves(target)
+        if resend and change is not None:
+            await self._resend(change, waves)
+        elif change is None and (values := self._planned(target)) is not None:
+            self._zero_first = False
+            if any(v is not None and v > self._strength[i] for i, v in enumerate(values)):
+                self._last_raise_at = now
+            await self._send_change(values, waves)
+        else:
+            await self._write_b0(0, (None, None), waves)
+
+    # -- receiving ------------------------------------------------------------
+
+    def _on_receive(self, source: str, data: bytes) -> None:
+        if source == eb1.BATTERY_UUID:
+            if len(data) == 1:
+                self._battery = data[0]
+            return
+        try:
+            message = eb1.decode(data)
+        except FrameError as exc:
+            logger.debug("%s: ignored a bad notification %s: %s", self.name, data.hex(" "), exc)
+            return
+        logger.debug("%s <- %s %s", self.name, data.hex(" "), message)
+        if isinstance(message, eb1.BE):
+            self._be_requests.resolve("BE", message)
+        elif isinstance(message, eb1.B1):
+            self._on_b1(message)
+
+    def _on_b1(self, b1: eb1.B1) -> None:
+        before = self._strength
+        self._strength = [b1.strength_a, b1.strength_b]
+        if b1.seq == 0:
+            if self._connected:
+                self._on_wheel(before, b1)
+            return
+        change = self._change
+        if change is None or change.seq != b1.seq:
+            logger.debug("%s: late B1 for sequence %d", self.name, b1.seq)
+            return
+        self._change = None
+        if change.done is not None and not change.done.done():
+            change.done.set_result(b1)
+
+    def _on_wheel(self, before: list[int], b1: eb1.B1) -> None:
+        # Rule 4: the user's word. Adopt it and never raise past it this session.
+        for i, value in enumerate((b1.strength_a, b1.strength_b)):
+            if value != before[i]:
+                self._ceiling[i] = value
+                self._hold[i] = True
+        self._emit(EmsWheelChanged(self.name, self.kind, b1.strength_a, b1.strength_b))
+
+    def _on_lost(self, error: LinkLostError) -> None:
+        self._be_requests.fail_all(error)
+        change, self._change = self._change, None
+        if change is not None and change.done is not None and not change.done.done():
+            change.done.set_exception(error)
+        self._active = False
+        self._target = None

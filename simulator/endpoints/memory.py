@@ -1,0 +1,226 @@
+"""An in-process endpoint: a Link wired straight to a Firmware model, for fast driver tests.
+
+Writes reach ``firmware.receive`` at once; a task ticks the firmware by its
+``next_deadline`` and delivers what it sends to the link's receiver, through
+the same LinkFaults the real endpoints honour. Time is the event loop's clock,
+so firmware timestamps and driver timestamps compare directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from devices.errors import LinkError
+from devices.links.base import (
+    DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
+    SERIAL_SOURCE,
+    Link,
+)
+from simulator.faults import LinkFaults
+from simulator.firmware.base import Firmware
+
+logger = logging.getLogger(__name__)
+
+POLL_INTERVAL = 0.02
+"""Longest sleep of the firmware task, so faults and physical events show up promptly."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message that crossed the link, with the loop time it did."""
+
+    t: float
+    channel: str
+    """The target written (host -> device) or the source delivered (device -> host)."""
+    data: bytes
+
+
+class MemoryLink(Link):
+    """A Link connected directly to a Firmware instance in this process."""
+
+    def __init__(
+        self,
+        firmware: Firmware,
+        *,
+        address: str | None = None,
+        default_target: str | None = None,
+        faults: LinkFaults | None = None,
+    ) -> None:
+        super().__init__(address or f"memory:{firmware.device_id}")
+        self.firmware = firmware
+        self.default_target = default_target
+        """Where a write without target goes (None: a serial byte stream)."""
+        self.faults = faults
+        self.written: list[Message] = []
+        """Every host -> device message, in order (tests inspect the wire)."""
+        self.delivered: list[Message] = []
+        """Every device -> host chunk handed to the receiver."""
+        self.drop_next_answers = 0
+        """Drop this many of the next device -> host messages (a precise LinkFaults)."""
+        self.drop_next_writes = 0
+        """Lose this many of the next host -> device writes (BLE writes without response)."""
+        self.dropped_answers = 0
+        """Device -> host messages dropped so far, by either means."""
+        self.opens = 0
+        """How many times the link was opened."""
+        self._open = False
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._delayed: set[asyncio.TimerHandle] = set()
+
+    @property
+    def is_open(self) -> bool:
+        """True while the link can carry data."""
+        return self._open
+
+    async def open(self, timeout: float = DEFAULT_OPEN_TIMEOUT) -> None:
+        """Connect to the firmware (LinkError while the faults say the link is cut)."""
+        if self._open:
+            return
+        if self.faults is not None and self.faults.link_down:
+            raise LinkError("link is down", device=self.address)
+        loop = asyncio.get_running_loop()
+        self._open = True
+        self.opens += 1
+        self.firmware.link_up(loop.time())
+        self._wake = asyncio.Event()
+        self._task = loop.create_task(self._run(), name=f"{self.address}:firmware")
+
+    async def close(self) -> None:
+        """Disconnect; never raises, safe to call twice; no lost callback."""
+        if not self._open:
+            return
+        self._shut()
+        await self._join()
+
+    async def drop(self, reason: str = "link dropped") -> None:
+        """Simulate a lost link: the firmware sees link_down, the receiver a lost callback."""
+        if not self._open:
+            return
+        self._shut()
+        await self._join()
+        self._report_lost(reason)
+
+    def wake(self) -> None:
+        """Let the firmware task run now (after poking the firmware from outside)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    async def write(
+        self, data: bytes, *, target: str | None = None, timeout: float = DEFAULT_WRITE_TIMEOUT
+    ) -> None:
+        """Hand one message to the firmware."""
+        if not self._open:
+            raise LinkError("link is not open", device=self.address)
+        if self.faults is not None and self.faults.link_down:
+            raise LinkError("link is down", device=self.address)
+        loop = asyncio.get_running_loop()
+        target = target if target is not None else self.default_target
+        now = loop.time()
+        self.written.append(Message(now, target or SERIAL_SOURCE, bytes(data)))
+        if self.drop_next_writes > 0:
+            self.drop_next_writes -= 1
+            logger.debug("%s: lost a write %s", self.address, data.hex(" "))
+            return
+        if self.faults is not None:
+            data = self.faults.corrupt(data)
+        self.firmware.receive(bytes(data), now, source=target)
+        self.wake()
+
+    async def read(self, target: str, *, timeout: float = DEFAULT_READ_TIMEOUT) -> bytes:
+        """A GATT read of the firmware's characteristic."""
+        if not self._open:
+            raise LinkError("link is not open", device=self.address)
+        try:
+            return self.firmware.read_attribute(target, asyncio.get_running_loop().time())
+        except KeyError as exc:
+            raise LinkError(f"no readable characteristic {target}", device=self.address) from exc
+
+    # -- internals -------------------------------------------------------------
+
+    def _shut(self) -> None:
+        self._open = False
+        for handle in self._delayed:
+            handle.cancel()
+        self._delayed.clear()
+        self.firmware.link_down(asyncio.get_running_loop().time())
+
+    async def _join(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        wake = self._wake
+        assert wake is not None
+        while self._open:
+            wake.clear()
+            now = loop.time()
+            if self.faults is not None and self.faults.link_down:
+                self._task = None
+                self._shut()
+                self._report_lost("link cut")
+                return
+            self.firmware.tick(now)
+            self._flush(loop)
+            timeout = min(POLL_INTERVAL, max(0.0, self.firmware.next_deadline(now) - loop.time()))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await wake.wait()
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        for target, data in self.firmware.take_outgoing():
+            source = target or SERIAL_SOURCE
+            if self.drop_next_answers > 0:
+                self.drop_next_answers -= 1
+                self.dropped_answers += 1
+                logger.debug("%s: dropped %s", self.address, data.hex(" "))
+                continue
+            chunks = [data]
+            delay = 0.0
+            if self.faults is not None:
+                if self.faults.should_drop():
+                    self.dropped_answers += 1
+                    continue
+                data = self.faults.corrupt(data)
+                chunks = [data]
+                if self.faults.split and len(data) > 1:
+                    if target is None:
+                        chunks = [data[i : i + 1] for i in range(len(data))]
+                    else:
+                        half = len(data) // 2
+                        chunks = [data[:half], data[half:]]
+                delay = self.faults.delay
+            if delay > 0:
+                self._deliver_later(loop, delay, source, chunks)
+            else:
+                self._deliver_chunks(source, chunks)
+
+    def _deliver_later(
+        self, loop: asyncio.AbstractEventLoop, delay: float, source: str, chunks: list[bytes]
+    ) -> None:
+        def fire() -> None:
+            self._delayed.discard(handle)
+            self._deliver_chunks(source, chunks)
+
+        handle = loop.call_later(delay, fire)
+        self._delayed.add(handle)
+
+    def _deliver_chunks(self, source: str, chunks: list[bytes]) -> None:
+        if not self._open:
+            return
+        now = asyncio.get_running_loop().time()
+        for chunk in chunks:
+            self.delivered.append(Message(now, source, chunk))
+            try:
+                self._deliver(source, chunk)
+            except Exception:  # a receiver's bug must not kill the firmware task
+                logger.exception("%s: receiver failed", self.address)

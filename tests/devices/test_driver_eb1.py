@@ -1,0 +1,330 @@
+"""EB1 butterfly driver: daemon rules 1-4 on the wire, timing against the firmware's clock."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from devices.drivers.eb1 import EB1Driver
+from devices.errors import IdentificationError, LinkError
+from devices.events import DeviceEvent, EmsWheelChanged, LinkLost
+from devices.outputs import ButterflyOutput, EmsChannelOutput
+from devices.protocols import eb1
+from simulator.endpoints.memory import MemoryLink
+from simulator.faults import LinkFaults
+from simulator.firmware.eb1 import EB1Firmware
+from simulator.recording import Recorder
+from tests.devices.behaviour import wait_until
+from tests.devices.test_drivers_memory import butterfly_pair
+
+
+def out(a: int, b: int, *, intensity: int = 100) -> ButterflyOutput:
+    """Both channels at these strengths, 50 Hz-ish, full waveform intensity."""
+    return ButterflyOutput(
+        a=EmsChannelOutput(strength=a, frequency=50, intensity=intensity),
+        b=EmsChannelOutput(strength=b, frequency=80, intensity=intensity),
+    )
+
+
+def b0s(link: MemoryLink, start: int = 0) -> list[tuple[float, eb1.B0]]:
+    """Every B0 the driver wrote from written[start], with its time."""
+    found = []
+    for message in link.written[start:]:
+        decoded = eb1.decode(message.data)
+        if isinstance(decoded, eb1.B0):
+            found.append((message.t, decoded))
+    return found
+
+
+def is_zeroing(b0: eb1.B0) -> bool:
+    """Both strengths set to 0, both channels silent (daemon rule 3)."""
+    return (
+        b0.seq != 0
+        and b0.mode_a == b0.mode_b == eb1.StrengthMode.SET
+        and b0.value_a == b0.value_b == 0
+        and not eb1.wave_valid(b0.freq_a, b0.intensity_a)
+        and not eb1.wave_valid(b0.freq_b, b0.intensity_b)
+    )
+
+
+async def test_connect_writes_soft_limits_then_zeroes_with_a_sequenced_b0() -> None:
+    driver, firmware, link = butterfly_pair(driver_options={"soft_limits": (150, 30)})
+    try:
+        caps = await driver.connect()
+        assert link.written[0].data == bytes.fromhex("bf961e80808080")
+        # The vendor's vector: sequence 1, set both to 0, both channels silent.
+        assert link.written[1].data == bytes.fromhex("b01f000000000000000000650000000000000065")
+        assert firmware.soft_limits == (150, 30)
+        assert [ch.max_strength for ch in caps.ems_channels] == [150, 30]
+        assert all(m.channel == eb1.WRITE_UUID for m in link.written)
+    finally:
+        await driver.close()
+
+
+class WrongBEFirmware(EB1Firmware):
+    """A unit whose BE does not confirm the BF (say, another protocol revision)."""
+
+    def receive(self, data: bytes, now: float, source: str | None = None) -> None:
+        if data[:1] == b"\xbf":
+            self.outbox.append((eb1.NOTIFY_UUID, bytes.fromhex("be646480808080")))
+            return
+        super().receive(data, now, source)
+
+
+async def test_a_be_that_does_not_match_is_an_identification_error() -> None:
+    link = MemoryLink(WrongBEFirmware("odd", now=asyncio.get_running_loop().time()))
+    driver = EB1Driver(link, soft_limits=(150, 30))
+    try:
+        with pytest.raises(IdentificationError, match="BE"):
+            await driver.connect()
+        assert not link.is_open
+        assert not any(isinstance(eb1.decode(m.data), eb1.B0) for m in link.written)
+    finally:
+        await driver.close()
+
+
+def test_bad_options() -> None:
+    link = MemoryLink(EB1Firmware("x"))
+    with pytest.raises(ValueError, match="max_raise"):
+        EB1Driver(link, max_raise_per_100ms=6)
+    with pytest.raises(ValueError, match="soft limits"):
+        EB1Driver(link, soft_limits=(201, 10))
+
+
+async def test_ramp_raises_at_most_5_per_b0_and_waits_for_each_b1() -> None:
+    # A slow radio: every answer takes 150 ms, longer than one B0 period.
+    faults = LinkFaults(delay=0.15)
+    recorder = Recorder()
+    driver, firmware, link = butterfly_pair(faults=faults, recorder=recorder)
+    try:
+        await driver.connect()
+        start = len(link.written)
+        driver.renew_lease(30)
+        await driver.apply(out(23, 11))
+        await wait_until(lambda: firmware.strengths == (23, 11), timeout=4.0)
+        written = b0s(link, start)
+        level = [0, 0]
+        changes: list[tuple[float, int]] = []
+        for t, b0 in written:
+            for ch, (mode, value) in enumerate(((b0.mode_a, b0.value_a), (b0.mode_b, b0.value_b))):
+                if mode == eb1.StrengthMode.SET:
+                    assert value - level[ch] <= 5, f"raised {level[ch]} -> {value}"
+                    level[ch] = value
+                else:
+                    assert mode == eb1.StrengthMode.NO_CHANGE
+            if b0.changes_strength:
+                assert b0.seq != 0
+                changes.append((t, b0.seq))
+        # Never a new change before the B1 of the previous one arrived.
+        b1_times: dict[int, list[float]] = {}
+        for message in link.delivered:
+            decoded = eb1.decode(message.data)
+            if isinstance(decoded, eb1.B1) and decoded.seq:
+                b1_times.setdefault(decoded.seq, []).append(message.t)
+        for (t_prev, seq_prev), (t_next, seq_next) in itertools.pairwise(changes):
+            assert seq_next != seq_prev
+            assert any(t_prev < t <= t_next for t in b1_times[seq_prev])
+        # The waveform kept coming every 100 ms while changes waited for their B1.
+        times = [t for t, _ in written]
+        assert max(b - a for a, b in itertools.pairwise(times)) < 0.13
+        # The firmware's own record: no step up larger than 5.
+        for channel in ("strength_a", "strength_b"):
+            values = [int(r["value"]) for r in recorder.rows if r["channel"] == channel]  # type: ignore[call-overload]
+            assert all(b - a <= 5 for a, b in itertools.pairwise(values))
+    finally:
+        faults.clear()
+        await driver.close()
+
+
+async def test_a_slower_ramp_from_the_profile() -> None:
+    driver, firmware, link = butterfly_pair(driver_options={"max_raise_per_100ms": 2})
+    try:
+        caps = await driver.connect()
+        assert all(ch.max_raise_per_100ms == 2 for ch in caps.ems_channels)
+        start = len(link.written)
+        driver.renew_lease(30)
+        await driver.apply(out(6, 0))
+        await wait_until(lambda: firmware.strengths == (6, 0), timeout=2.0)
+        raises = [(t, b0.value_a) for t, b0 in b0s(link, start) if b0.changes_strength]
+        assert raises[-1][1] == 6
+        # Never more than 2 per 100 ms, counted on elapsed time from the first raise.
+        t0 = raises[0][0]
+        for (_, a), (t, b) in itertools.pairwise(raises):
+            assert 0 < b - a <= 2
+            assert b <= 2 + 2 * (t - t0) / 0.1 + 1e-6
+    finally:
+        await driver.close()
+
+
+async def test_lowering_is_at_once() -> None:
+    driver, firmware, _link = butterfly_pair()
+    try:
+        await driver.connect()
+        driver.renew_lease(30)
+        await driver.apply(out(15, 15))
+        await wait_until(lambda: firmware.strengths == (15, 15), timeout=2.0)
+        await driver.apply(out(2, 15))
+        await wait_until(lambda: firmware.strengths == (2, 15), timeout=0.25)
+    finally:
+        await driver.close()
+
+
+async def test_revoked_lease_output_ends_within_100ms_of_the_last_b0() -> None:
+    recorder = Recorder()
+    driver, firmware, link = butterfly_pair(recorder=recorder)
+    loop = asyncio.get_running_loop()
+    try:
+        await driver.connect()
+        driver.renew_lease(30)
+        await driver.apply(out(10, 10))
+        await wait_until(lambda: firmware.strengths == (10, 10), timeout=2.0)
+        driver.revoke_lease()
+        revoked_at = loop.time()
+        await wait_until(
+            lambda: firmware.outputs["output_a"] == 0 and firmware.outputs["output_b"] == 0,
+            timeout=0.5,
+        )
+        await asyncio.sleep(0.2)
+        last_b0 = b0s(link)[-1][0]
+        assert last_b0 <= revoked_at + 0.11, "B0s went on after the lease was revoked"
+        silenced = max(
+            float(r["t"])  # type: ignore[arg-type]
+            for r in recorder.rows
+            if r["channel"] in ("output_a", "output_b") and r["value"] == 0
+        )
+        assert last_b0 < silenced <= last_b0 + 0.1 + 0.01
+        # The strength itself is kept by the unit; the driver knows the waveform stopped.
+        assert firmware.strengths == (10, 10)
+        assert driver.output.is_zero
+
+        # A renewed lease starts again from 0 and ramps.
+        start = len(link.written)
+        driver.renew_lease(30)
+        await driver.apply(out(10, 10))
+        await wait_until(lambda: any(b0.changes_strength for _, b0 in b0s(link, start)))
+        first_change = next(b0 for _, b0 in b0s(link, start) if b0.changes_strength)
+        assert (first_change.value_a, first_change.value_b) == (0, 0)
+        await wait_until(lambda: firmware.outputs["output_a"] == 10, timeout=2.0)
+    finally:
+        await driver.close()
+
+
+async def test_stop_sends_one_zeroing_b0_then_nothing() -> None:
+    driver, firmware, link = butterfly_pair()
+    try:
+        await driver.connect()
+        driver.renew_lease(30)
+        await driver.apply(out(10, 10))
+        await wait_until(lambda: firmware.strengths == (10, 10), timeout=2.0)
+        start = len(link.written)
+        await driver.stop()
+        await asyncio.sleep(0.3)
+        after = b0s(link, start)
+        assert len(after) >= 1
+        assert is_zeroing(after[-1][1])
+        assert [b0 for _, b0 in after if b0.changes_strength] == [after[-1][1]]
+        assert firmware.strengths == (0, 0)
+        assert firmware.is_quiet
+    finally:
+        await driver.close()
+
+
+async def test_lease_expiry_and_pause_send_the_zeroing_b0() -> None:
+    driver, firmware, link = butterfly_pair()
+    try:
+        await driver.connect()
+        # Pause: the program asks for strength 0 on both channels.
+        driver.renew_lease(30)
+        await driver.apply(out(5, 5))
+        await wait_until(lambda: firmware.strengths == (5, 5), timeout=1.0)
+        await driver.apply(out(0, 0))
+        await wait_until(lambda: firmware.strengths == (0, 0), timeout=0.3)
+        await asyncio.sleep(0.15)
+        count = len(link.written)
+        assert is_zeroing(b0s(link)[-1][1])
+        await asyncio.sleep(0.3)
+        assert len(link.written) == count, "B0s went on during a pause"
+
+        # Lease expiry: the same zeroing B0, then silence.
+        driver.revoke_lease()  # renew_lease never shortens a lease
+        driver.renew_lease(0.4)
+        await driver.apply(out(5, 5))
+        await wait_until(lambda: firmware.strengths == (5, 5), timeout=1.0)
+        await wait_until(lambda: firmware.strengths == (0, 0), timeout=0.6)
+        assert is_zeroing(b0s(link)[-1][1])
+        assert driver.output.is_zero
+    finally:
+        await driver.close()
+
+
+async def test_wheel_raise_is_adopted_and_not_fought() -> None:
+    driver, firmware, link = butterfly_pair()
+    events: list[DeviceEvent] = []
+    driver.add_listener(events.append)
+    loop = asyncio.get_running_loop()
+    try:
+        await driver.connect()
+        driver.renew_lease(30)
+        await driver.apply(out(10, 10))
+        await wait_until(lambda: firmware.strengths == (10, 10), timeout=2.0)
+        firmware.turn_wheel(None, 14, loop.time())
+        link.wake()
+        await wait_until(lambda: any(isinstance(e, EmsWheelChanged) for e in events))
+        await asyncio.sleep(0.3)
+        assert firmware.strengths == (10, 14), "the driver fought the user's wheel"
+        assert driver.strengths == (10, 14)
+        assert driver.user_ceiling == (None, 14)
+        # A new program strength is obeyed again, under the ceiling.
+        await driver.apply(out(10, 30))
+        await asyncio.sleep(0.4)
+        assert firmware.strengths == (10, 14)
+        await driver.apply(out(10, 6))
+        await wait_until(lambda: firmware.strengths == (10, 6), timeout=0.3)
+        driver.reset_session()
+        await driver.apply(out(10, 16))
+        await wait_until(lambda: firmware.strengths == (10, 16), timeout=1.0)
+    finally:
+        await driver.close()
+
+
+async def test_lost_b1_is_resent_and_three_misses_lose_the_link() -> None:
+    driver, _firmware, link = butterfly_pair()
+    events: list[DeviceEvent] = []
+    driver.add_listener(events.append)
+    try:
+        await driver.connect()
+        driver.renew_lease(30)
+        link.drop_next_answers = 1
+        await driver.apply(out(5, 0))
+        await wait_until(lambda: driver.strengths == (5, 0), timeout=1.0)
+        changes = [b0 for _, b0 in b0s(link) if b0.changes_strength and b0.value_a == 5]
+        assert len(changes) == 2
+        assert changes[0] == changes[1], "the same change, resent"
+
+        link.drop_next_answers = 100
+        await driver.apply(out(10, 0))
+        await wait_until(lambda: any(isinstance(e, LinkLost) for e in events), timeout=2.5)
+        assert not driver.is_connected
+        resent = [b0 for _, b0 in b0s(link) if b0.changes_strength and b0.value_a == 10]
+        assert len(resent) == 4
+        with pytest.raises(LinkError):
+            await driver.stop()
+    finally:
+        await driver.close()
+
+
+async def test_status_reads_the_battery() -> None:
+    driver, firmware, _ = butterfly_pair(battery=73)
+    try:
+        await driver.connect()
+        driver.renew_lease(30)
+        await driver.apply(out(8, 0, intensity=50))
+        await wait_until(lambda: firmware.strengths == (8, 0), timeout=1.0)
+        report = await driver.status()
+        assert report.battery == 73
+        assert report.temperature is None
+        assert report.outputs == {"strength_a": 8, "strength_b": 0, "output_a": 4, "output_b": 0}
+    finally:
+        await driver.close()
