@@ -86,10 +86,9 @@ async def run_simulate(args: argparse.Namespace) -> int:
         async with fleet:
             for device in fleet.devices:
                 print(json.dumps(device.describe()), flush=True)
+            origin = "" if recorder is None else f"; recording t=0 at monotonic {recorder.t0:.6f}"
             print(
-                f"# radio {fleet.radio_path}; Ctrl-C to stop",
-                file=sys.stderr,
-                flush=True,
+                f"# radio {fleet.radio_path}{origin}; Ctrl-C to stop", file=sys.stderr, flush=True
             )
             await stop.wait()
     finally:
