@@ -24,6 +24,8 @@ COMMAND_MODULES = (
     "controller.commands.run",
     "controller.commands.profiles",
     "controller.commands.history",
+    "controller.commands.config",
+    "controller.commands.daemon",
 )
 """Every command module; each registers its own subcommands."""
 

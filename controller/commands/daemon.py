@@ -1,0 +1,475 @@
+"""``massaged daemon`` and the commands that talk to it: scan, pair, devices, stop, status, ..."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from controller import control, sdnotify
+from devices.errors import ConfigError, MassagedError
+
+logger = logging.getLogger(__name__)
+
+MAX_DAEMON_SPEED = 60.0
+
+
+def register(sub: Any) -> None:
+    """Add the daemon command and the commands that reach a running daemon."""
+    d = sub.add_parser(
+        "daemon",
+        help="run the daemon: keep paired devices connected, run sessions on request",
+        description=(
+            "Connect to every paired device (reconnecting with backoff), serve the control "
+            "socket for the command line and MQTT for home automation, and run sessions on "
+            "request. SIGTERM stops every device first, then exits."
+        ),
+    )
+    _common(d)
+    d.add_argument(
+        "--simulator",
+        action="store_true",
+        help="drive the devices of a running 'massaged simulate' (Bluetooth through its radio)",
+    )
+    d.add_argument("--radio", type=Path, help="the simulator's radio socket")
+    d.add_argument(
+        "--auto-pair",
+        action="store_true",
+        help="with --simulator: pair every simulated device not paired yet, without asking",
+    )
+    d.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="with --simulator: run sessions N times faster (the simulator needs the same --speed)",
+    )
+    d.set_defaults(func=cmd_daemon)
+
+    s = sub.add_parser("scan", help="list nearby devices that speak a massaged protocol")
+    _common(s)
+    s.add_argument("--timeout", type=float, default=None, help="seconds to look (default 5)")
+    s.add_argument("--simulator", action="store_true", help="scan a running 'massaged simulate'")
+    s.add_argument("--radio", type=Path, help="the simulator's radio socket")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser(
+        "pair",
+        help="identify a device, let you feel a gentle pulse, and remember it",
+    )
+    _common(p)
+    p.add_argument("address", nargs="?", help="BLE address or serial port (default: scan)")
+    p.add_argument("--name", help="a name for it (default: its kind, then kind-2, ...)")
+    p.add_argument("--kind", choices=("belt", "pillow", "butterfly"), help="when not scanned")
+    p.add_argument("--yes", action="store_true", help="do not ask to confirm the pulse")
+    p.add_argument("--simulator", action="store_true", help="pair a simulated device")
+    p.add_argument("--radio", type=Path, help="the simulator's radio socket")
+    p.set_defaults(func=cmd_pair)
+
+    dv = sub.add_parser("devices", help="list paired devices; rename, unpair, set caps")
+    _common(dv)
+    dsub = dv.add_subparsers(dest="devices_command", metavar="ACTION")
+    dv.set_defaults(func=cmd_devices, devices_command="list")
+    ls = dsub.add_parser("list", help="paired devices and their state")
+    _common(ls)
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    rn = dsub.add_parser("rename", help="rename a paired device")
+    _common(rn)
+    rn.add_argument("name")
+    rn.add_argument("new_name")
+    up = dsub.add_parser("unpair", help="forget a paired device")
+    _common(up)
+    up.add_argument("name")
+    st = dsub.add_parser("set", help="per-device cap")
+    _common(st)
+    st.add_argument("name")
+    st.add_argument(
+        "--max-intensity",
+        type=float,
+        required=True,
+        help="at most this fraction (0..1) of the device's maximum, below the profile's cap",
+    )
+    u = sub.add_parser("unpair", help="forget a paired device (same as 'devices unpair')")
+    _common(u)
+    u.add_argument("name")
+    u.set_defaults(func=cmd_devices, devices_command="unpair")
+
+    for name, command, text in (
+        ("stop", "stop", "stop the running session softly (outputs fade out)"),
+        ("emergency-stop", "emergency_stop", "every output of every device to zero at once"),
+        ("pause", "pause", "pause the running session"),
+        ("resume", "resume", "resume the paused session (a fresh ramp from zero)"),
+        ("gentler", "gentler", "it hurts: lower every output now and for the rest of the session"),
+        ("status", "status", "what the daemon and its devices are doing"),
+    ):
+        c = sub.add_parser(name, help=text)
+        _common(c)
+        c.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+        c.set_defaults(func=cmd_simple, api_command=command)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="configuration file")
+    p.add_argument("--socket", type=Path, help="the daemon's control socket")
+    p.add_argument("--db", type=Path, help="the store (registry and history)")
+
+
+def load(args: argparse.Namespace) -> Any:
+    """The effective configuration with command-line overrides."""
+    from controller.config import load_config
+
+    config = load_config(getattr(args, "config", None))
+    if getattr(args, "socket", None):
+        config.daemon.socket = args.socket
+    if getattr(args, "db", None):
+        config.store.path = args.db
+    if getattr(args, "simulator", False):
+        config.daemon.simulator = True
+    if getattr(args, "radio", None):
+        config.daemon.simulator_radio = args.radio
+    return config
+
+
+def _simulator_link(config: Any) -> tuple[Any, dict[str, Any], Path | None]:
+    """The bleak backend and radio path when driving simulated devices."""
+    if not config.daemon.simulator:
+        return None, {}, None
+    from simulator.ble.backend import SimBleakClient
+    from simulator.ble.wire import default_radio_path
+
+    radio = Path(config.daemon.simulator_radio or default_radio_path())
+    return SimBleakClient, {"radio": str(radio)}, radio
+
+
+# -- the daemon ------------------------------------------------------------------------
+
+
+async def cmd_daemon(args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM or Ctrl-C."""
+    from controller.daemon import Daemon, serve_until_signalled
+    from controller.store import Store
+
+    config = load(args)
+    if args.speed != 1.0 and not config.daemon.simulator:
+        raise ConfigError("--speed works only with --simulator: real devices run in real time")
+    if not 1.0 <= args.speed <= MAX_DAEMON_SPEED:
+        raise ConfigError(f"--speed must be 1..{MAX_DAEMON_SPEED:g}")
+    if config.daemon.wire_debug:
+        for name in ("devices.links", "devices.drivers"):
+            logging.getLogger(name).setLevel(logging.DEBUG)
+    backend, ble_kwargs, radio = _simulator_link(config)
+    store = Store.open(config.store.path)
+    daemon = Daemon(
+        store,
+        ble_backend=backend,
+        ble_kwargs=ble_kwargs,
+        radio_path=radio,
+        reconnect_min=config.daemon.reconnect_min,
+        reconnect_max=config.daemon.reconnect_max,
+        scan_timeout=config.daemon.scan_timeout,
+        default_profile=config.session.profile,
+        speed=args.speed,
+    )
+    server = control.ControlServer(
+        daemon, Path(config.daemon.socket), group=config.daemon.socket_group
+    )
+    bridge: Any = None
+    watchdog: asyncio.Task[None] | None = None
+    try:
+        await server.start()
+        await daemon.start()
+        if args.auto_pair:
+            if radio is None:
+                raise ConfigError("--auto-pair works only with --simulator")
+            await auto_pair(daemon)
+        if config.mqtt.enabled:
+            from controller.mqtt.runtime import start_bridge
+
+            bridge = await start_bridge(daemon, config)
+        interval = sdnotify.watchdog_interval() if config.daemon.watchdog else None
+        if interval:
+            watchdog = asyncio.get_running_loop().create_task(_watchdog(interval))
+        print(
+            f"massaged daemon: {len(daemon.supervisor.devices)} paired device(s), "
+            f"control socket {config.daemon.socket}",
+            file=sys.stderr,
+            flush=True,
+        )
+        await serve_until_signalled(daemon, ready=lambda: sdnotify.notify("READY=1"))
+    finally:
+        sdnotify.notify("STOPPING=1")
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+        # Devices first: whatever else fails below, nothing is left running on a body.
+        await daemon.close()
+        if bridge is not None:
+            await bridge.close()
+        await server.close()
+        store.close()
+    return 0
+
+
+async def auto_pair(daemon: Any) -> None:
+    """Pair every simulated device not paired yet (the quick start's main job)."""
+    from devices.discovery import scan
+
+    found = await scan(daemon.scan_timeout, radio_path=daemon.radio_path)
+    paired = {e.record.address.upper() for e in daemon.supervisor.devices.values()}
+    for f in found:
+        if f.address.upper() in paired:
+            continue
+        record = await daemon.pair(f.address, kind=f.kind.value, pulse=False)
+        print(f"paired {record.name}: {f.kind.value} at {f.address}", file=sys.stderr)
+
+
+async def _watchdog(interval: float) -> None:
+    while True:
+        sdnotify.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+# -- commands that talk to the daemon --------------------------------------------------
+
+
+async def _call(config: Any, command: str, payload: dict[str, Any] | None = None) -> Any:
+    answer = await control.call(Path(config.daemon.socket), command, payload)
+    if answer.get("status") != "ok":
+        raise MassagedError(str(answer.get("error") or answer))
+    return answer.get("data")
+
+
+async def cmd_simple(args: argparse.Namespace) -> int:
+    """stop, emergency-stop, pause, resume, gentler, status: through the daemon."""
+    config = load(args)
+    try:
+        data = await _call(config, args.api_command)
+    except control.DaemonNotRunningError as err:
+        print(f"massaged: {err}: start it with 'massaged daemon'", file=sys.stderr)
+        return 1
+    if args.json or args.api_command != "status":
+        print(json.dumps(data, indent=2 if args.json else None, default=str))
+        return 0
+    print_status(data)
+    return 0
+
+
+def print_status(data: dict[str, Any]) -> None:
+    """Human-readable daemon status."""
+    devices = data.get("devices") or []
+    print(f"{len(devices)} paired device(s)")
+    for d in devices:
+        battery = "mains" if d.get("battery") is None else f"{d['battery']} %"
+        busy = ", in session" if d.get("in_session") else ""
+        error = f"  ({d['last_error']})" if d.get("last_error") else ""
+        print(f"  {d['name']:<12} {d['kind']:<10} {d['link']:<10} {battery}{busy}{error}")
+    session = data.get("session")
+    if session:
+        print(
+            f"session {session['program']}: {session['state']}, step "
+            f"{(session['step'] or 0) + 1}/{session['step_count']} {session['step_label']}, "
+            f"{session['remaining']:.0f} s left"
+        )
+    else:
+        print("no session running")
+    last = data.get("last_session")
+    if last and not session:
+        print(f"last session: {last['program']} {last['outcome']} ({last['reason']})")
+
+
+async def cmd_scan(args: argparse.Namespace) -> int:
+    """List devices found nearby (through the daemon when it runs)."""
+    config = load(args)
+    timeout = args.timeout or config.daemon.scan_timeout
+    try:
+        found = await _call(config, "scan", {"timeout": timeout})
+    except control.DaemonNotRunningError:
+        from devices.discovery import scan
+
+        _, _, radio = _simulator_link(config)
+        results = await scan(timeout, radio_path=radio)
+        found = [
+            {
+                "kind": f.kind.value,
+                "address": f.address,
+                "name": f.name,
+                "transport": f.transport,
+                "rssi": f.rssi,
+                "paired": None,
+            }
+            for f in results
+        ]
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    if not found:
+        print("nothing found (is the device on and in range? for simulated devices: --simulator)")
+        return 0
+    print(f"{'KIND':<10} {'ADDRESS':<28} {'NAME':<16} {'LINK':<7} {'RSSI':>5}")
+    for f in found:
+        rssi = "" if f["rssi"] is None else f"{f['rssi']}"
+        paired = "  (paired)" if f.get("paired") else ""
+        print(
+            f"{f['kind']:<10} {f['address']:<28} {f['name']:<16} {f['transport']:<7} "
+            f"{rssi:>5}{paired}"
+        )
+    return 0
+
+
+async def cmd_pair(args: argparse.Namespace) -> int:
+    """Pair one device: identify it, pulse it gently, ask the user, store it."""
+    from controller import pairing
+    from controller.store import DeviceRecord, Store
+    from devices.discovery import scan
+
+    config = load(args)
+    backend, ble_kwargs, radio = _simulator_link(config)
+    store = Store.open(config.store.path)
+    try:
+        paired = {r.address.upper() for r in store.list_devices()}
+        found_all = await scan(config.daemon.scan_timeout, radio_path=radio)
+        candidates = [f for f in found_all if f.address.upper() not in paired]
+        address = args.address
+        found = None
+        if address is None:
+            if not candidates:
+                print("no unpaired device found; give its ADDRESS (or --simulator)")
+                return 1
+            if len(candidates) > 1 and not args.yes:
+                for i, f in enumerate(candidates, 1):
+                    print(f"  {i}. {f.kind.value:<10} {f.address:<28} {f.name}")
+                choice = (
+                    await asyncio.to_thread(input, f"which one? [1-{len(candidates)}] ")
+                ).strip()
+                if not choice.isdigit() or not 1 <= int(choice) <= len(candidates):
+                    print("nothing paired")
+                    return 1
+                found = candidates[int(choice) - 1]
+            else:
+                found = candidates[0]
+            address = found.address
+        else:
+            found = next((f for f in found_all if f.address.upper() == address.upper()), None)
+        if address.upper() in paired:
+            print(f"{address} is already paired")
+            return 1
+        kind = pairing.kind_of(found, args.kind, address)
+        transport = pairing.transport_for(address, found)
+        print(f"connecting to the {kind.value} at {address} ...")
+        device, caps = await pairing.identify(
+            kind, address, transport=transport, ble_backend=backend, ble_kwargs=ble_kwargs
+        )
+        try:
+            print(f"found {caps.model}" + (f", firmware {caps.firmware}" if caps.firmware else ""))
+            print("sending a short, gentle pulse: put your hand on the device")
+            await pairing.confirmation_pulse(device)
+        finally:
+            await device.close()
+        if not args.yes:
+            question = "did you feel the pulse on your device? [y/N] "
+            answer = (await asyncio.to_thread(input, question)).strip().lower()
+            if answer not in ("y", "yes"):
+                print("not paired: try again with the device in your hand")
+                return 1
+        taken = [r.name for r in store.list_devices()]
+        name = pairing.check_name(args.name) if args.name else pairing.default_name(kind, taken)
+        record = store.add_device(
+            DeviceRecord(
+                name=name,
+                kind=kind,
+                address=address,
+                transport=transport,
+                model=caps.model,
+                firmware=caps.firmware,
+                serial=caps.serial,
+            )
+        )
+    finally:
+        store.close()
+    print(f"paired {record.name}: {record.model} at {record.address}")
+    with contextlib.suppress(MassagedError):
+        await _call(config, "reload")
+    return 0
+
+
+async def cmd_devices(args: argparse.Namespace) -> int:
+    """List, rename, unpair, set caps: through the daemon when it runs, else in the store."""
+    from controller.store import Store
+
+    config = load(args)
+    action = args.devices_command
+    payload: dict[str, Any]
+    if action == "rename":
+        command, payload = "rename", {"name": args.name, "new_name": args.new_name}
+    elif action == "unpair":
+        command, payload = "unpair", {"name": args.name}
+    elif action == "set":
+        command, payload = "set_caps", {"name": args.name, "max_intensity": args.max_intensity}
+    else:
+        command, payload = "devices", {}
+    try:
+        data = await _call(config, command, payload)
+        devices = data if command == "devices" else None
+    except control.DaemonNotRunningError:
+        devices = _devices_offline(Store, config, command, payload)
+    if command != "devices":
+        print(f"{command}: ok")
+        return 0
+    assert devices is not None
+    if getattr(args, "json", False):
+        print(json.dumps(devices, indent=2, default=str))
+        return 0
+    if not devices:
+        print("no paired devices: 'massaged scan' then 'massaged pair'")
+        return 0
+    print(f"{'NAME':<12} {'KIND':<10} {'MODEL':<10} {'ADDRESS':<28} {'LINK':<10} CAP")
+    for d in devices:
+        cap = d.get("caps", {}).get(d["kind"])
+        cap_text = "" if cap is None else f"{cap:.0%}"
+        print(
+            f"{d['name']:<12} {d['kind']:<10} {d.get('model', ''):<10} {d['address']:<28} "
+            f"{d.get('link', '-'):<10} {cap_text}"
+        )
+    return 0
+
+
+def _devices_offline(
+    store_cls: Any, config: Any, command: str, payload: dict[str, Any]
+) -> list[dict[str, Any]] | None:
+    from controller import api, pairing
+
+    api.parse_request(command, payload)  # the same validation as through the daemon
+    store = store_cls.open(config.store.path)
+    try:
+        if command == "rename":
+            pairing.check_name(payload["new_name"])
+            store.update_device(payload["name"], name=payload["new_name"])
+            return None
+        if command == "unpair":
+            if not store.remove_device(payload["name"]):
+                raise ConfigError(f"no paired device {payload['name']!r}")
+            return None
+        if command == "set_caps":
+            record = store.get_device(payload["name"])
+            caps = {**record.caps, record.kind.value: payload["max_intensity"]}
+            store.update_device(payload["name"], caps=caps)
+            return None
+        return [
+            {
+                "name": r.name,
+                "kind": r.kind.value,
+                "model": r.model,
+                "address": r.address,
+                "link": "(no daemon)",
+                "caps": dict(r.caps),
+            }
+            for r in store.list_devices()
+        ]
+    finally:
+        store.close()

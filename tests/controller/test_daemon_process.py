@@ -1,0 +1,183 @@
+"""The daemon as users run it: a process beside ``massaged simulate``, driven from the CLI.
+
+These tests start real processes: the simulator (serial belt on a
+pseudo-terminal, pillow and butterfly on the simulated radio) and the daemon
+with ``--simulator --auto-pair``, then act as a user would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.control import call
+from controller.store import Store
+from tests.simulator.recording_checks import check_stopped_in_time
+
+
+@dataclass
+class Setup:
+    """The folder, environment and processes of one test."""
+
+    folder: Path
+    env: dict[str, str]
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    t0: float = 0.0
+
+    @property
+    def socket(self) -> Path:
+        return self.folder / "control.sock"
+
+    @property
+    def record(self) -> Path:
+        return self.folder / "rec.jsonl"
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controller", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "controller", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=30,
+        )
+
+    def api(self, command: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        return asyncio.run(call(self.socket, command, payload))
+
+    def wait_devices_up(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        devices: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            try:
+                answer = self.api("devices")
+            except Exception:  # not listening yet
+                time.sleep(0.2)
+                continue
+            devices = answer["data"]
+            if len(devices) == count and all(d["link"] == "up" for d in devices):
+                return devices
+            time.sleep(0.2)
+        raise AssertionError(f"devices not up in {timeout} s: {devices}")
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.record.read_text().splitlines() if line]
+
+
+@pytest.fixture
+def setup() -> Iterator[Setup]:
+    folder = Path(tempfile.mkdtemp(prefix="msd-d-"))
+    env = {
+        **os.environ,
+        "MASSAGED_DATA_DIR": str(folder / "data"),
+        "MASSAGED_CONFIG_DIR": str(folder / "config"),
+        "MASSAGED_SIM_RADIO": str(folder / "radio.sock"),
+        "MASSAGED_DAEMON_SOCKET": str(folder / "control.sock"),
+    }
+    s = Setup(folder, env)
+    sim = s.start("simulate", "--record", str(s.record))
+    assert sim.stdout is not None
+    assert sim.stderr is not None
+    for _ in range(3):
+        json.loads(sim.stdout.readline())
+    match = re.search(r"monotonic ([0-9.]+)", sim.stderr.readline())
+    assert match
+    s.t0 = float(match.group(1))
+    try:
+        yield s
+    finally:
+        for proc in reversed(s.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_sigkill_mid_session_devices_stop_and_restart_finds_them(setup: Setup) -> None:
+    daemon = setup.start("daemon", "--simulator", "--auto-pair")
+    setup.wait_devices_up(3)
+    answer = setup.api("run", {"program": "collar-zone", "transaction": "t-1"})
+    assert answer["status"] == "ok", answer
+    assert answer["transaction"] == "t-1"
+    time.sleep(2.0)  # the first stroke is under way on every device
+    killed_at = time.monotonic() - setup.t0
+    daemon.send_signal(signal.SIGKILL)
+    daemon.wait(timeout=5)
+    time.sleep(2.5)
+    check_stopped_in_time(setup.rows(), killed_at)
+
+    # A new daemon, no user action: it finds the paired devices again.
+    setup.start("daemon", "--simulator")
+    devices = setup.wait_devices_up(3)
+    assert {d["kind"] for d in devices} == {"belt", "pillow", "butterfly"}
+    # The history says what happened: the killed session was closed as a fault on restart.
+    with Store.open(setup.folder / "data" / "massaged.db") as store:
+        sessions = store.list_sessions(5)
+    assert sessions
+    assert sessions[0].program == "collar-zone"
+    assert sessions[0].ended_at is not None
+
+
+def test_cli_run_stop_and_sigterm(setup: Setup) -> None:
+    daemon = setup.start("daemon", "--simulator", "--auto-pair")
+    setup.wait_devices_up(3)
+    assert setup.api("run", {"program": "collar-zone"})["status"] == "ok"
+    time.sleep(1.5)
+    status = setup.cli("status", "--json")
+    assert status.returncode == 0, status.stderr
+    session = json.loads(status.stdout)["session"]
+    assert session["state"] == "running"
+    stopped = setup.cli("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    time.sleep(2.5)  # the soft fade
+    assert json.loads(setup.cli("status", "--json").stdout)["session"] is None
+    # Every output ended at zero after the fade.
+    last: dict[tuple[str, str], Any] = {}
+    for row in setup.rows():
+        last[(row["device"], row["channel"])] = row["value"]
+    # (An EB1 keeps its strength setting; what the body feels is output_a/output_b.)
+    on = {
+        k: v
+        for k, v in last.items()
+        if isinstance(v, int) and v and not k[1].startswith("strength")
+    }
+    assert not on, on
+    # A second session, then SIGTERM: the daemon stops every device first and exits cleanly.
+    assert setup.api("run", {"program": "collar-zone"})["status"] == "ok"
+    time.sleep(1.5)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=15) == 0
+    with Store.open(setup.folder / "data" / "massaged.db") as store:
+        outcomes = [s.outcome.value if s.outcome else None for s in store.list_sessions(5)]
+    assert outcomes[:2] == ["stopped", "stopped"]
