@@ -1,0 +1,202 @@
+"""``massaged demo``: the main job on simulated devices, no hardware and no setup.
+
+It runs what a user would: ``massaged simulate`` in its own process, a short
+demonstration of each device, then ``massaged daemon --simulator --auto-pair``
+in another process, and the ``collar-zone`` program on all three devices with
+the live display. The recording and plots are left in the output folder.
+Everything else (registry, sockets) lives in a private temporary folder, so
+the demo never touches the user's own paired devices or history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from devices.errors import MassagedError
+
+DEFAULT_SPEED = 10.0
+"""collar-zone lasts 5¼ minutes: at ×10 the demo's session takes about half a minute."""
+START_TIMEOUT_S = 30.0
+
+
+def register(sub: Any) -> None:
+    """Add the demo command."""
+    p = sub.add_parser(
+        "demo",
+        help="the simulated belt, pillow and butterfly at work: a short demo, then collar-zone",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path("demo-output"), help="where to leave the recording"
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=DEFAULT_SPEED,
+        help=f"run the session N times faster (default {DEFAULT_SPEED:g})",
+    )
+    p.add_argument("--program", default="collar-zone", help="the program (default collar-zone)")
+    p.add_argument("--no-display", action="store_true", help="one line per step, no live view")
+    p.set_defaults(func=cmd_demo)
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the demo; exit 0 when the session completed."""
+    out: Path = args.out
+    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+    recording = out / "recording.jsonl"
+    folder = Path(tempfile.mkdtemp(prefix="massaged-demo-"))
+    env = {
+        **os.environ,
+        "MASSAGED_SIM_RADIO": str(folder / "radio.sock"),
+        "MASSAGED_DATA_DIR": str(folder / "data"),
+        "MASSAGED_CONFIG_DIR": str(folder / "config"),
+        "MASSAGED_DAEMON_SOCKET": str(folder / "control.sock"),
+    }
+    procs: list[asyncio.subprocess.Process] = []
+    result: dict[str, Any] | None = None
+    try:
+        say("1. starting the simulator: a serial VB1 belt, an SP1 pillow and an EB1 butterfly")
+        sim = await _start(
+            procs, env, "simulate", "--record", str(recording), "--speed", f"{args.speed:g}"
+        )
+        devices = [json.loads(await _line(sim.stdout)) for _ in range(3)]
+        for d in devices:
+            say(f"   {d['id']:<12} {d['kind']:<10} {d['link']:<7} {d['address']}")
+        await _line(sim.stderr)  # the banner: the radio is listening
+
+        say("\n2. what each device does: every output briefly and gently, one at a time")
+        await _demonstrate(devices, Path(env["MASSAGED_SIM_RADIO"]))
+
+        say("\n3. starting the daemon; it pairs the simulated devices by itself")
+        await _start(
+            procs, env, "daemon", "--simulator", "--auto-pair", "--speed", f"{args.speed:g}"
+        )
+        socket = Path(env["MASSAGED_DAEMON_SOCKET"])
+        await _wait_devices(socket, 3)
+        say(f"   belt, pillow and butterfly connected; control socket {socket}")
+
+        say(f"\n4. the {args.program} program on all three, ×{args.speed:g} speed")
+        from controller.remote import run_remote
+
+        live = not args.no_display and sys.stdout.isatty()
+        if live:
+            await asyncio.sleep(1.5)  # let the reader see the steps above
+        result = await run_remote(socket, args.program, live=live)
+    finally:
+        for proc in reversed(procs):
+            await _stop(proc)
+        shutil.rmtree(folder, ignore_errors=True)
+    if result is not None:
+        say(f"\nsession {result['outcome']}: {result['reason']} after {result['elapsed']:.0f} s")
+    from controller.courses import after_session_advice
+
+    say(after_session_advice())
+    await asyncio.to_thread(_plots, args.program, recording, out)
+    return 0 if result is not None and result["outcome"] == "completed" else 1
+
+
+def say(text: str) -> None:
+    """One line for the user."""
+    print(text, flush=True)
+
+
+async def _start(
+    procs: list[asyncio.subprocess.Process], env: dict[str, str], *args: str
+) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "controller",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    procs.append(proc)
+    return proc
+
+
+async def _line(stream: asyncio.StreamReader | None) -> str:
+    assert stream is not None
+    async with asyncio.timeout(START_TIMEOUT_S):
+        line = await stream.readline()
+    if not line:
+        raise MassagedError("a demo process ended early")
+    return line.decode()
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(15):
+                await proc.wait()
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+async def _demonstrate(devices: list[dict[str, Any]], radio: Path) -> None:
+    from controller.commands.selftest import check_device
+    from devices.capabilities import DeviceKind
+    from devices.kinds import make_device
+    from simulator.ble.backend import SimBleakClient
+
+    for d in devices:
+        device = make_device(
+            DeviceKind(d["kind"]),
+            d["address"],
+            transport="serial" if d["link"] == "serial" else "ble",
+            ble_backend=SimBleakClient,
+            ble_kwargs={"radio": str(radio)},
+        )
+        try:
+            await check_device(device, say=lambda text: say("   " + text))
+        finally:
+            await device.close()
+
+
+async def _wait_devices(socket: Path, count: int) -> None:
+    from controller import control
+
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        with contextlib.suppress(MassagedError, OSError):
+            answer = await control.call(socket, "devices", timeout=2.0)
+            devices = answer.get("data") or []
+            if len(devices) >= count and all(d["link"] == "up" for d in devices):
+                return
+        await asyncio.sleep(0.2)
+    raise MassagedError(f"the daemon did not connect {count} devices in {START_TIMEOUT_S:g} s")
+
+
+def _plots(program_id: str, recording: Path, out: Path) -> None:
+    from programs import library
+    from programs.plot import PlotError, plot_plan, plot_recording
+    from programs.render import render
+    from simulator.recording import read_recording
+
+    rows = read_recording(recording)
+    plan = render(library.get(program_id).program)
+    try:
+        plot_recording(rows, out / "recording.png", plan=None)
+        plot_plan(plan, out / f"{program_id}-plan.png")
+    except PlotError as err:
+        say(f"no plots: {err}")
+        return
+    changes = len(rows)
+    say(f"\nrecording: {recording} ({changes} output changes, format in docs/simulator.md)")
+    say(f"plot of the recording: {out / 'recording.png'}")
+    say(f"plot of the program: {out / f'{program_id}-plan.png'}")
