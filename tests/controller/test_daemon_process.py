@@ -152,15 +152,19 @@ def test_sigkill_mid_session_devices_stop_and_restart_finds_them(setup: Setup) -
 def test_cli_run_stop_and_sigterm(setup: Setup) -> None:
     daemon = setup.start("daemon", "--simulator", "--auto-pair")
     setup.wait_devices_up(3)
-    assert setup.api("run", {"program": "collar-zone"})["status"] == "ok"
-    time.sleep(1.5)
+    # `massaged run` finds the daemon and runs the session there, following it to its end.
+    run = setup.start("run", "collar-zone", "--no-display")
+    time.sleep(2.5)
     status = setup.cli("status", "--json")
     assert status.returncode == 0, status.stderr
     session = json.loads(status.stdout)["session"]
     assert session["state"] == "running"
     stopped = setup.cli("stop")
     assert stopped.returncode == 0, stopped.stderr
-    time.sleep(2.5)  # the soft fade
+    out, _ = run.communicate(timeout=15)
+    assert run.returncode == 0, out
+    assert "session stopped" in out
+    assert "Rest for 10–15 minutes" in out
     assert json.loads(setup.cli("status", "--json").stdout)["session"] is None
     # Every output ended at zero after the fade.
     last: dict[tuple[str, str], Any] = {}

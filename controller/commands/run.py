@@ -1,0 +1,377 @@
+"""``massaged run PROGRAM``: one massage session on real or simulated devices, in the history."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import math
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controller.commands.profiles import add_db_option, open_store
+from controller.courses import after_session_advice
+from controller.live import KeyReader, LinePrinter, LiveDisplay, format_time, install_interrupt
+from controller.profiles import DEFAULT_PROFILE_NAME, PainfulSide, Profile
+from controller.safety import SafetyLimits
+from controller.session import SessionResult, SessionRunner, check_profile
+from controller.store import DeviceRecord, Outcome, Store
+from devices.capabilities import DeviceKind, Side
+from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT, Device
+from devices.errors import ConfigError, LinkError, MassagedError
+
+logger = logging.getLogger(__name__)
+
+MAX_SPEED = 120.0
+"""The fastest --speed: a 30-minute session in 15 seconds."""
+EXIT_CODES = {
+    Outcome.COMPLETED: 0,
+    Outcome.STOPPED: 0,
+    Outcome.FAULT: 1,
+    Outcome.EMERGENCY_STOP: 3,
+}
+"""The exit code for each way a session can end."""
+DISPLAY_WAIT_S = 2.0
+"""Seconds the live view may take to draw its last frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A device to run: its kind, address, name and registry caps."""
+
+    kind: DeviceKind
+    address: str
+    name: str
+    transport: str | None = None
+    caps: dict[str, float] | None = None
+
+
+def register(sub: Any) -> None:
+    """Add the run command."""
+    p = sub.add_parser(
+        "run",
+        help="run a massage program on the devices, with a live view and safe stops",
+        description=(
+            "Run a program (a built-in id such as collar-zone, or a TOML file) on the "
+            "devices: given with --device, the registered ones, or simulated ones with "
+            "--simulate. Keys while running: p pause/resume, g gentler, s stop, "
+            "e emergency stop, +/- intensity; Ctrl-C stops softly, twice is an emergency stop."
+        ),
+        epilog="Exit status: 0 completed or stopped, 1 fault or error, 3 emergency stop.",
+    )
+    p.add_argument("program", metavar="PROGRAM", help="program id or TOML file")
+    p.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        dest="devices",
+        metavar="KIND=ADDRESS",
+        help="a device (repeatable): belt=/dev/ttyACM0, pillow=AA:BB:CC:DD:EE:FF, ...",
+    )
+    p.add_argument(
+        "--profile", metavar="NAME", help=f"whose session (default: {DEFAULT_PROFILE_NAME})"
+    )
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="run on a simulated belt, pillow and butterfly in this process",
+    )
+    p.add_argument(
+        "--record", type=Path, metavar="FILE", help="with --simulate: write the recording"
+    )
+    p.add_argument(
+        "--speed",
+        type=float,
+        metavar="N",
+        help=f"with --simulate: run the session N times faster (1..{MAX_SPEED:g})",
+    )
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        metavar="X",
+        help="overall intensity 0..1 (default 1; the profile's caps always apply)",
+    )
+    add_db_option(p)
+    p.add_argument(
+        "--socket",
+        type=Path,
+        help="a running daemon's control socket (default: from the configuration)",
+    )
+    p.add_argument(
+        "--no-daemon",
+        action="store_true",
+        help="drive the devices from this process even when a daemon runs",
+    )
+    p.add_argument(
+        "--no-display", action="store_true", help="one line per step instead of the live view"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_CONNECT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"seconds to connect to each device (default {DEFAULT_CONNECT_TIMEOUT:g})",
+    )
+    p.set_defaults(func=cmd_run)
+
+
+def check_options(args: argparse.Namespace) -> float:
+    """ConfigError for a combination that cannot run; returns the speed."""
+    if args.speed is not None and not args.simulate:
+        raise ConfigError(
+            "--speed only works with --simulate: real devices always run in real time"
+        )
+    if args.record is not None and not args.simulate:
+        raise ConfigError("--record only works with --simulate: it records simulated devices")
+    if args.simulate and args.devices:
+        raise ConfigError("--simulate runs its own belt, pillow and butterfly: leave out --device")
+    speed = 1.0 if args.speed is None else float(args.speed)
+    if not math.isfinite(speed) or not 1.0 <= speed <= MAX_SPEED:
+        raise ConfigError(f"--speed must be 1..{MAX_SPEED:g}, not {args.speed}")
+    if not math.isfinite(args.scale) or not 0.0 <= args.scale <= 1.0:
+        raise ConfigError(f"--scale must be 0..1, not {args.scale}")
+    if args.timeout <= 0:
+        raise ConfigError(f"--timeout must be positive, not {args.timeout}")
+    return speed
+
+
+def parse_device(text: str) -> tuple[DeviceKind, str]:
+    """KIND=ADDRESS, naming what is wrong."""
+    kind_text, sep, address = text.partition("=")
+    if not sep or not address.strip():
+        raise ConfigError(f"--device {text!r}: expected KIND=ADDRESS, e.g. belt=/dev/ttyACM0")
+    try:
+        kind = DeviceKind(kind_text.strip().lower())
+    except ValueError:
+        kinds = ", ".join(k.value for k in DeviceKind)
+        raise ConfigError(
+            f"--device {text!r}: unknown kind {kind_text!r}; kinds: {kinds}"
+        ) from None
+    return kind, address.strip()
+
+
+def targets_for(args: argparse.Namespace, store: Store) -> list[Target]:
+    """The real devices: --device ones (with registry caps by address) or the registered ones."""
+    registered = store.list_devices()
+    if not args.devices:
+        if not registered:
+            raise ConfigError(
+                "no devices: give --device KIND=ADDRESS (repeatable), register devices, "
+                "or try --simulate"
+            )
+        return [_registered(record) for record in registered]
+    targets: list[Target] = []
+    counts: dict[DeviceKind, int] = {}
+    for text in args.devices:
+        kind, address = parse_device(text)
+        record = next((r for r in registered if r.kind == kind and r.address == address), None)
+        if record is not None:
+            targets.append(_registered(record))
+            continue
+        n = counts[kind] = counts.get(kind, 0) + 1
+        targets.append(Target(kind, address, kind.value if n == 1 else f"{kind.value}-{n}"))
+    names = [t.name for t in targets]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"a device is given twice: {', '.join(names)}")
+    return targets
+
+
+def _registered(record: DeviceRecord) -> Target:
+    return Target(record.kind, record.address, record.name, record.transport, dict(record.caps))
+
+
+def _side(profile: Profile) -> Side | None:
+    if profile.painful_side == PainfulSide.LEFT:
+        return Side.LEFT
+    if profile.painful_side == PainfulSide.RIGHT:
+        return Side.RIGHT
+    return None
+
+
+@contextlib.asynccontextmanager
+async def real_devices(
+    targets: Sequence[Target], timeout: float
+) -> AsyncIterator[dict[str, Device]]:
+    """Drivers for the targets, all connected; closed (outputs stopped) on the way out."""
+    from devices.kinds import Transport, make_device
+
+    devices: dict[str, Device] = {}
+    try:
+        for target in targets:
+            transport: Transport | None = None
+            if target.transport == "serial":
+                transport = "serial"
+            elif target.transport == "ble":
+                transport = "ble"
+            devices[target.name] = make_device(
+                target.kind, target.address, transport=transport, name=target.name
+            )
+        results = await asyncio.gather(
+            *(d.connect(timeout=timeout) for d in devices.values()), return_exceptions=True
+        )
+        failed = [
+            f"{name} at {devices[name].link.address}: {result}"
+            for name, result in zip(devices, results, strict=True)
+            if isinstance(result, BaseException)
+        ]
+        if failed:
+            raise LinkError("cannot connect: " + "; ".join(failed))
+        yield devices
+    finally:
+        await asyncio.gather(*(d.close() for d in devices.values()))
+
+
+async def play(runner: SessionRunner, *, live: bool) -> SessionResult:
+    """Run the session with the live view (and keys) or one line per step."""
+    if not live:
+        runner.add_listener(LinePrinter())
+        uninstall = install_interrupt(runner)
+        try:
+            return await runner.run()
+        finally:
+            uninstall()
+    display = LiveDisplay(runner)
+    uninstall = install_interrupt(runner, display.note)
+    try:
+        with KeyReader(display.on_key):
+            task = asyncio.get_running_loop().create_task(display.run(), name="live-display")
+            try:
+                return await runner.run()
+            finally:
+                try:
+                    async with asyncio.timeout(DISPLAY_WAIT_S):
+                        await asyncio.shield(task)
+                except (TimeoutError, asyncio.CancelledError):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+    finally:
+        uninstall()
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    """Run one session; print the outcome and the after-session advice."""
+    from programs import library
+    from programs.render import render
+
+    speed = check_options(args)
+    if not args.simulate and not args.devices and not args.no_daemon:
+        # One process owns the devices: when a daemon runs, the session runs there.
+        answer = await _through_daemon(args)
+        if answer is not None:
+            return answer
+    program = library.resolve(args.program).program
+    store = open_store(args)
+    try:
+        profile = store.get_profile(args.profile or DEFAULT_PROFILE_NAME)
+        targets = [] if args.simulate else targets_for(args, store)
+        kinds = set(DeviceKind) if args.simulate else {t.kind for t in targets}
+        # Before anything is connected: a refused session never touches a device.
+        dropped = check_profile(profile, kinds)
+        for kind in sorted(dropped):
+            print(f"warning: the {kind.value} is left out for profile {profile.name!r}")
+        device_limits = {
+            t.name: SafetyLimits.from_profile(profile, device_caps=t.caps)
+            for t in targets
+            if t.caps
+        }
+        live = not args.no_display and sys.stdout.isatty()
+        async with _devices(args, targets, dropped, speed) as devices:
+            plan = render(
+                program,
+                {name: device.capabilities for name, device in devices.items()},
+                painful_side=_side(profile),
+            )
+            runner = SessionRunner(
+                plan,
+                devices,
+                profile=profile,
+                store=store,
+                speed=speed,
+                scale=args.scale,
+                device_limits=device_limits,
+            )
+            print(
+                f"{program.id}: {program.title}, {format_time(plan.duration)} on "
+                f"{', '.join(devices)} for {profile.name}"
+                + (f" at ×{speed:g}" if speed != 1.0 else ""),
+                flush=True,
+            )
+            result = await play(runner, live=live)
+    finally:
+        store.close()
+    _report(result)
+    return EXIT_CODES[result.outcome]
+
+
+async def _through_daemon(args: argparse.Namespace) -> int | None:
+    """Run the session on a running daemon; None when no daemon answers."""
+    from controller import control
+    from controller.config import load_config
+    from controller.remote import run_remote
+
+    socket = args.socket or load_config().daemon.socket
+    if not await control.daemon_running(Path(socket)):
+        if args.socket:
+            raise ConfigError(f"no daemon answers on {socket}")
+        return None
+    if Path(args.program).suffix == ".toml":
+        raise ConfigError(
+            "a running daemon plays programs by id: put the file in $MASSAGED_PROGRAMS_DIR "
+            "or use --no-daemon"
+        )
+    live = not args.no_display and sys.stdout.isatty()
+    result = await run_remote(
+        Path(socket), args.program, profile=args.profile, scale=args.scale, live=live
+    )
+    if result is None:
+        print("the session ended (no record of how)")
+        return 1
+    print(f"session {result['outcome']}: {result['reason']} after {format_time(result['elapsed'])}")
+    print(after_session_advice())
+    return EXIT_CODES[Outcome(result["outcome"])]
+
+
+@contextlib.asynccontextmanager
+async def _devices(
+    args: argparse.Namespace,
+    targets: Sequence[Target],
+    dropped: frozenset[DeviceKind],
+    speed: float,
+) -> AsyncIterator[dict[str, Device]]:
+    if args.simulate:
+        from controller.simulated import SimulatedDevices
+        from simulator.fleet import DEFAULT_SPECS
+
+        specs = [s for s in DEFAULT_SPECS if DeviceKind(s) not in dropped]
+        async with SimulatedDevices(
+            specs, speed=speed, record=args.record, connect_timeout=args.timeout
+        ) as sim:
+            yield sim.devices
+        if args.record is not None:
+            print(f"recording: {args.record}")
+        return
+    wanted = [t for t in targets if t.kind not in dropped]
+    if not wanted:
+        raise MassagedError("no device is left for the session")
+    async with real_devices(wanted, args.timeout) as devices:
+        yield devices
+
+
+def _report(result: SessionResult) -> None:
+    where = f" (history #{result.session_id})" if result.session_id is not None else ""
+    presses = result.gentler_presses
+    gentler = f"; gentler pressed {presses} time{'s' if presses != 1 else ''}" if presses else ""
+    print(
+        f"session {result.outcome.value}: {result.reason} after "
+        f"{format_time(result.elapsed)}{gentler}{where}"
+    )
+    for name, state in result.devices.items():
+        if state.value not in ("stopped", "dropped"):
+            print(f"  {name}: {state.value}")
+    print(after_session_advice(result.audience))

@@ -1,0 +1,303 @@
+"""The live terminal view of a running session, its keys, and the plain line-per-step output.
+
+Keys (only when stdin is a terminal; it is put in cbreak mode and restored):
+``p`` pause/resume, ``g`` gentler, ``s`` stop (soft fade), ``e`` emergency
+stop, ``+``/``-`` intensity. Ctrl-C stops softly; a second Ctrl-C is an
+emergency stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import signal
+import sys
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TextIO
+
+from controller.session import (
+    SCALE_STEP,
+    RunnerEvent,
+    SessionRunner,
+    SessionSnapshot,
+    SessionState,
+)
+
+logger = logging.getLogger(__name__)
+
+REFRESH_S = 0.25
+"""Seconds between two redraws of the live view."""
+KEYS_HELP = "keys: p pause/resume  g gentler  s stop  e EMERGENCY STOP  +/- intensity  Ctrl-C stop"
+_CHANNEL_MAX = {"motor": 255, "speed": 3, "strength": 200, "intensity": 100, "heater": 1}
+_CLEAR = "\x1b[H\x1b[J"
+_HIDE_CURSOR = "\x1b[?25l"
+_SHOW_CURSOR = "\x1b[?25h"
+
+Say = Callable[[str], None]
+
+
+def format_time(seconds: float) -> str:
+    """Seconds as m:ss."""
+    whole = max(0, int(seconds))
+    return f"{whole // 60}:{whole % 60:02d}"
+
+
+def bar(value: int, maximum: int, width: int) -> str:
+    """A text bar of width characters, filled in proportion to value / maximum."""
+    filled = 0 if maximum <= 0 else round(width * min(max(value, 0), maximum) / maximum)
+    return "█" * filled + "·" * (width - filled)
+
+
+def _maximum(channel: str) -> int | None:
+    for prefix, maximum in _CHANNEL_MAX.items():
+        if channel.startswith(prefix):
+            return maximum
+    return None
+
+
+def render_snapshot(snap: SessionSnapshot, *, width: int = 80, message: str = "") -> str:
+    """The live view of one snapshot, as lines of text."""
+    lines = [f"{snap.program_id}: {snap.title}"]
+    step = (
+        f"step {snap.step_index + 1}/{snap.step_count}  {snap.step_label}"
+        if snap.step_index is not None
+        else "between steps"
+    )
+    lines.append(step)
+    state = snap.state.value
+    if snap.pause_reasons:
+        state += f" ({', '.join(snap.pause_reasons)})"
+    lines.append(
+        f"{format_time(snap.elapsed)} / {format_time(snap.duration)}   "
+        f"left {format_time(snap.remaining)}   {state}   "
+        f"intensity {snap.scale:.0%}   gentler ×{snap.gentler_factor:.2f}"
+    )
+    bar_width = max(10, min(40, width - 30))
+    for device in snap.devices.values():
+        lines.append("")
+        lines.append(
+            f"{device.name} ({device.kind.value})  {device.state.value}  link {device.link}"
+        )
+        for channel, value in device.output.items():
+            maximum = _maximum(channel)
+            if isinstance(value, str) or maximum is None:
+                lines.append(f"  {channel:<12} {value}")
+            else:
+                lines.append(f"  {channel:<12} {bar(value, maximum, bar_width)} {value:>3}")
+    lines.append("")
+    if message:
+        lines.append(message)
+    lines.append(KEYS_HELP)
+    return "\n".join(lines)
+
+
+def handle_key(runner: SessionRunner, key: str) -> str | None:
+    """Act on one key; returns what was done, or None for a key that means nothing."""
+    if key in ("p", "P", " "):
+        was_paused = runner.paused
+        runner.toggle_pause()
+        return "resuming" if was_paused else "pausing"
+    if key in ("g", "G"):
+        factor = runner.gentler()
+        return f"gentler: ×{factor:.2f} for the rest of the session"
+    if key in ("s", "S"):
+        runner.stop()
+        return "stopping softly"
+    if key in ("e", "E"):
+        runner.request_emergency_stop()
+        return "EMERGENCY STOP"
+    if key in ("+", "="):
+        return f"intensity {runner.set_scale(runner.scale + SCALE_STEP):.0%}"
+    if key in ("-", "_"):
+        return f"intensity {runner.set_scale(runner.scale - SCALE_STEP):.0%}"
+    return None
+
+
+class KeyReader:
+    """Reads single keys from a terminal stdin (cbreak mode, restored on exit) on the loop."""
+
+    def __init__(self, on_key: Callable[[str], None], *, stdin: TextIO | None = None) -> None:
+        self._on_key = on_key
+        self._stdin = stdin if stdin is not None else sys.stdin
+        self._fd: int | None = None
+        self._saved: list[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while keys are read."""
+        return self._fd is not None
+
+    def __enter__(self) -> KeyReader:
+        try:
+            fd = self._stdin.fileno()
+            interactive = self._stdin.isatty()
+        except (AttributeError, OSError, ValueError):
+            return self
+        if not interactive:
+            return self
+        import termios
+        import tty
+
+        self._saved = termios.tcgetattr(fd)
+        tty.setcbreak(fd)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(fd, self._readable)
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        if self._loop is not None:
+            self._loop.remove_reader(fd)
+        if self._saved is not None:
+            import termios
+
+            termios.tcsetattr(fd, termios.TCSADRAIN, self._saved)
+
+    def _readable(self) -> None:
+        import os
+
+        if self._fd is None:
+            return
+        try:
+            data = os.read(self._fd, 64)
+        except OSError:
+            return
+        for key in data.decode(errors="ignore"):
+            try:
+                self._on_key(key)
+            except Exception:  # a key must never take the session down
+                logger.exception("key %r failed", key)
+
+
+class LiveDisplay:
+    """Redraws the session a few times a second until it ends."""
+
+    def __init__(
+        self, runner: SessionRunner, *, out: TextIO | None = None, refresh_s: float = REFRESH_S
+    ) -> None:
+        self.runner = runner
+        self.out = out if out is not None else sys.stdout
+        self.refresh_s = refresh_s
+        self.message = ""
+
+    def on_key(self, key: str) -> None:
+        """Act on a key and show what was done."""
+        message = handle_key(self.runner, key)
+        if message is not None:
+            self.message = message
+            self.draw()
+
+    def note(self, text: str) -> None:
+        """Show a message line under the devices."""
+        self.message = text
+
+    def draw(self) -> None:
+        """Draw the current snapshot over the previous one."""
+        width = shutil.get_terminal_size((80, 24)).columns
+        text = render_snapshot(self.runner.snapshot(), width=width, message=self.message)
+        self.out.write(_CLEAR + text + "\n")
+        self.out.flush()
+
+    async def run(self) -> None:
+        """Redraw until the runner is done; the cursor is shown again at the end."""
+        self.out.write(_HIDE_CURSOR)
+        try:
+            while not self.runner.done.is_set():
+                self.draw()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.refresh_s):
+                        await self.runner.done.wait()
+            self.draw()
+        finally:
+            self.out.write(_SHOW_CURSOR)
+            self.out.flush()
+
+
+_EVENT_TEXT: dict[str, str] = {
+    "pause": "paused ({reason})",
+    "resume": "resumed, ramping up from zero",
+    "gentler": "gentler: ×{factor:.2f} for the rest of the session",
+    "scale": "intensity {scale:.0%}",
+    "stop": "stopping softly",
+    "emergency_stop": "EMERGENCY STOP: every output at zero",
+    "stop_button": "stopped by its own button: it stays off",
+    "auto_off": "auto-off: switched on again",
+    "pillow_empty": "nobody rests on the pillow",
+    "pillow_occupied": "the pillow is in use again",
+    "ems_wheel": "wheel turned to A {a}, B {b}: never more than that",
+    "link_lost": "link lost ({reason}): reconnecting",
+    "reconnected": "reconnected, ramping up from zero",
+    "overheated": "overheated",
+    "low_battery": "battery low",
+    "watchdog_tripped": "its watchdog stopped it",
+    "dropped": "left out: {reason}",
+    "safety": "safety: {detail}",
+}
+
+
+class LinePrinter:
+    """One line per step change and per notable event (for --no-display or a pipe)."""
+
+    def __init__(self, say: Say | None = None) -> None:
+        self.say: Say = say if say is not None else _print
+
+    def __call__(self, event: RunnerEvent) -> None:
+        """A runner listener."""
+        clock = format_time(event.t)
+        if event.kind == "step":
+            d = event.detail
+            self.say(f"{clock}  step {d['index'] + 1}/{d['count']}  {d['label']}")
+            return
+        template = _EVENT_TEXT.get(event.kind)
+        if template is None:
+            return
+        try:
+            text = template.format(**event.detail)
+        except (KeyError, ValueError, IndexError):
+            text = event.kind
+        who = f"{event.device}: " if event.device else ""
+        self.say(f"{clock}  {who}{text}")
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+def install_interrupt(runner: SessionRunner, say: Say | None = None) -> Callable[[], None]:
+    """Ctrl-C stops softly, a second Ctrl-C is an emergency stop; returns the uninstaller."""
+    speak: Say = say if say is not None else _print
+    loop = asyncio.get_running_loop()
+    presses = 0
+
+    def interrupted() -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1 and runner.state != SessionState.ENDED:
+            speak("stopping softly (Ctrl-C again: emergency stop)")
+            runner.stop()
+        else:
+            speak("EMERGENCY STOP")
+            runner.request_emergency_stop()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, interrupted)
+    except (NotImplementedError, RuntimeError):  # not on this platform or thread
+        logger.debug("no SIGINT handler: Ctrl-C interrupts without a fade")
+        return lambda: None
+
+    def uninstall() -> None:
+        loop.remove_signal_handler(signal.SIGINT)
+
+    return uninstall

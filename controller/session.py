@@ -1,0 +1,1255 @@
+"""The session runner: plays a SessionPlan on every device at once, in step, safely.
+
+One loop drives the session. It wakes about 20 times a second and also
+exactly when the next cue of any device is due, works out what each device
+should put out now (the plan's cue × the runner's own envelope: the user's
+scale, a fresh ramp from zero after a start, a resume or a reconnect, and the
+soft fade at the end), and hands it to that device's worker only when the
+safe output changes. Each device has a worker task that sends the latest
+request through :class:`controller.safety.SafeDevice` (the one safety layer:
+nothing reaches a driver any other way), so a slow device never holds the
+others back, while all of them read the same clock.
+
+The loop renews each healthy device's lease (0.5 s) on every pass: the lease
+is the "session is healthy" signal, never renewed for a device that is lost,
+paused or ended, so a stalled runner lets every device stop by itself.
+
+Time:
+
+- ``ScaledClock.now()`` is the *plan position*: (monotonic − start − time
+  paused) × speed. Cues, steps, the start/resume ramp, the fades and the
+  empty-pillow delay run on it, as do the simulated firmware's physics
+  (``Fleet(speed=N)``, ``Recorder(speed=N)``), so ``--speed N`` compresses a
+  whole session in simulation.
+- ``ScaledClock.wall()`` is the same without taking pauses out. The safety
+  layer's session limit (30 minutes adult, 15 child) runs on it: pauses
+  count, as controller.safety documents.
+- Protocol timers stay in real time whatever the speed: the drivers'
+  watchdogs, answer time-outs and retries, the butterfly's 100 ms B0 cadence,
+  the lease, the loop's 20 Hz pass, the reconnect backoff, and the EMS ramp
+  (at most 5 per 100 ms): the safety layer's ramp and heater bookkeeping
+  count real microseconds (see ``_SafetyClock``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from controller.profiles import (
+    DEFAULT_PROFILE,
+    EMS_KINDS,
+    Audience,
+    Profile,
+    check_contraindications,
+)
+from controller.safety import (
+    Rule,
+    SafeDevice,
+    SafetyLimits,
+    SessionClock,
+    SessionSafety,
+    Violation,
+    scale_output,
+)
+from controller.store import Outcome, Store
+from devices.capabilities import DeviceKind
+from devices.drivers.base import Device
+from devices.errors import ConfigError, LinkError, MassagedError, SafetyError
+from devices.events import (
+    AutoOff,
+    DeviceEvent,
+    EmsWheelChanged,
+    LinkLost,
+    LowBattery,
+    Overheated,
+    PillowOccupancy,
+    StopButtonPressed,
+    WatchdogTripped,
+)
+from devices.outputs import BeltOutput, ButterflyOutput, Output, PillowOutput
+from programs.timeline import DeviceTimeline, SessionPlan, StepSpan
+
+logger = logging.getLogger(__name__)
+
+SCALE_STEP = 0.1
+"""How much one "+" or "-" changes the overall intensity scale."""
+PAUSE_USER = "user"
+PAUSE_PILLOW_EMPTY = "pillow_empty"
+
+
+# -- time ---------------------------------------------------------------------
+
+
+class ScaledClock:
+    """Session time: real seconds × speed, with (now) or without (wall) pauses taken out."""
+
+    def __init__(
+        self, speed: float = 1.0, *, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
+        if not math.isfinite(speed) or speed <= 0:
+            raise ConfigError(f"clock speed must be a positive number, not {speed}")
+        self.speed = speed
+        self._monotonic = monotonic
+        self._start: float | None = None
+        self._paused_total = 0.0
+        self._paused_at: float | None = None
+
+    def start(self) -> None:
+        """Time 0 is now."""
+        self._start = self._monotonic()
+        self._paused_total = 0.0
+        self._paused_at = None
+
+    @property
+    def started_at(self) -> float | None:
+        """The monotonic time of the start (None before it)."""
+        return self._start
+
+    @property
+    def paused(self) -> bool:
+        """True while the plan position stands still."""
+        return self._paused_at is not None
+
+    def real(self) -> float:
+        """Real seconds since the start (0 before it)."""
+        if self._start is None:
+            return 0.0
+        return max(0.0, self._monotonic() - self._start)
+
+    def wall(self) -> float:
+        """Session seconds since the start, pauses included (the safety limit's clock)."""
+        return self.real() * self.speed
+
+    def now(self) -> float:
+        """The plan position: session seconds since the start, pauses left out."""
+        if self._start is None:
+            return 0.0
+        # One reading, and a pause ends the count where it began: never a step back.
+        end = self._monotonic() if self._paused_at is None else self._paused_at
+        return max(0.0, end - self._start - self._paused_total) * self.speed
+
+    def pause(self) -> None:
+        """Stop the plan position (no-op while paused)."""
+        if self._paused_at is None:
+            self._paused_at = self._monotonic()
+
+    def resume(self) -> None:
+        """Let the plan position run again from where it stood."""
+        if self._paused_at is not None:
+            self._paused_total += self._monotonic() - self._paused_at
+            self._paused_at = None
+
+    def real_seconds(self, session_seconds: float) -> float:
+        """How many real seconds this many session seconds take."""
+        return session_seconds / self.speed
+
+
+class _SafetyClock(SessionClock):
+    """The safety layer's clock: the limit in session time, ramp microseconds in real time."""
+
+    def __init__(self, limit_s: float, clock: ScaledClock) -> None:
+        super().__init__(limit_s, now=clock.wall)
+        self._scaled = clock
+        self._real_start = clock.real()
+
+    def elapsed_us(self) -> int:
+        """Real microseconds since the start: the EMS ramp is a protocol rule, never scaled."""
+        return round((self._scaled.real() - self._real_start) * 1_000_000)
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """Every duration the runner uses; (real) ones are wall-clock, (session) ones scale."""
+
+    tick_s: float = 0.05
+    """(real) Longest wait between two passes of the loop: about 20 Hz."""
+    min_pass_s: float = 0.002
+    """(real) Shortest wait between passes, however dense the cues."""
+    lease_s: float = 0.5
+    """(real) How long each pass keeps a healthy device fed."""
+    ems_tick_s: float = 0.1
+    """(real) The butterfly's SafeDevice.apply runs at least this often (EMS ramp)."""
+    heat_refresh_s: float = 1.0
+    """(real) A heated device is re-applied this often, so the heater limit is enforced."""
+    ramp_s: float = 2.0
+    """(session) A fresh ramp from zero after the start, a resume or a reconnect."""
+    fade_s: float = 1.5
+    """(session) The soft fade-out at a stop and at the end (the method ends softly)."""
+    empty_pause_s: float = 5.0
+    """(session) How long the pillow may stay empty before the session pauses."""
+    reconnect_first_s: float = 0.5
+    """(real) The first reconnect delay; it doubles after every failed attempt."""
+    reconnect_max_s: float = 8.0
+    """(real) The longest reconnect delay."""
+    fault_grace_s: float = 10.0
+    """(real) How long every device may be lost at once before the session ends as a fault."""
+    connect_timeout_s: float = 10.0
+    """(real) Time-out of one connect or reconnect."""
+    apply_timeout_s: float = 5.0
+    """(real) Time-out of one apply: past it the link counts as lost."""
+    stop_timeout_s: float = 3.0
+    """(real) Time-out of one stop."""
+    history_timeout_s: float = 5.0
+    """(real) Time-out of one history write."""
+
+
+# -- observable state ---------------------------------------------------------
+
+
+class SessionState(StrEnum):
+    """Where the session is."""
+
+    READY = "ready"
+    RUNNING = "running"
+    PAUSED = "paused"
+    STOPPING = "stopping"
+    ENDED = "ended"
+
+
+class DeviceState(StrEnum):
+    """Where one device of the session is."""
+
+    CONNECTING = "connecting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    LOST = "lost"
+    """The link is gone; the runner is reconnecting."""
+    ENDED = "ended"
+    """The user pressed the device's own stop button: it stays off for the session."""
+    DROPPED = "dropped"
+    """Left out of the session (an EMS-only contraindication)."""
+    STOPPED = "stopped"
+    """The session is over."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerEvent:
+    """Something that happened in a session, at plan position t."""
+
+    t: float
+    kind: str
+    device: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+RunnerListener = Callable[[RunnerEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSnapshot:
+    """One device as the live display shows it."""
+
+    name: str
+    kind: DeviceKind
+    state: DeviceState
+    output: dict[str, int | str]
+    """Channel -> value, named as in the recording format."""
+    link: str
+    """"up", "down" or "reconnecting"."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSnapshot:
+    """The whole session at one moment, for the live display (and MQTT)."""
+
+    program_id: str
+    title: str
+    state: SessionState
+    step_index: int | None
+    step_label: str
+    step_count: int
+    elapsed: float
+    """Plan position in session seconds."""
+    remaining: float
+    """Session seconds left (the plan's end or the safety limit, whichever is sooner)."""
+    duration: float
+    scale: float
+    gentler_presses: int
+    gentler_factor: float
+    pause_reasons: tuple[str, ...]
+    devices: dict[str, DeviceSnapshot]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionResult:
+    """How a session ended."""
+
+    outcome: Outcome
+    reason: str
+    elapsed: float
+    gentler_presses: int
+    session_id: int | None
+    audience: Audience
+    devices: dict[str, DeviceState]
+    violations: tuple[Violation, ...]
+    dropped: tuple[str, ...]
+
+
+def output_channels(output: Output) -> dict[str, int | str]:
+    """An output as channel -> value, named as in the recording format."""
+    if isinstance(output, BeltOutput):
+        channels: dict[str, int | str] = {
+            f"motor{i}": level for i, level in enumerate(output.levels, start=1)
+        }
+        channels["heater"] = int(output.heat)
+        return channels
+    if isinstance(output, PillowOutput):
+        return {
+            "speed": output.speed,
+            "direction": output.direction.value,
+            "heater": int(output.heat),
+        }
+    return {
+        "strength_a": output.a.strength,
+        "strength_b": output.b.strength,
+        "intensity_a": output.a.intensity,
+        "intensity_b": output.b.intensity,
+    }
+
+
+def _off(caps_output: Output) -> Output:
+    if isinstance(caps_output, BeltOutput):
+        return BeltOutput.off(len(caps_output.levels))
+    if isinstance(caps_output, PillowOutput):
+        return PillowOutput.off()
+    return ButterflyOutput.off()
+
+
+# -- profiles -----------------------------------------------------------------
+
+
+def check_profile(profile: Profile, kinds: Collection[DeviceKind]) -> frozenset[DeviceKind]:
+    """The kinds an EMS-only contraindication drops; SafetyError when the session is refused."""
+    result = check_contraindications(profile, kinds)
+    general = [f for f in result.findings if not f.blocks <= EMS_KINDS]
+    if result.session_blocked or general:
+        raise SafetyError(
+            f"session refused for profile {profile.name!r}: " + "; ".join(result.messages)
+        )
+    for finding in result.findings:
+        logger.warning("the butterfly is left out: %s", finding.message)
+    return result.blocked_kinds
+
+
+def limits_for(
+    profile: Profile, audience: str = Audience.ADULT, device_caps: Mapping[str, float] | None = None
+) -> SafetyLimits:
+    """The session's limits: the profile's, and a child's time limit for a child's program."""
+    limits = SafetyLimits.from_profile(profile, device_caps=device_caps)
+    if audience == Audience.CHILD and limits.audience != Audience.CHILD:
+        child = SafetyLimits(
+            audience=Audience.CHILD,
+            caps=limits.caps,
+            ems_max_raise_per_100ms=limits.ems_max_raise_per_100ms,
+        )
+        limits = limits.stricter(child)
+    return limits
+
+
+# -- history --------------------------------------------------------------------
+
+
+class _History:
+    """The session's history rows, written off the loop; a failed write is logged, never raised."""
+
+    def __init__(self, store: Store | None, timeout: float) -> None:
+        self._store = store
+        self._timeout = timeout
+        self.session_id: int | None = None
+        self._queue: asyncio.Queue[tuple[float, str, dict[str, Any]] | None] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def begin(
+        self, program: str, devices: list[str], profile: str, detail: dict[str, Any]
+    ) -> None:
+        """Record the start; without a session id the rest is skipped."""
+        store = self._store
+        if store is None:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                self.session_id = await asyncio.to_thread(
+                    store.begin_session, program, devices, profile, detail=detail
+                )
+        except Exception as err:  # the massage must not depend on the history
+            logger.error("the session is not recorded in the history: %s", err)
+            return
+        self._task = asyncio.get_running_loop().create_task(
+            self._writer(store, self.session_id), name="session-history"
+        )
+
+    def add(self, t: float, kind: str, detail: dict[str, Any]) -> None:
+        """Queue one event row."""
+        if self._task is not None:
+            self._queue.put_nowait((round(t, 3), kind, detail))
+
+    async def _writer(self, store: Store, session_id: int) -> None:
+        while (item := await self._queue.get()) is not None:
+            t, kind, detail = item
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await asyncio.to_thread(store.add_event, session_id, t, kind, detail)
+            except Exception as err:
+                logger.error("history: event %s not recorded: %s", kind, err)
+
+    async def finish(self, outcome: Outcome, gentler_presses: int, detail: dict[str, Any]) -> None:
+        """Write the queued events and the end; never raises."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._queue.put_nowait(None)
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await asyncio.shield(task)
+            except BaseException as err:
+                if isinstance(err, TimeoutError):
+                    logger.error("history: events still unwritten after %.0f s", self._timeout)
+                # Cancelled or timed out: the writer must not outlive the session.
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                if not isinstance(err, TimeoutError):
+                    raise
+        store, session_id = self._store, self.session_id
+        if store is None or session_id is None:
+            return
+        try:
+            async with asyncio.timeout(self._timeout):
+                await asyncio.to_thread(
+                    store.finish_session,
+                    session_id,
+                    outcome,
+                    gentler_presses=gentler_presses,
+                    detail=detail,
+                )
+        except Exception as err:  # a failed write must never stop a stop
+            logger.error("history: the end of session %d not recorded: %s", session_id, err)
+
+
+# -- the runner -------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Lane:
+    """One device in the session: its timeline, safety wrapper, worker and state."""
+
+    name: str
+    device: Device
+    timeline: DeviceTimeline
+    limits: SafetyLimits | None
+    state: DeviceState = DeviceState.CONNECTING
+    safe: SafeDevice | None = None
+    request: Output | None = None
+    """The latest output for the worker to send (before the safety layer)."""
+    posted: Output | None = None
+    """What the safety layer would make of request when it was posted."""
+    posted_at: float = -math.inf
+    """Real time of the last post."""
+    force: bool = False
+    ramp_from: float = 0.0
+    """Plan position of the last fresh start (ramp from zero)."""
+    empty_since: float | None = None
+    """Wall session time the pillow became empty."""
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    worker: asyncio.Task[None] | None = None
+    reconnect: asyncio.Task[None] | None = None
+    closing: bool = False
+    warned: set[str] = field(default_factory=set)
+    remove_listener: Callable[[], None] | None = None
+
+    @property
+    def kind(self) -> DeviceKind:
+        """The device's kind."""
+        return self.device.kind
+
+    @property
+    def off(self) -> Output:
+        """This device's all-off output."""
+        first = self.timeline.cues[0].output if self.timeline.cues else None
+        if first is not None:
+            return _off(first)
+        if self.kind == DeviceKind.BELT:
+            return BeltOutput.off(len(self.timeline.capabilities.motors))
+        return PillowOutput.off() if self.kind == DeviceKind.PILLOW else ButterflyOutput.off()
+
+
+class SessionRunner:
+    """Plays one SessionPlan on its devices through the safety layer; see the module doc."""
+
+    def __init__(
+        self,
+        plan: SessionPlan,
+        devices: Mapping[str, Device],
+        *,
+        profile: Profile = DEFAULT_PROFILE,
+        store: Store | None = None,
+        clock: ScaledClock | None = None,
+        speed: float = 1.0,
+        scale: float = 1.0,
+        device_limits: Mapping[str, SafetyLimits] | None = None,
+        timing: Timing | None = None,
+    ) -> None:
+        missing = sorted(set(devices) - set(plan.timelines))
+        if missing:
+            raise ConfigError(f"no timeline in the plan for device(s): {', '.join(missing)}")
+        if not devices:
+            raise ConfigError("a session needs at least one device")
+        self.plan = plan
+        self.profile = profile
+        self.clock = clock if clock is not None else ScaledClock(speed)
+        self.timing = timing or Timing()
+        self.limits = limits_for(profile, plan.audience)
+        self._scale = _unit(scale)
+        self._lanes = [
+            _Lane(name, device, plan.timelines[name], (device_limits or {}).get(name))
+            for name, device in devices.items()
+        ]
+        self._history = _History(store, self.timing.history_timeout_s)
+        self._listeners: list[RunnerListener] = []
+        self.safety: SessionSafety | None = None
+        self.state = SessionState.READY
+        self.done = asyncio.Event()
+        """Set once the session has ended and every device is stopped."""
+        self._wake = asyncio.Event()
+        self._started = False
+        self._ending = False
+        self._pause_reasons: set[str] = set()
+        self._pause_wanted: str | None = None
+        self._resume_wanted = False
+        self._stop_wanted = False
+        self._fade_from: float | None = None
+        self._estop = False
+        self._estop_done = asyncio.Event()
+        self._limit_reached = False
+        self._controls: set[asyncio.Task[None]] = set()
+        self._step: StepSpan | None = None
+        self._all_down_since: float | None = None
+        self._dropped: list[str] = []
+        self._end_t: float = plan.duration
+        self._result: SessionResult | None = None
+
+    # -- observing ------------------------------------------------------------
+
+    def add_listener(self, listener: RunnerListener) -> Callable[[], None]:
+        """Call listener for every session event; returns a function that removes it."""
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    @property
+    def scale(self) -> float:
+        """The user's overall intensity, 0..1 (below the profile's caps)."""
+        return self._scale
+
+    @property
+    def paused(self) -> bool:
+        """True while the session is paused."""
+        return self.state == SessionState.PAUSED
+
+    @property
+    def result(self) -> SessionResult | None:
+        """How the session ended (None until it has)."""
+        return self._result
+
+    def snapshot(self) -> SessionSnapshot:
+        """The session now: step, time, state and each device's outputs."""
+        t = self.clock.now()
+        step = self.plan.step_at(t) if self.state != SessionState.READY else None
+        remaining = max(0.0, self._end_t - t) if self._started else self.plan.duration
+        devices = {
+            lane.name: DeviceSnapshot(
+                name=lane.name,
+                kind=lane.kind,
+                state=lane.state,
+                output=output_channels(lane.device.output)
+                if lane.device.is_connected
+                else output_channels(lane.off),
+                link=_link_word(lane),
+            )
+            for lane in self._lanes
+        }
+        safety = self.safety
+        return SessionSnapshot(
+            program_id=self.plan.program_id,
+            title=self.plan.title,
+            state=self.state,
+            step_index=step.index if step else None,
+            step_label=step.label if step else "",
+            step_count=len(self.plan.steps),
+            elapsed=t,
+            remaining=remaining,
+            duration=self.plan.duration,
+            scale=self._scale,
+            gentler_presses=safety.gentler_presses if safety else 0,
+            gentler_factor=safety.gentler_factor if safety else 1.0,
+            pause_reasons=tuple(sorted(self._pause_reasons)),
+            devices=devices,
+        )
+
+    # -- controls (from the keyboard, a signal, MQTT, a test) -------------------
+
+    def pause(self) -> None:
+        """Outputs to zero at once; the plan stands still until resume()."""
+        if self._ending or self.state not in (SessionState.RUNNING, SessionState.PAUSED):
+            return
+        self._pause_wanted = PAUSE_USER
+        self._wake.set()
+
+    def resume(self) -> None:
+        """Go on where the plan stood, with a fresh ramp from zero."""
+        if self._ending or self.state not in (SessionState.RUNNING, SessionState.PAUSED):
+            return
+        self._resume_wanted = True
+        self._wake.set()
+
+    def toggle_pause(self) -> None:
+        """Pause when running, resume when paused."""
+        if self.state == SessionState.PAUSED or self._pause_wanted:
+            self._pause_wanted = None
+            self.resume()
+        else:
+            self.pause()
+
+    def stop(self) -> None:
+        """End the session softly: outputs fade out, then every device stops."""
+        if self._ending or self.state in (SessionState.STOPPING, SessionState.ENDED):
+            return
+        if not self._stop_wanted:
+            self._stop_wanted = True
+            self._event("stop", detail={})
+        self._wake.set()
+
+    def gentler(self) -> float:
+        """Every intensity drops at once by GENTLER_STEP, for the rest of the session."""
+        safety = self.safety
+        if safety is None or self._ending:
+            return 1.0
+        factor = safety.gentler()
+        self._event("gentler", detail={"presses": safety.gentler_presses, "factor": factor})
+        self._wake.set()
+        return factor
+
+    def set_scale(self, scale: float) -> float:
+        """Set the overall intensity (clipped to 0..1); returns the new value."""
+        new = _unit(scale)
+        if new != self._scale:
+            self._scale = new
+            self._event("scale", detail={"scale": new})
+            self._wake.set()
+        return new
+
+    def request_emergency_stop(self) -> None:
+        """emergency_stop() from synchronous code (a key, a signal); the runner awaits it."""
+        if self._estop_done.is_set() or self.done.is_set():
+            return  # already stopped
+        task = asyncio.get_running_loop().create_task(self.emergency_stop(), name="emergency-stop")
+        self._controls.add(task)
+        task.add_done_callback(self._controls.discard)
+
+    async def emergency_stop(self) -> None:
+        """Every output of every device to zero at once, concurrently, no fade; ends the session."""
+        first = not self._estop
+        self._estop = True
+        if self.safety is not None:
+            # Refuse every request from now on, including one already on its way.
+            self.safety.halted = True
+        for lane in self._lanes:
+            lane.device.revoke_lease()
+        if first:
+            logger.warning("EMERGENCY STOP")
+        try:
+            await asyncio.gather(*(self._estop_lane(lane) for lane in self._lanes))
+        finally:
+            self._estop_done.set()
+            if first:
+                self._event("emergency_stop", detail={})
+            self._wake.set()
+
+    async def _estop_lane(self, lane: _Lane) -> None:
+        if not lane.device.is_connected:
+            return  # nothing can be sent; a lost device stops by its own watchdog
+        try:
+            async with asyncio.timeout(self.timing.stop_timeout_s):
+                if lane.safe is not None:
+                    await lane.safe.emergency_stop()
+                else:
+                    await lane.device.stop()
+        except (MassagedError, TimeoutError) as err:
+            logger.error("%s: emergency stop failed: %s", lane.name, err)
+
+    # -- running ----------------------------------------------------------------
+
+    async def run(self) -> SessionResult:
+        """Play the plan to its end (or a stop); every device is stopped when this returns."""
+        if self._started:
+            raise RuntimeError("a SessionRunner runs once")
+        self._started = True
+        try:
+            dropped = check_profile(self.profile, {lane.kind for lane in self._lanes})
+        except SafetyError:
+            self._refused()
+            raise
+        for lane in self._lanes:
+            if lane.kind in dropped:
+                lane.state = DeviceState.DROPPED
+                self._dropped.append(lane.name)
+        outcome, reason = Outcome.FAULT, "the runner failed"
+        try:
+            await self._start()
+            outcome, reason = await self._loop()
+        except asyncio.CancelledError:
+            outcome, reason = Outcome.STOPPED, "cancelled"
+            raise
+        except Exception as err:
+            logger.exception("session runner failed")
+            outcome, reason = Outcome.FAULT, f"runner error: {err}"
+            raise
+        finally:
+            await self._shutdown(outcome, reason)
+        assert self._result is not None  # set by _shutdown
+        return self._result
+
+    def _refused(self) -> None:
+        self.state = SessionState.ENDED
+        self.done.set()
+
+    def _active_lanes(self) -> list[_Lane]:
+        return [lane for lane in self._lanes if lane.state != DeviceState.DROPPED]
+
+    async def _start(self) -> None:
+        lanes = self._active_lanes()
+        await asyncio.gather(*(self._connect_first(lane) for lane in lanes))
+        self.clock.start()
+        self.safety = SessionSafety(
+            self.limits,
+            clock=_SafetyClock(self.limits.session_limit_s, self.clock),
+            on_violation=self._on_violation,
+        )
+        if self.plan.duration > self.limits.session_limit_s:
+            logger.warning(
+                "%s lasts %.0f s, past the %s limit of %.0f s: it will be cut there",
+                self.plan.program_id,
+                self.plan.duration,
+                self.limits.audience.value,
+                self.limits.session_limit_s,
+            )
+        for lane in lanes:
+            lane.safe = self.safety.wrap(lane.device, limits=lane.limits)
+            lane.remove_listener = lane.device.add_listener(
+                functools.partial(self._on_device_event, lane)
+            )
+        await self._history.begin(
+            self.plan.program_id,
+            [lane.name for lane in self._lanes],
+            self.profile.name,
+            {
+                "title": self.plan.title,
+                "audience": self.limits.audience.value,
+                "duration": self.plan.duration,
+                "speed": self.clock.speed,
+                "scale": self._scale,
+                "kinds": {lane.name: lane.kind.value for lane in self._lanes},
+                "dropped": list(self._dropped),
+            },
+        )
+        for name in self._dropped:
+            self._event("dropped", name, {"reason": "EMS-only contraindication"})
+        loop = asyncio.get_running_loop()
+        for lane in lanes:
+            lane.worker = loop.create_task(self._worker(lane), name=f"{lane.name}:session")
+            if lane.state == DeviceState.CONNECTING:
+                lane.state = DeviceState.RUNNING
+            elif lane.state == DeviceState.LOST:
+                self._start_reconnect(lane)
+        self.state = SessionState.RUNNING
+        logger.info(
+            "session %s started on %s (speed %g)",
+            self.plan.program_id,
+            ", ".join(lane.name for lane in lanes),
+            self.clock.speed,
+        )
+        self._event("start", detail={"devices": [lane.name for lane in lanes]}, history=False)
+
+    async def _connect_first(self, lane: _Lane) -> None:
+        if lane.device.is_connected:
+            return
+        try:
+            await lane.device.connect(timeout=self.timing.connect_timeout_s)
+        except (MassagedError, OSError) as err:
+            logger.warning("%s: cannot connect (%s): the session starts without it", lane.name, err)
+            lane.state = DeviceState.LOST
+
+    async def _loop(self) -> tuple[Outcome, str]:
+        """The one loop: returns the outcome and why."""
+        timing = self.timing
+        while True:
+            if self._estop:
+                await self._estop_done.wait()
+                return Outcome.EMERGENCY_STOP, "emergency stop"
+            await self._handle_controls()
+            if self._estop:
+                continue
+            assert self.safety is not None
+            t = self.clock.now()
+            real = self.clock.real()
+            running = self.state in (SessionState.RUNNING, SessionState.STOPPING)
+            # The plan's end, or the safety limit if it comes first (pauses count there).
+            self._end_t = min(self.plan.duration, t + self.safety.clock.remaining())
+            if self.state == SessionState.PAUSED and self._stop_wanted:
+                return Outcome.STOPPED, "stopped"
+            if self._limit_reached or self.safety.clock.expired:
+                if self.state == SessionState.PAUSED:
+                    return Outcome.STOPPED, "the session limit passed while paused"
+                return Outcome.COMPLETED, "cut at the session limit"
+            if running and self._stop_wanted and self._fade_from is None:
+                self._fade_from = t
+                self.state = SessionState.STOPPING
+            if self._fade_from is not None and t >= self._fade_from + timing.fade_s:
+                return Outcome.STOPPED, "stopped"
+            if running and t >= self._end_t - 1e-6:
+                if self._end_t < self.plan.duration - 1e-6:
+                    return Outcome.COMPLETED, "cut at the session limit"
+                return Outcome.COMPLETED, "completed"
+            ended = self._check_devices(real)
+            if ended is not None:
+                return ended
+            self._track_step(t)
+            if running:
+                for lane in self._lanes:
+                    if lane.state == DeviceState.RUNNING:
+                        self._drive(lane, t, real)
+            delay = self._next_delay(t, running)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    def _drive(self, lane: _Lane, t: float, real: float) -> None:
+        """Post the output due now if the safe output changed; renew the lease."""
+        safe = lane.safe
+        assert safe is not None
+        if not lane.device.is_connected:
+            return
+        lane.device.renew_lease(self.timing.lease_s)
+        cue = lane.timeline.cue_at(t)
+        base = cue.output if cue is not None else lane.off
+        request = scale_output(base, self._factor(lane, t))
+        decided = safe.clamp(request)
+        due = lane.force or decided != lane.posted
+        if lane.kind == DeviceKind.BUTTERFLY:
+            # Every pass that is half an EMS tick on: never more than ems_tick_s apart.
+            due = due or real - lane.posted_at >= self.timing.ems_tick_s / 2
+        elif safe.sent is not None and getattr(safe.sent, "heat", False):
+            due = due or real - lane.posted_at >= self.timing.heat_refresh_s
+        if due:
+            lane.request = request
+            lane.posted = decided
+            lane.posted_at = real
+            lane.force = False
+            lane.wake.set()
+
+    def _factor(self, lane: _Lane, t: float) -> float:
+        """The runner's envelope: scale × fresh ramp × fade (never above 1)."""
+        timing = self.timing
+        factor = self._scale * _unit((t - lane.ramp_from) / timing.ramp_s if timing.ramp_s else 1)
+        if timing.fade_s > 0:
+            factor *= _unit((self._end_t - t) / timing.fade_s)
+            if self._fade_from is not None:
+                factor *= _unit(1 - (t - self._fade_from) / timing.fade_s)
+        elif self._fade_from is not None:
+            factor = 0.0
+        return factor
+
+    def _next_delay(self, t: float, running: bool) -> float:
+        """Real seconds to the next pass: a tick, or the next cue change if sooner."""
+        delay = self.timing.tick_s
+        if running:
+            changes = [
+                change
+                for lane in self._lanes
+                if lane.state == DeviceState.RUNNING
+                and (change := lane.timeline.next_change_after(t)) is not None
+            ]
+            changes.append(self._end_t)
+            if self._fade_from is not None:
+                changes.append(self._fade_from + self.timing.fade_s)
+            soonest = min(changes)
+            if soonest > t:
+                # A hair past the change, so that cue_at() sees the new cue.
+                delay = min(delay, self.clock.real_seconds(soonest - t) + 1e-4)
+        return max(self.timing.min_pass_s, delay)
+
+    def _track_step(self, t: float) -> None:
+        step = self.plan.step_at(t)
+        if step is not None and step != self._step:
+            self._step = step
+            logger.info("step %d/%d: %s", step.index + 1, len(self.plan.steps), step.label)
+            self._event(
+                "step",
+                detail={"index": step.index, "label": step.label, "count": len(self.plan.steps)},
+                history=False,
+            )
+
+    def _check_devices(self, real: float) -> tuple[Outcome, str] | None:
+        """The end of the session when no device can run any more."""
+        lanes = self._active_lanes()
+        if any(lane.state in (DeviceState.RUNNING, DeviceState.PAUSED) for lane in lanes):
+            self._all_down_since = None
+            return None
+        if not any(lane.state == DeviceState.LOST for lane in lanes):
+            return Outcome.STOPPED, "every device was stopped by its own stop button"
+        if self._all_down_since is None:
+            self._all_down_since = real
+            logger.warning("no device is running: waiting for one to come back")
+        elif real - self._all_down_since >= self.timing.fault_grace_s:
+            return Outcome.FAULT, "every device failed"
+        return None
+
+    # -- pause and resume ------------------------------------------------------------
+
+    async def _handle_controls(self) -> None:
+        t = self.clock.now()
+        wall = self.clock.wall()
+        for lane in self._lanes:
+            if (
+                lane.empty_since is not None
+                and wall - lane.empty_since >= self.timing.empty_pause_s
+                and PAUSE_PILLOW_EMPTY not in self._pause_reasons
+                and self.state == SessionState.RUNNING
+            ):
+                lane.empty_since = None
+                await self._pause(PAUSE_PILLOW_EMPTY, t)
+        if self._pause_wanted is not None:
+            reason, self._pause_wanted = self._pause_wanted, None
+            if self.state == SessionState.RUNNING:
+                await self._pause(reason, t)
+            elif self.state == SessionState.PAUSED:
+                self._pause_reasons.add(reason)
+        if self._resume_wanted:
+            self._resume_wanted = False
+            if self.state == SessionState.PAUSED:
+                # The user's word overrides an automatic pause too.
+                for lane in self._lanes:
+                    lane.empty_since = None
+                self._pause_reasons.clear()
+                self._resume(t, PAUSE_USER)
+
+    async def _pause(self, reason: str, t: float) -> None:
+        self._pause_reasons.add(reason)
+        self.clock.pause()
+        self.state = SessionState.PAUSED
+        logger.info("paused (%s)", reason)
+        self._event("pause", detail={"reason": reason})
+        lanes = [lane for lane in self._lanes if lane.state == DeviceState.RUNNING]
+        for lane in lanes:
+            lane.state = DeviceState.PAUSED
+            lane.device.revoke_lease()
+        await asyncio.gather(*(self._zero(lane) for lane in lanes))
+
+    def _resume(self, t: float, reason: str) -> None:
+        self.clock.resume()
+        self.state = SessionState.RUNNING
+        logger.info("resumed (%s)", reason)
+        self._event("resume", detail={"reason": reason})
+        for lane in self._lanes:
+            if lane.state == DeviceState.PAUSED:
+                lane.state = DeviceState.RUNNING
+                lane.ramp_from = t
+                lane.posted = None
+
+    async def _zero(self, lane: _Lane) -> None:
+        """SafeDevice.stop() after any send in flight: the device at zero, its ramp reset."""
+        safe = lane.safe
+        if safe is None or not lane.device.is_connected:
+            return
+        try:
+            async with asyncio.timeout(self.timing.stop_timeout_s), lane.lock:
+                await safe.stop()
+        except LinkError as err:
+            self._lost(lane, str(err))
+        except (MassagedError, TimeoutError) as err:
+            logger.error("%s: stop failed: %s", lane.name, err)
+            lane.device.revoke_lease()
+
+    # -- devices ----------------------------------------------------------------------
+
+    async def _worker(self, lane: _Lane) -> None:
+        """Send the latest request of one device, one at a time."""
+        while True:
+            await lane.wake.wait()
+            lane.wake.clear()
+            if lane.closing:
+                return
+            async with lane.lock:
+                request = lane.request
+                safe = lane.safe
+                if lane.state != DeviceState.RUNNING or request is None or safe is None:
+                    continue
+                try:
+                    async with asyncio.timeout(self.timing.apply_timeout_s):
+                        await safe.apply(request)
+                except LinkError as err:
+                    self._lost(lane, str(err))
+                except TimeoutError:
+                    self._lost(lane, f"no answer within {self.timing.apply_timeout_s:g} s")
+                except (MassagedError, ValueError) as err:
+                    # A refusal (overheat, no heater, stop button on its way): once the
+                    # device accepts again, it starts from a fresh ramp. Logged once.
+                    lane.ramp_from = self.clock.now()
+                    lane.posted = None
+                    if str(err) not in lane.warned:
+                        lane.warned.add(str(err))
+                        logger.warning("%s: %s", lane.name, err)
+
+    def _lost(self, lane: _Lane, reason: str) -> None:
+        """The link is gone: no more lease; reconnect in the background."""
+        lane.device.revoke_lease()
+        if self._ending or lane.state in (
+            DeviceState.LOST,
+            DeviceState.ENDED,
+            DeviceState.DROPPED,
+            DeviceState.STOPPED,
+        ):
+            return
+        lane.state = DeviceState.LOST
+        lane.request = None
+        logger.warning("%s: link lost (%s): the session goes on without it", lane.name, reason)
+        self._event("link_lost", lane.name, {"reason": reason})
+        self._start_reconnect(lane)
+        self._wake.set()
+
+    def _start_reconnect(self, lane: _Lane) -> None:
+        if lane.reconnect is None or lane.reconnect.done():
+            lane.reconnect = asyncio.get_running_loop().create_task(
+                self._reconnect(lane), name=f"{lane.name}:reconnect"
+            )
+
+    async def _reconnect(self, lane: _Lane) -> None:
+        """Reconnect with backoff; bring the device back only through a fresh ramp from zero."""
+        delay = self.timing.reconnect_first_s
+        attempt = 0
+        while not self._ending:
+            attempt += 1
+            logger.info("%s: reconnect attempt %d in %.1f s", lane.name, attempt, delay)
+            await asyncio.sleep(delay)
+            if self._ending:
+                return
+            try:
+                await lane.device.connect(timeout=self.timing.connect_timeout_s)
+                # A fresh start: the device at zero and the safety layer's ramp from zero.
+                async with asyncio.timeout(self.timing.stop_timeout_s), lane.lock:
+                    assert lane.safe is not None
+                    await lane.safe.stop()
+            except (MassagedError, OSError, TimeoutError) as err:
+                logger.info("%s: reconnect attempt %d failed: %s", lane.name, attempt, err)
+                delay = min(delay * 2, self.timing.reconnect_max_s)
+                continue
+            if self._ending or lane.state != DeviceState.LOST:
+                return
+            t = self.clock.now()
+            lane.ramp_from = t
+            lane.posted = None
+            lane.state = DeviceState.PAUSED if self.paused else DeviceState.RUNNING
+            logger.info("%s: reconnected after %d attempt(s)", lane.name, attempt)
+            self._event("reconnected", lane.name, {"attempts": attempt})
+            self._wake.set()
+            return
+
+    def _on_device_event(self, lane: _Lane, event: DeviceEvent) -> None:
+        """A device's own event (called by its driver, on the loop)."""
+        if isinstance(event, StopButtonPressed):
+            lane.device.revoke_lease()
+            if lane.state not in (DeviceState.STOPPED, DeviceState.DROPPED):
+                lane.state = DeviceState.ENDED
+            lane.request = None
+            self._event("stop_button", lane.name, {})
+        elif isinstance(event, AutoOff):
+            # The pillow's 15-minute auto-off: re-send what it should be doing.
+            lane.force = True
+            self._event("auto_off", lane.name, {})
+        elif isinstance(event, PillowOccupancy):
+            self._on_occupancy(lane, event)
+        elif isinstance(event, EmsWheelChanged):
+            # The safety layer and the driver adopt the wheel as the ceiling; note it.
+            self._event("ems_wheel", lane.name, {"a": event.strength_a, "b": event.strength_b})
+        elif isinstance(event, LinkLost):
+            self._lost(lane, event.reason or "link lost")
+        elif isinstance(event, Overheated):
+            self._event("overheated", lane.name, {"temperature": event.temperature})
+        elif isinstance(event, LowBattery):
+            self._event("low_battery", lane.name, {"percent": event.percent})
+        elif isinstance(event, WatchdogTripped):
+            # The device stopped itself: bring it back gently, never with a jump.
+            lane.ramp_from = self.clock.now()
+            lane.posted = None
+            self._event("watchdog_tripped", lane.name, {})
+        else:
+            self._event(type(event).__name__.lower(), lane.name, {})
+        self._wake.set()
+
+    def _on_occupancy(self, lane: _Lane, event: PillowOccupancy) -> None:
+        if event.empty:
+            lane.empty_since = self.clock.wall()
+            self._event("pillow_empty", lane.name, {})
+            return
+        lane.empty_since = None
+        self._event("pillow_occupied", lane.name, {})
+        if PAUSE_PILLOW_EMPTY in self._pause_reasons:
+            self._pause_reasons.discard(PAUSE_PILLOW_EMPTY)
+            if not self._pause_reasons and self.state == SessionState.PAUSED:
+                self._resume(self.clock.now(), PAUSE_PILLOW_EMPTY)
+
+    def _on_violation(self, violation: Violation) -> None:
+        self._event(
+            "safety",
+            violation.device,
+            {"rule": violation.rule.value, "detail": violation.detail},
+        )
+        if violation.rule == Rule.SESSION_TIME:
+            self._limit_reached = True
+            self._wake.set()
+
+    # -- the end ------------------------------------------------------------------------
+
+    async def _shutdown(self, outcome: Outcome, reason: str) -> None:
+        """Stop every device, end every task, record the end; never raises."""
+        self._ending = True
+        self.state = SessionState.STOPPING
+        t = self.clock.now()
+        for lane in self._lanes:
+            # First of all: should anything below be cut short, every device stops by itself.
+            lane.device.revoke_lease()
+        tasks = [lane.reconnect for lane in self._lanes if lane.reconnect is not None]
+        for task in tasks:
+            task.cancel()
+        for lane in self._lanes:
+            lane.closing = True
+            lane.wake.set()
+        workers = [lane.worker for lane in self._lanes if lane.worker is not None]
+        try:
+            if workers:
+                _, pending = await asyncio.wait(workers, timeout=self.timing.stop_timeout_s)
+                for task in pending:
+                    task.cancel()
+        finally:
+            # Even when cancelled here, no worker is left running.
+            for task in workers:
+                task.cancel()
+            await _reap([*tasks, *workers])
+        if outcome != Outcome.EMERGENCY_STOP or not self._estop_done.is_set():
+            await asyncio.gather(*(self._final_stop(lane) for lane in self._active_lanes()))
+        for lane in self._lanes:
+            if lane.remove_listener is not None:
+                lane.remove_listener()
+            if lane.safe is not None:
+                lane.safe.close()
+            if lane.state != DeviceState.DROPPED:
+                lane.state = DeviceState.STOPPED if lane.state != DeviceState.ENDED else lane.state
+        safety = self.safety
+        gentler = safety.gentler_presses if safety else 0
+        self._event("end", detail={"outcome": outcome.value, "reason": reason}, history=False)
+        await self._history.finish(
+            outcome,
+            gentler,
+            {
+                "reason": reason,
+                "elapsed": round(t, 3),
+                "devices": {lane.name: lane.state.value for lane in self._lanes},
+                "violations": len(safety.violations) if safety else 0,
+            },
+        )
+        self._result = SessionResult(
+            outcome=outcome,
+            reason=reason,
+            elapsed=t,
+            gentler_presses=gentler,
+            session_id=self._history.session_id,
+            audience=self.limits.audience,
+            devices={lane.name: lane.state for lane in self._lanes},
+            violations=tuple(safety.violations) if safety else (),
+            dropped=tuple(self._dropped),
+        )
+        while self._controls:
+            # An emergency stop asked for while we were stopping: let it finish.
+            controls = list(self._controls)
+            await asyncio.wait(controls, timeout=self.timing.stop_timeout_s)
+            for task in controls:
+                task.cancel()
+                self._controls.discard(task)
+            await _reap(controls)
+        self.state = SessionState.ENDED
+        logger.info("session ended: %s (%s) at %.1f s", outcome.value, reason, t)
+        self.done.set()
+
+    async def _final_stop(self, lane: _Lane) -> None:
+        lane.device.revoke_lease()
+        if not lane.device.is_connected:
+            return
+        try:
+            async with asyncio.timeout(self.timing.stop_timeout_s):
+                if lane.safe is not None:
+                    await lane.safe.stop()
+                else:
+                    await lane.device.stop()
+        except (MassagedError, TimeoutError) as err:
+            logger.error("%s: final stop failed: %s", lane.name, err)
+
+    # -- events --------------------------------------------------------------------------
+
+    def _event(
+        self,
+        kind: str,
+        device: str | None = None,
+        detail: dict[str, Any] | None = None,
+        *,
+        history: bool = True,
+    ) -> None:
+        t = self.clock.now()
+        event = RunnerEvent(round(t, 3), kind, device, dict(detail or {}))
+        if history:
+            row = dict(event.detail)
+            if device is not None:
+                row["device"] = device
+            self._history.add(t, kind, row)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # a faulty listener must not take the session down
+                logger.exception("session listener failed")
+
+
+def _unit(value: float) -> float:
+    if math.isnan(value):
+        return 0.0
+    return min(1.0, max(0.0, value))
+
+
+def _link_word(lane: _Lane) -> str:
+    if lane.device.is_connected:
+        return "up"
+    return "reconnecting" if lane.state == DeviceState.LOST else "down"
+
+
+async def _reap(tasks: list[asyncio.Task[None]]) -> None:
+    """Await tasks that are done or cancelled, logging any failure."""
+    for task in tasks:
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not task.done():
+                raise  # we were cancelled while waiting, not only the task we awaited
+        except Exception:
+            logger.exception("task %s failed", task.get_name())
