@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
 
 from devices.drivers.base import Device
-from devices.errors import LinkError, LinkLostError
+from devices.errors import LinkError, LinkLostError, MassagedError
 from devices.events import LinkLost
 from devices.links.base import Link
 
@@ -239,6 +239,30 @@ class LinkDevice(Device):
     def _require_connected(self) -> None:
         if not self.is_connected:
             raise LinkError("not connected", device=self.name)
+
+    stop_timeout: float = 1.5
+    """Seconds close() gives the device to acknowledge its stop."""
+
+    async def close(self) -> None:
+        """Stop every output (best effort), end background tasks, close the link. Never raises."""
+        try:
+            if self.is_connected:
+                async with asyncio.timeout(self.stop_timeout):
+                    await self._stop_on_close()
+        except (MassagedError, TimeoutError) as exc:
+            logger.warning("%s: stop on close failed: %s", self.name, exc)
+        except Exception:
+            logger.exception("%s: stop on close failed", self.name)
+        self._forget_outputs()
+        await self._teardown()
+
+    @abc.abstractmethod
+    async def _stop_on_close(self) -> None:
+        """Tell the device to stop everything and wait for its answer."""
+
+    @abc.abstractmethod
+    def _forget_outputs(self) -> None:
+        """After close: the driver's idea of the outputs is zero."""
 
     async def _teardown(self) -> None:
         """The end of close(): tasks, requests, link; never raises."""

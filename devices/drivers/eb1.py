@@ -204,20 +204,15 @@ class EB1Driver(LinkDevice):
                 f"{self.name}: BE {be.values()} does not confirm BF {bf.values()}"
             )
 
-    async def close(self) -> None:
-        """Zero both strengths (best effort), stop the pump, close the link. Never raises."""
-        try:
-            if self.is_connected:
-                self._target = None
-                self._active = False
-                async with asyncio.timeout(STOP_TIMEOUT):
-                    await self._zero_and_wait()
-        except (MassagedError, TimeoutError) as exc:
-            logger.warning("%s: zeroing on close failed: %s", self.name, exc)
-        except Exception:
-            logger.exception("%s: zeroing on close failed", self.name)
+    stop_timeout = STOP_TIMEOUT
+
+    async def _stop_on_close(self) -> None:
         self._target = None
-        await self._teardown()
+        self._active = False
+        await self._zero_and_wait()
+
+    def _forget_outputs(self) -> None:
+        self._target = None
 
     # -- outputs --------------------------------------------------------------
 

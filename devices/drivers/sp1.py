@@ -112,18 +112,13 @@ class SP1Driver(LinkDevice):
         )
         return caps
 
-    async def close(self) -> None:
-        """STOP (best effort), cancel the lease task, close the link. Never raises."""
-        try:
-            if self.is_connected:
-                async with asyncio.timeout(STOP_TIMEOUT):
-                    await self._stop_pillow()
-        except (MassagedError, TimeoutError) as exc:
-            logger.warning("%s: STOP on close failed: %s", self.name, exc)
-        except Exception:
-            logger.exception("%s: STOP on close failed", self.name)
+    stop_timeout = STOP_TIMEOUT
+
+    async def _stop_on_close(self) -> None:
+        await self._stop_pillow()
+
+    def _forget_outputs(self) -> None:
         self._output = PillowOutput.off()
-        await self._teardown()
 
     # -- outputs --------------------------------------------------------------
 

@@ -175,18 +175,13 @@ class VB1Driver(LinkDevice):
             heater=info.heater,
         )
 
-    async def close(self) -> None:
-        """STOP (best effort), cancel the keepalive, close the link. Never raises."""
-        try:
-            if self.is_connected:
-                async with asyncio.timeout(STOP_TIMEOUT):
-                    await self._command(vb1.stop, "STOP")
-        except (MassagedError, TimeoutError) as exc:
-            logger.warning("%s: STOP on close failed: %s", self.name, exc)
-        except Exception:
-            logger.exception("%s: STOP on close failed", self.name)
+    stop_timeout = STOP_TIMEOUT
+
+    async def _stop_on_close(self) -> None:
+        await self._command(vb1.stop, "STOP")
+
+    def _forget_outputs(self) -> None:
         self._output = self._off()
-        await self._teardown()
 
     # -- outputs --------------------------------------------------------------
 
