@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from controller import api, pairing
-from controller.profiles import PainfulSide, Profile
+from controller.profiles import Profile, painful_body_side
 from controller.safety import SafetyLimits
 from controller.session import SessionRunner, SessionSnapshot, SessionState
 from controller.store import DeviceRecord, Store
 from controller.supervisor import DeviceSupervisor
-from devices.capabilities import DeviceKind, Side
+from devices.capabilities import DeviceKind
 from devices.drivers.base import Device
 from devices.errors import ConfigError, MassagedError, SafetyError
 from devices.events import DeviceEvent
@@ -251,7 +251,7 @@ class Daemon:
         plan = render(
             program,
             {name: d.capabilities for name, d in devices.items()},
-            painful_side=_side(profile),
+            painful_side=painful_body_side(profile),
         )
         runner = SessionRunner(
             plan,
@@ -493,14 +493,6 @@ def snapshot_data(snap: SessionSnapshot, source: str | None = None) -> dict[str,
             for name, d in snap.devices.items()
         },
     }
-
-
-def _side(profile: Profile) -> Side | None:
-    if profile.painful_side == PainfulSide.LEFT:
-        return Side.LEFT
-    if profile.painful_side == PainfulSide.RIGHT:
-        return Side.RIGHT
-    return None
 
 
 async def serve_until_signalled(daemon: Daemon, ready: Callable[[], object] | None = None) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
-from devices.capabilities import DeviceKind
+from devices.capabilities import DeviceKind, Side
 from devices.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -358,3 +358,8 @@ def parse_kind_caps(items: Iterable[str], base: KindCaps | None = None) -> KindC
         return KindCaps.model_validate(data)
     except ValidationError as err:
         raise ConfigError(describe_validation_error(err, "caps", prefix="caps.")) from err
+
+
+def painful_body_side(profile: Profile) -> Side | None:
+    """The profile's painful side as the renderer takes it (None: no one-sided pain)."""
+    return {PainfulSide.LEFT: Side.LEFT, PainfulSide.RIGHT: Side.RIGHT}.get(profile.painful_side)

@@ -16,11 +16,11 @@ from typing import Any
 from controller.commands.profiles import add_db_option, open_store
 from controller.courses import after_session_advice
 from controller.live import KeyReader, LinePrinter, LiveDisplay, format_time, install_interrupt
-from controller.profiles import DEFAULT_PROFILE_NAME, PainfulSide, Profile
+from controller.profiles import DEFAULT_PROFILE_NAME, painful_body_side
 from controller.safety import SafetyLimits
 from controller.session import SessionResult, SessionRunner, check_profile
 from controller.store import DeviceRecord, Outcome, Store
-from devices.capabilities import DeviceKind, Side
+from devices.capabilities import DeviceKind
 from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT, Device
 from devices.errors import ConfigError, LinkError, MassagedError
 
@@ -185,14 +185,6 @@ def _registered(record: DeviceRecord) -> Target:
     return Target(record.kind, record.address, record.name, record.transport, dict(record.caps))
 
 
-def _side(profile: Profile) -> Side | None:
-    if profile.painful_side == PainfulSide.LEFT:
-        return Side.LEFT
-    if profile.painful_side == PainfulSide.RIGHT:
-        return Side.RIGHT
-    return None
-
-
 @contextlib.asynccontextmanager
 async def real_devices(
     targets: Sequence[Target], timeout: float
@@ -285,7 +277,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
             plan = render(
                 program,
                 {name: device.capabilities for name, device in devices.items()},
-                painful_side=_side(profile),
+                painful_side=painful_body_side(profile),
             )
             runner = SessionRunner(
                 plan,
