@@ -33,6 +33,7 @@ COMMANDS = (
     "programs",
     "history",
     "reload",
+    "heater",
 )
 """Every command of the API, by name (MQTT: massaged/bridge/request/<command>)."""
 
@@ -40,7 +41,8 @@ COMMANDS = (
 class Request(BaseModel):
     """Base of every request: unknown fields are refused, a transaction id is echoed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a string is not a number and 1 is not true; payloads must say what they mean.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     transaction: str | int | None = None
 
@@ -102,6 +104,13 @@ class SetCapsRequest(Request):
     max_intensity: float = Field(ge=0.0, le=1.0)
 
 
+class HeaterRequest(Request):
+    """Switch a device's heater on or off for the running session."""
+
+    device: str = Field(min_length=1, max_length=64)
+    on: bool
+
+
 class HistoryRequest(Request):
     """The latest sessions."""
 
@@ -126,6 +135,7 @@ REQUEST_MODELS: dict[str, type[Request]] = {
     "programs": EmptyRequest,
     "history": HistoryRequest,
     "reload": EmptyRequest,
+    "heater": HeaterRequest,
 }
 
 

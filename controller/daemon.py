@@ -346,6 +346,13 @@ class Daemon:
         assert isinstance(request, api.ScaleRequest)
         return {"scale": self._running().set_scale(request.scale)}
 
+    async def _cmd_heater(self, request: api.Request) -> dict[str, Any]:
+        assert isinstance(request, api.HeaterRequest)
+        runner = self._running()
+        # Only within a session: the heater is never left on with nobody's session running.
+        runner.set_heat(request.device, request.on)
+        return {"device": request.device, "heater": request.on}
+
     def _profile(self, name: str | None) -> Profile:
         return self.store.get_profile(name or self.default_profile)
 

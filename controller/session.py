@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -458,6 +459,8 @@ class _Lane:
     """Plan position of the last fresh start (ramp from zero)."""
     empty_since: float | None = None
     """Wall session time the pillow became empty."""
+    heat_override: bool | None = None
+    """The user's heater choice for this session (None: as the program says)."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     worker: asyncio.Task[None] | None = None
@@ -650,6 +653,21 @@ class SessionRunner:
             self._event("scale", detail={"scale": new})
             self._wake.set()
         return new
+
+    def set_heat(self, device: str, on: bool | None) -> None:
+        """The user's heater choice for one device (None: follow the program again).
+
+        The safety layer still applies: the heater's on-time limit, overheat, and
+        no heat on a device without a heater.
+        """
+        lane = next((lane for lane in self._lanes if lane.name == device), None)
+        if lane is None or lane.state in (DeviceState.DROPPED, DeviceState.ENDED):
+            raise ConfigError(f"{device} is not playing in this session")
+        if not lane.device.capabilities.heater:
+            raise ConfigError(f"{device} has no heater")
+        lane.heat_override = on
+        self._event("heater", device, {"on": on})
+        self._wake.set()
 
     def request_emergency_stop(self) -> None:
         """emergency_stop() from synchronous code (a key, a signal); the runner awaits it."""
@@ -846,6 +864,8 @@ class SessionRunner:
         lane.device.renew_lease(self.timing.lease_s)
         cue = lane.timeline.cue_at(t)
         base = cue.output if cue is not None else lane.off
+        if lane.heat_override is not None and isinstance(base, BeltOutput | PillowOutput):
+            base = dataclasses.replace(base, heat=lane.heat_override)
         request = scale_output(base, self._factor(lane, t))
         decided = safe.clamp(request)
         due = lane.force or decided != lane.posted

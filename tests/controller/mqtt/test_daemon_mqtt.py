@@ -109,6 +109,12 @@ async def test_discovery_availability_state_and_bridge_commands(
     await _eventually(lambda: not world.quiet())
 
     assert (await ha.request("gentler", {"transaction": "g"}))["status"] == "ok"
+    # The heater only within a session, only where fitted.
+    heat = await ha.request("heater", {"device": "pillow", "on": True})
+    assert heat["status"] == "ok", heat
+    none = await ha.request("heater", {"device": "butterfly", "on": True})
+    assert none["status"] == "error"
+    assert "no heater" in none["error"]
     stopped = await ha.request("emergency_stop", {"transaction": "e"})
     assert stopped == {"status": "ok", "data": {"state": "stopped"}, "transaction": "e"}
     await _eventually(world.quiet, timeout=2.0)
@@ -125,6 +131,8 @@ async def test_discovery_availability_state_and_bridge_commands(
         assert reply["status"] == "error", (command, reply)
         assert reply["error"]
     assert world.daemon.session_status() is None
+    off_session = await ha.request("heater", {"device": "pillow", "on": True})
+    assert off_session["status"] == "error"
     assert world.quiet()
 
 
