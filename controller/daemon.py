@@ -22,7 +22,7 @@ from controller import api, pairing
 from controller.profiles import Profile, painful_body_side
 from controller.safety import SafetyLimits
 from controller.session import SessionRunner, SessionSnapshot, SessionState
-from controller.store import DeviceRecord, Store
+from controller.store import DeviceRecord, Store, StoreError
 from controller.supervisor import DeviceSupervisor
 from devices.capabilities import DeviceKind
 from devices.drivers.base import Device
@@ -81,7 +81,12 @@ class Daemon:
 
     async def start(self) -> None:
         """Start looking after every paired device."""
-        closed = self.store.close_unfinished()
+        try:
+            closed = self.store.close_unfinished()
+        except StoreError as err:
+            # History cannot be written: sessions still run safely; the error is reported.
+            logger.error("history: %s", err)
+            closed = []
         if closed:
             logger.warning("history: %d session(s) left unfinished by a crash closed", len(closed))
         for record in self.store.list_devices():
@@ -248,7 +253,9 @@ class Daemon:
             for n, r in records.items()
             if r.caps
         }
-        plan = render(
+        # Rendering many devices takes a while: off the loop, so a stop is never kept waiting.
+        plan = await asyncio.to_thread(
+            render,
             program,
             {name: d.capabilities for name, d in devices.items()},
             painful_side=painful_body_side(profile),
@@ -266,6 +273,7 @@ class Daemon:
         from controller.session import check_profile
 
         check_profile(profile, {d.capabilities.kind for d in devices.values()})
+        await self._write_ems_limits(devices, records, profile)
         self.supervisor.lend(devices)
         self.runner = runner
         self.session_source = source
@@ -287,6 +295,20 @@ class Daemon:
             raise err if isinstance(err, MassagedError) else MassagedError(str(err))
         self._emit("session", {"state": "started", "program": program.id, "devices": names})
         return snapshot_data(runner.snapshot(), self.session_source)
+
+    async def _write_ems_limits(
+        self, devices: Mapping[str, Device], records: Mapping[str, DeviceRecord], profile: Profile
+    ) -> None:
+        """EB1 rule 1 for this session: the unit's soft limits from this profile and entry."""
+        from devices.drivers.eb1 import EB1Driver
+
+        for name, device in devices.items():
+            if not isinstance(device, EB1Driver):
+                continue
+            limits = SafetyLimits.from_profile(profile, device_caps=records[name].caps)
+            soft = limits.max_units(DeviceKind.BUTTERFLY)
+            if device.soft_limits != (soft, soft):
+                await device.set_soft_limits((soft, soft))
 
     async def _play(self, runner: SessionRunner, names: list[str]) -> None:
         try:
@@ -463,6 +485,12 @@ class Daemon:
         caps = {**entry.record.caps, entry.record.kind.value: request.max_intensity}
         record = self.store.update_device(request.name, caps=caps)
         self.supervisor.update_record(request.name, record)
+        if entry.device.is_connected and not entry.in_session:
+            # The unit's own soft limits follow at once (EB1); others have none.
+            profile = self._profile(None)
+            await self._write_ems_limits(
+                {record.name: entry.device}, {record.name: record}, profile
+            )
         return self.supervisor.devices[record.name].describe()
 
     def _idle_device(self, name: str) -> None:

@@ -750,6 +750,9 @@ class SessionRunner:
     async def _start(self) -> None:
         lanes = self._active_lanes()
         await asyncio.gather(*(self._connect_first(lane) for lane in lanes))
+        for lane in lanes:
+            # A new session: last session's stop-button latch or wheel ceiling is gone.
+            lane.device.reset_session()
         self.clock.start()
         self.safety = SessionSafety(
             self.limits,
@@ -1121,6 +1124,10 @@ class SessionRunner:
         self._wake.set()
 
     def _on_occupancy(self, lane: _Lane, event: PillowOccupancy) -> None:
+        # Re-decide this device's output at once: the safety layer stops kneading on an
+        # empty pillow now, not at the next cue (nor only at the 5 s pause).
+        lane.force = True
+        self._wake.set()
         if event.empty:
             lane.empty_since = self.clock.wall()
             self._event("pillow_empty", lane.name, {})

@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from programs.loader import load_program
-from programs.model import Program, ProgramError
+from programs.model import SLUG_PATTERN, Program, ProgramError
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,12 @@ def _check_id(program: Program, path: Path) -> None:
 
 def get(program_id: str) -> ProgramSource:
     """The program with this id, built-in or from the user's directory."""
+    if not re.match(SLUG_PATTERN, program_id):
+        # An id is a slug: never a path that would reach outside the program folders.
+        raise ProgramError(
+            f"{program_id!r} is not a program id (lower-case letters, digits and '-')",
+            source=program_id,
+        )
     builtins = builtin_paths()
     if program_id in builtins:
         path = builtins[program_id]

@@ -4,16 +4,5 @@
 the ``[mqtt]`` section of the configuration. docs/mqtt.md describes every topic.
 """
 
-from controller.mqtt.bridge import MqttBridge, snapshot_states
-from controller.mqtt.client import BrokerError, MqttClient
-from controller.mqtt.discovery import DeviceDescription
-from controller.mqtt.settings import MqttSettings
-
-__all__ = [
-    "BrokerError",
-    "DeviceDescription",
-    "MqttBridge",
-    "MqttClient",
-    "MqttSettings",
-    "snapshot_states",
-]
+# Nothing is imported here on purpose: the command line loads the configuration (and
+# so controller.mqtt.settings) on every call, and must not pay for aiomqtt and paho.

@@ -780,7 +780,10 @@ class MqttBridge:
         elif len(entity) > 1:
             raise _BadInput("unknown entity")
         elif entity[0] == "program":
-            request = _SetRequest(program=_text(payload))
+            try:
+                request = _SetRequest(program=_text(payload))
+            except ValidationError as err:
+                raise _BadInput(f"program: {err.errors()[0]['msg']}") from None
         elif entity[0] == "scale":
             text = _text(payload)
             try:

@@ -236,6 +236,9 @@ class MqttClient:
             keepalive=self._keepalive,
             # Our own logger: paho's chatter at DEBUG, never the password.
             logger=logging.getLogger(f"{__name__}.paho"),
+            # Small command packets must not wait for Nagle's algorithm (tens of ms): an
+            # emergency stop from a dashboard is one of them.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
     async def _run(self) -> None:

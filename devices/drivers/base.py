@@ -84,6 +84,9 @@ class Device(abc.ABC):
     async def status(self) -> StatusReport:
         """Battery, temperature, flags and current outputs, asked of the device."""
 
+    def reset_session(self) -> None:  # noqa: B027 - most devices keep nothing per session
+        """A new session begins: forget per-session state (stop-button latch, wheel ceiling)."""
+
     # -- lease: feed the watchdog only while the owner says all is well -------
 
     def renew_lease(self, seconds: float) -> None:

@@ -187,6 +187,15 @@ class EB1Driver(LinkDevice):
         self._change = None
         await self._close_link()
 
+    async def set_soft_limits(self, limits: tuple[int, int]) -> None:
+        """Write new soft limits (BF) and check the BE; the unit then never exceeds them."""
+        if len(limits) != 2 or any(not 0 <= v <= eb1.MAX_STRENGTH for v in limits):
+            raise ValueError(f"soft limits must be two values 0..{eb1.MAX_STRENGTH}")
+        self._require_connected()
+        self.soft_limits = (limits[0], limits[1])
+        await self._write_soft_limits()
+        logger.info("%s: soft limits now %s", self.name, self.soft_limits)
+
     async def _write_soft_limits(self) -> None:
         bf = eb1.BF(self.soft_limits[0], self.soft_limits[1])
         data = eb1.encode(bf)

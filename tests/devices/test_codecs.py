@@ -18,6 +18,12 @@ from devices.protocols import eb1, sp1, vb1
 
 def test_crc_check_value() -> None:
     assert vb1.crc16_ccitt_false(b"123456789") == 0x29B1
+    assert vb1.crc16_ccitt_false_reference(b"123456789") == 0x29B1
+
+
+@given(st.binary(max_size=64))
+def test_fast_crc_is_the_reference_crc(data: bytes) -> None:
+    assert vb1.crc16_ccitt_false(data) == vb1.crc16_ccitt_false_reference(data)
 
 
 def test_vb1_vectors(vectors: dict[str, list[dict[str, Any]]]) -> None:
