@@ -76,6 +76,10 @@ class Daemon:
         self._listeners: list[DaemonListener] = []
         self.started_at = time.time()
         self.last_result: dict[str, Any] | None = None
+        self._starting = False
+        """A run request is being prepared (rendering, soft limits): one at a time."""
+        self._estops = 0
+        """Emergency stops so far; a session being prepared across one is not started."""
 
     # -- life cycle -------------------------------------------------------------
 
@@ -231,11 +235,21 @@ class Daemon:
 
     async def _cmd_run(self, request: api.Request, source: str = "api") -> dict[str, Any]:
         assert isinstance(request, api.RunRequest)
+        if self.runner is not None and self.runner.state != SessionState.ENDED:
+            raise ConfigError("a session is already running: stop it first")
+        if self._starting:
+            raise ConfigError("a session is already running (starting): stop it first")
+        self._starting = True
+        try:
+            return await self._start_session(request, source)
+        finally:
+            self._starting = False
+
+    async def _start_session(self, request: api.RunRequest, source: str) -> dict[str, Any]:
         from programs import library
         from programs.render import render
 
-        if self.runner is not None and self.runner.state != SessionState.ENDED:
-            raise ConfigError("a session is already running: stop it first")
+        estops = self._estops
         # By id only: a front end never makes the daemon read an arbitrary file.
         program = library.get(request.program).program
         profile = self._profile(request.profile)
@@ -274,6 +288,9 @@ class Daemon:
 
         check_profile(profile, {d.capabilities.kind for d in devices.values()})
         await self._write_ems_limits(devices, records, profile)
+        if self._estops != estops:
+            # An emergency stop came while this session was being prepared: it wins.
+            raise SafetyError("emergency stop while the session was starting: not started")
         self.supervisor.lend(devices)
         self.runner = runner
         self.session_source = source
@@ -345,6 +362,7 @@ class Daemon:
 
     async def _cmd_emergency_stop(self, _: api.Request) -> dict[str, Any]:
         # Always works: with no session, every connected device is stopped anyway.
+        self._estops += 1
         runner = self.runner
         if runner is not None and runner.state != SessionState.ENDED:
             await runner.emergency_stop()

@@ -422,8 +422,14 @@ async def test_run_and_emergency_stop_at_once() -> None:
             run, estop = await asyncio.gather(
                 w.call("run", {"program": "fault-matrix"}), late_stop()
             )
-            assert run["status"] == "ok", run
             assert estop["status"] == "ok", estop
+            if run["status"] == "error":
+                # The stop landed while the session was being prepared: it was not started.
+                assert "emergency stop" in run["error"], run
+                await asyncio.sleep(0.3)
+                assert w.quiet()
+                continue
+            assert run["status"] == "ok", run
             stopped = w.t()
             if not await w.ends_within(2.0):
                 # The stop came first (nothing ran yet): the run is a new request.
@@ -542,8 +548,14 @@ async def test_command_line_and_mqtt_at_once() -> None:
             run, estop = await asyncio.gather(
                 w.call("run", {"program": "fault-matrix"}), late_stop()
             )
-            assert run["status"] == "ok", run
             assert estop["status"] == "ok", estop
+            if run["status"] == "error":
+                # The stop landed while the session was being prepared: it was not started.
+                assert "emergency stop" in run["error"], run
+                await asyncio.sleep(0.3)
+                assert w.quiet()
+                continue
+            assert run["status"] == "ok", run
             stopped = w.t()
             if not await w.ends_within(2.0):
                 await w.wait_on()
