@@ -74,6 +74,7 @@ def register(sub: Any) -> None:
     dv = sub.add_parser("devices", help="list paired devices; rename, unpair, set caps")
     _common(dv)
     dsub = dv.add_subparsers(dest="devices_command", metavar="ACTION")
+    dv.add_argument("--json", action="store_true", help="print JSON")
     dv.set_defaults(func=cmd_devices, devices_command="list")
     ls = dsub.add_parser("list", help="paired devices and their state")
     _common(ls)
