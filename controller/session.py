@@ -824,6 +824,7 @@ class SessionRunner:
             if self._estop:
                 continue
             assert self.safety is not None
+            pass_started = asyncio.get_running_loop().time()
             t = self.clock.now()
             real = self.clock.real()
             running = self.state in (SessionState.RUNNING, SessionState.STOPPING)
@@ -854,8 +855,10 @@ class SessionRunner:
                         self._drive(lane, t, real)
             delay = self._next_delay(t, running)
             self._wake.clear()
+            # An absolute deadline from the start of the pass: the next cue is due at t +
+            # delay, however long this pass's work took (a relative sleep would add it).
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
+                async with asyncio.timeout_at(pass_started + delay):
                     await self._wake.wait()
 
     def _drive(self, lane: _Lane, t: float, real: float) -> None:
