@@ -33,12 +33,12 @@ Choices where the protocol leaves room; the vendor's document
 from __future__ import annotations
 
 import logging
-import math
 
 from devices.capabilities import DeviceKind
 from devices.errors import FrameError
 from devices.protocols import eb1
 from simulator.firmware.base import Firmware
+from simulator.firmware.physics import reported_percent
 from simulator.recording import Recorder
 
 logger = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ class EB1Firmware(Firmware):
     @property
     def battery(self) -> int:
         """Battery percent as reported (rounded up)."""
-        return min(100, max(0, math.ceil(self._battery - 1e-9)))
+        return reported_percent(self._battery)
 
     # -- wire -----------------------------------------------------------------------
 

@@ -41,23 +41,23 @@ Choices where the protocol leaves room (each one keeps the wire contract):
 from __future__ import annotations
 
 import logging
-import math
 
 from devices.capabilities import DeviceKind, KneadDirection
 from devices.errors import FrameError
 from devices.protocols import sp1
 from devices.protocols.sp1 import Command, StateFlag
 from simulator.firmware.base import Firmware
+from simulator.firmware.physics import (
+    AMBIENT_C,
+    PHYSICS_STEP,
+    reported_percent,
+    settle,
+    substeps,
+)
 from simulator.recording import Recorder
 
 logger = logging.getLogger(__name__)
 
-AMBIENT_C = 25.0
-PHYSICS_STEP = 0.05
-"""Real seconds between physics ticks (next_deadline never lies further ahead)."""
-MAX_SUBSTEP = 1.0
-"""Simulated seconds per integration step, so thresholds are caught in time."""
-MAX_SUBSTEPS = 100_000
 STATE_INTERVAL = 1.0
 """Rule 2: real seconds between STATE notifications while running."""
 REVERSE_SECONDS = 60.0
@@ -151,7 +151,7 @@ class SP1Firmware(Firmware):
         """Battery percent as reported (rounded up), or None on car or mains power."""
         if self._battery is None:
             return None
-        return min(100, max(0, math.ceil(self._battery - 1e-9)))
+        return reported_percent(self._battery)
 
     @property
     def overheated(self) -> bool:
@@ -394,22 +394,12 @@ class SP1Firmware(Firmware):
         self._send_state(when)
 
     def _physics_to(self, t: float) -> None:
-        start = self._last_physics
-        span = t - start
-        if span <= 0:
-            return
-        steps = min(MAX_SUBSTEPS, max(1, math.ceil(span * self.speed / MAX_SUBSTEP)))
-        for i in range(1, steps + 1):
-            ti = t if i == steps else start + span * i / steps
+        for ti in substeps(self._last_physics, t, self.speed):
             self._physics_step(self._physics_dt(ti), ti)
 
     def _physics_step(self, dt: float, t: float) -> None:
         power = self.heater_rate if self._heat else 0.0
-        # Exact solution of dT/dt = power - k (T - ambient) over dt: stable for any step.
-        settle = AMBIENT_C + power / self.cooling_rate
-        self._temperature = settle + (self._temperature - settle) * math.exp(
-            -self.cooling_rate * dt
-        )
+        self._temperature = settle(self._temperature, power, self.cooling_rate, dt)
         if self._battery is not None:
             drain = self.knead_drain * self._speed / sp1.MAX_SPEED
             drain += self.heater_drain if self._heat else 0.0

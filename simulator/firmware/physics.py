@@ -1,0 +1,33 @@
+"""Physical models every simulated firmware shares: heat, cooling and the battery gauge."""
+
+from __future__ import annotations
+
+import math
+
+AMBIENT_C = 25.0
+PHYSICS_STEP = 0.05
+"""Real seconds between physics ticks (next_deadline never lies further ahead)."""
+MAX_SUBSTEP = 1.0
+"""Simulated seconds per integration step, so thresholds are caught in time."""
+MAX_SUBSTEPS = 100_000
+
+
+def settle(temperature: float, power: float, cooling_rate: float, dt: float) -> float:
+    """Temperature after dt under dT/dt = power - k (T - ambient), solved exactly."""
+    # The exact solution is stable for any step length, unlike an Euler step.
+    target = AMBIENT_C + power / cooling_rate
+    return target + (temperature - target) * math.exp(-cooling_rate * dt)
+
+
+def reported_percent(charge: float) -> int:
+    """A battery charge as a gauge reports it: whole percent, rounded up, 0..100."""
+    return min(100, max(0, math.ceil(charge - 1e-9)))
+
+
+def substeps(start: float, t: float, speed: float) -> list[float]:
+    """The real times at which to integrate from start to t, each at most MAX_SUBSTEP of physics."""
+    span = t - start
+    if span <= 0:
+        return []
+    steps = min(MAX_SUBSTEPS, max(1, math.ceil(span * speed / MAX_SUBSTEP)))
+    return [t if i == steps else start + span * i / steps for i in range(1, steps + 1)]
