@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
 
 from devices.drivers.base import Device
-from devices.errors import LinkError, LinkLostError, MassagedError
+from devices.errors import DeviceTimeoutError, LinkError, LinkLostError, MassagedError
 from devices.events import LinkLost
 from devices.links.base import Link
 
@@ -239,6 +239,23 @@ class LinkDevice(Device):
     def _require_connected(self) -> None:
         if not self.is_connected:
             raise LinkError("not connected", device=self.name)
+
+    async def _open_and_identify(
+        self, timeout: float, what: str, handshake: Callable[[], Awaitable[A]]
+    ) -> A:
+        """Open the link and run the handshake within timeout; close the link on any failure."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._open_link(timeout)
+                return await handshake()
+        except TimeoutError as exc:
+            await self._close_link()
+            if isinstance(exc, DeviceTimeoutError):
+                raise
+            raise DeviceTimeoutError(f"no {what} within {timeout} s", device=self.name) from exc
+        except BaseException:
+            await self._close_link()
+            raise
 
     stop_timeout: float = 1.5
     """Seconds close() gives the device to acknowledge its stop."""

@@ -9,7 +9,6 @@ from devices.capabilities import Capabilities, DeviceKind, KneadDirection, Knead
 from devices.drivers._request import Accept, LinkDevice, RequestTracker
 from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT
 from devices.errors import (
-    DeviceTimeoutError,
     FrameError,
     IdentificationError,
     LinkError,
@@ -75,31 +74,25 @@ class SP1Driver(LinkDevice):
         """Open the link, QUERY_INFO -> INFO, QUERY_STATE; STOP if anything runs."""
         self._connected = False
         self._state = None
-        try:
-            async with asyncio.timeout(timeout):
-                await self._open_link(timeout)
-                info = await self._command(sp1.query_info(), sp1.Command.INFO, "QUERY_INFO")
-                if not isinstance(info, sp1.Info):
-                    raise IdentificationError(f"{self.name}: QUERY_INFO not answered by INFO")
-                caps = Capabilities(
-                    kind=DeviceKind.PILLOW,
-                    model=f"SP1-{info.model_id:02x}",
-                    firmware=f"{info.firmware_major}.{info.firmware_minor}",
-                    kneading=Kneading(nodes=max(1, info.nodes), max_speed=sp1.MAX_SPEED),
-                    heater=info.heater,
-                )
-                self._capabilities = caps
-                state = await self._query_state()
-                if state.speed or state.heat:
-                    await self._stop_pillow()
-        except TimeoutError as exc:
-            await self._close_link()
-            if isinstance(exc, DeviceTimeoutError):
-                raise
-            raise DeviceTimeoutError(f"no SP1 pillow within {timeout} s", device=self.name) from exc
-        except BaseException:
-            await self._close_link()
-            raise
+
+        async def handshake() -> sp1.Info:
+            info = await self._command(sp1.query_info(), sp1.Command.INFO, "QUERY_INFO")
+            if not isinstance(info, sp1.Info):
+                raise IdentificationError(f"{self.name}: QUERY_INFO not answered by INFO")
+            self._capabilities = Capabilities(
+                kind=DeviceKind.PILLOW,
+                model=f"SP1-{info.model_id:02x}",
+                firmware=f"{info.firmware_major}.{info.firmware_minor}",
+                kneading=Kneading(nodes=max(1, info.nodes), max_speed=sp1.MAX_SPEED),
+                heater=info.heater,
+            )
+            state = await self._query_state()
+            if state.speed or state.heat:
+                await self._stop_pillow()
+            return info
+
+        info = await self._open_and_identify(timeout, "SP1 pillow", handshake)
+        caps = self.capabilities
         self._output = PillowOutput.off()
         self._connected = True
         self._tasks.start(self._lease_watch(), "lease")

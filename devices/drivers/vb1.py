@@ -11,7 +11,6 @@ from devices.drivers._request import LinkDevice, RequestTracker
 from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT
 from devices.errors import (
     DeviceRefusedError,
-    DeviceTimeoutError,
     FrameError,
     IdentificationError,
     LinkError,
@@ -122,21 +121,14 @@ class VB1Driver(LinkDevice):
         self._connected = False
         self._parser.reset()
         self._stop_latched = False
-        try:
-            async with asyncio.timeout(timeout):
-                await self._open_link(timeout)
-                answer = await self._command(vb1.hello, "HELLO")
-                caps = self._identify(answer)
-                self._capabilities = caps
-                await self._command(vb1.stop, "STOP")
-        except TimeoutError as exc:
-            await self._close_link()
-            if isinstance(exc, DeviceTimeoutError):
-                raise
-            raise DeviceTimeoutError(f"no VB1 belt within {timeout} s", device=self.name) from exc
-        except BaseException:
-            await self._close_link()
-            raise
+
+        async def handshake() -> Capabilities:
+            caps = self._identify(await self._command(vb1.hello, "HELLO"))
+            self._capabilities = caps
+            await self._command(vb1.stop, "STOP")
+            return caps
+
+        caps = await self._open_and_identify(timeout, "VB1 belt", handshake)
         self._output = self._off()
         self._connected = True
         self._tasks.start(self._keepalive(), "keepalive")
