@@ -1,20 +1,28 @@
-"""The ``massaged`` command line: parses arguments and hands over to a command module."""
+"""The ``massaged`` command line: parses arguments and hands over to a command module.
+
+The simple control commands (emergency-stop, stop, pause, resume, gentler,
+status) are first given to :mod:`controller.quick_control`, which sends them
+without importing any command module: an emergency stop typed on the command
+line must reach the devices within milliseconds, Python's start-up included.
+So this module imports at module level only what that quick path needs; the
+full parser and everything it pulls in (pydantic, asyncio, bleak, aiomqtt)
+are imported only on the full path.
+"""
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import contextlib
-import importlib
-import inspect
-import logging
 import os
 import sys
-from collections.abc import Sequence
 
-from devices.errors import MassagedError
+from controller import quick_control
 
-logger = logging.getLogger(__name__)
+# Not typing.TYPE_CHECKING: importing typing costs start-up time and mypy
+# recognises this name on its own.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Sequence
 
 COMMAND_MODULES = (
     "controller.commands.simulate",
@@ -32,6 +40,10 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every command registered."""
+    # Imported here, not at module level: the quick path of main() needs neither.
+    import argparse
+    import importlib
+
     parser = argparse.ArgumentParser(
         prog="massaged",
         description="Run home massage devices by the cervical-collar massage method.",
@@ -53,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def setup_logging(verbosity: int) -> None:
     """One readable line per event; -v for info, -vv for debug (wire hex)."""
+    import logging
+
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(
         level=level,
@@ -63,6 +77,44 @@ def setup_logging(verbosity: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``massaged`` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    request = quick_control.parse(args)
+    if request is not None:
+        try:
+            path = quick_control.control_socket(
+                socket_flag=request.socket, config_flag=request.config
+            )
+        except quick_control.FallBack as why:
+            # The full path validates everything and says what is wrong.
+            _quick_debug(request.verbose, "quick path not taken: %s", why)
+        else:
+            _quick_debug(request.verbose, "quick path: %s to %s", request.api_command, path)
+            return _guarded(
+                lambda: quick_control.run_command(
+                    path, request.api_command, as_json=request.as_json
+                )
+            )
+    return _full(args)
+
+
+def _quick_debug(verbosity: int, message: str, *args: object) -> None:
+    """A debug line of the quick path, with -vv only.
+
+    logging is imported only then: it is among the slowest imports left on the
+    emergency stop's path, and the quick path has nothing to say below -vv.
+    """
+    if verbosity > 1:
+        import logging
+
+        setup_logging(verbosity)
+        logging.getLogger(__name__).debug(message, *args)
+
+
+def _full(argv: Sequence[str]) -> int:
+    """The full command line: every command registered, then the one asked for."""
+    import asyncio
+    import inspect
+
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
@@ -70,10 +122,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    try:
+
+    def run() -> int:
         result = func(args)
         if inspect.iscoroutine(result):
             result = asyncio.run(result)
+        return int(result or 0)
+
+    return _guarded(run)
+
+
+def _guarded(run: Callable[[], int]) -> int:
+    """Run a command; Ctrl-C, a closed pipe and massaged's own errors end it readably."""
+    from devices.errors import MassagedError
+
+    try:
+        return run()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -85,7 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MassagedError as err:
         print(f"massaged: error: {err}", file=sys.stderr)
         return 1
-    return int(result or 0)
 
 
 if __name__ == "__main__":

@@ -22,8 +22,6 @@ import json
 import logging
 import os
 import re
-import sys
-import tempfile
 import tomllib
 import types
 from collections.abc import Iterable, Mapping
@@ -50,6 +48,7 @@ from pydantic_core import ErrorDetails
 
 from controller import paths
 from controller.mqtt.settings import MqttSettings
+from controller.paths import default_control_socket as default_control_socket  # re-exported
 from controller.profiles import DEFAULT_PROFILE_NAME
 from devices.errors import ConfigError
 from simulator.ble.wire import default_radio_path
@@ -77,20 +76,11 @@ _KEY_LINE = re.compile(rf"^\s*((?:{_KEY_PART})(?:\s*\.\s*(?:{_KEY_PART}))*)\s*="
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def default_control_socket(environ: Mapping[str, str] | None = None) -> Path:
-    """$XDG_RUNTIME_DIR/massaged/control.sock, else /tmp/massaged-<uid>/control.sock."""
-    env = os.environ if environ is None else environ
-    runtime = env.get("XDG_RUNTIME_DIR")
-    # The XDG spec says a relative path is invalid and must be ignored.
-    if runtime and Path(runtime).is_absolute():
-        return Path(runtime) / "massaged" / "control.sock"
-    if sys.platform == "win32":
-        return Path(tempfile.gettempdir()) / "massaged" / "control.sock"
-    return Path(f"/tmp/massaged-{os.getuid()}") / "control.sock"
-
-
 def _expand_user(path: Path) -> Path:
-    return path.expanduser()
+    try:
+        return path.expanduser()
+    except RuntimeError:  # "~name" of a user this system does not know
+        raise ValueError(f"cannot expand {str(path).split('/')[0]!r}: no such user") from None
 
 
 def _lower(value: object) -> object:

@@ -6,17 +6,18 @@ Linux and other Unix systems follow the XDG base directory specification
 ``%LOCALAPPDATA%`` for data and ``%APPDATA%`` for configuration. The
 environment variables ``MASSAGED_DATA_DIR`` and ``MASSAGED_CONFIG_DIR``
 override everything (tests and unusual set-ups use them).
+
+This module is imported by the command line's quick emergency stop
+(:mod:`controller.quick_control`), so it must stay cheap to import: standard
+library only, nothing slow at module level.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 APP_NAME = "massaged"
 DATA_DIR_ENV = "MASSAGED_DATA_DIR"
@@ -61,6 +62,22 @@ def config_dir(environ: Mapping[str, str] | None = None) -> Path:
     return _base_dir(env, "XDG_CONFIG_HOME", ".config", "APPDATA") / APP_NAME
 
 
+def default_control_socket(environ: Mapping[str, str] | None = None) -> Path:
+    """$XDG_RUNTIME_DIR/massaged/control.sock, else /tmp/massaged-<uid>/control.sock."""
+    env = _env(environ)
+    runtime = env.get("XDG_RUNTIME_DIR")
+    # The XDG spec says a relative path is invalid and must be ignored.
+    if runtime and Path(runtime).is_absolute():
+        return Path(runtime) / "massaged" / "control.sock"
+    if sys.platform == "win32":
+        # Imported only here: tempfile is slow to import, and this module is on the
+        # command line's quick emergency-stop path.
+        import tempfile
+
+        return Path(tempfile.gettempdir()) / "massaged" / "control.sock"
+    return Path(f"/tmp/massaged-{os.getuid()}") / "control.sock"
+
+
 def db_path(environ: Mapping[str, str] | None = None) -> Path:
     """The default path of the SQLite store: data dir / massaged.db."""
     return data_dir(environ) / DB_FILENAME
@@ -73,6 +90,11 @@ def ensure_private_dir(path: Path) -> Path:
     "massaged"): an override such as MASSAGED_DATA_DIR=/tmp must never change
     the permissions of a shared folder; it gets a warning instead.
     """
+    # Imported here: this module is on the command line's emergency-stop path, which
+    # must start fast, and logging alone costs that path a fifth of its start-up.
+    import logging
+
+    logger = logging.getLogger(__name__)
     existed = path.is_dir()
     path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     if sys.platform == "win32":

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from controller import control, sdnotify
+from controller import control, quick_control, sdnotify
 from devices.errors import ConfigError, MassagedError
 
 logger = logging.getLogger(__name__)
@@ -100,14 +100,9 @@ def register(sub: Any) -> None:
     u.add_argument("name")
     u.set_defaults(func=cmd_devices, devices_command="unpair")
 
-    for name, command, text in (
-        ("stop", "stop", "stop the running session softly (outputs fade out)"),
-        ("emergency-stop", "emergency_stop", "every output of every device to zero at once"),
-        ("pause", "pause", "pause the running session"),
-        ("resume", "resume", "resume the paused session (a fresh ramp from zero)"),
-        ("gentler", "gentler", "it hurts: lower every output now and for the rest of the session"),
-        ("status", "status", "what the daemon and its devices are doing"),
-    ):
+    # The simple commands also have a quick path (controller.quick_control) that
+    # controller.cli.main tries first: the table lives there so both agree.
+    for name, (command, text) in quick_control.SIMPLE_COMMANDS.items():
         c = sub.add_parser(name, help=text)
         _common(c)
         c.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
@@ -246,42 +241,19 @@ async def _call(config: Any, command: str, payload: dict[str, Any] | None = None
     return answer.get("data")
 
 
-async def cmd_simple(args: argparse.Namespace) -> int:
-    """stop, emergency-stop, pause, resume, gentler, status: through the daemon."""
+def cmd_simple(args: argparse.Namespace) -> int:
+    """stop, emergency-stop, pause, resume, gentler, status: through the daemon.
+
+    controller.cli.main tries the quick path (controller.quick_control) first;
+    this runs when it did not take the command (options spelt in a way it does
+    not parse, or a configuration it cannot vouch for). It validates the whole
+    configuration, so a bad one is reported, then sends through the quick
+    path's client, so both paths print the same answers and errors.
+    """
     config = load(args)
-    try:
-        data = await _call(config, args.api_command)
-    except control.DaemonNotRunningError as err:
-        print(f"massaged: {err}: start it with 'massaged daemon'", file=sys.stderr)
-        return 1
-    if args.json or args.api_command != "status":
-        print(json.dumps(data, indent=2 if args.json else None, default=str))
-        return 0
-    print_status(data)
-    return 0
-
-
-def print_status(data: dict[str, Any]) -> None:
-    """Human-readable daemon status."""
-    devices = data.get("devices") or []
-    print(f"{len(devices)} paired device(s)")
-    for d in devices:
-        battery = "mains" if d.get("battery") is None else f"{d['battery']} %"
-        busy = ", in session" if d.get("in_session") else ""
-        error = f"  ({d['last_error']})" if d.get("last_error") else ""
-        print(f"  {d['name']:<12} {d['kind']:<10} {d['link']:<10} {battery}{busy}{error}")
-    session = data.get("session")
-    if session:
-        print(
-            f"session {session['program']}: {session['state']}, step "
-            f"{(session['step'] or 0) + 1}/{session['step_count']} {session['step_label']}, "
-            f"{session['remaining']:.0f} s left"
-        )
-    else:
-        print("no session running")
-    last = data.get("last_session")
-    if last and not session:
-        print(f"last session: {last['program']} {last['outcome']} ({last['reason']})")
+    return quick_control.run_command(
+        Path(config.daemon.socket), args.api_command, as_json=args.json
+    )
 
 
 async def cmd_scan(args: argparse.Namespace) -> int:

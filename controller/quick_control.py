@@ -1,0 +1,426 @@
+"""The command line's emergency stop: a tiny synchronous client of the control socket.
+
+``massaged emergency-stop`` must reach every device within 50 ms (p99) of being
+typed, Python's own start-up included. A bare interpreter takes about 20 ms;
+the full command line (``controller.cli.build_parser``) imports every command
+module, pydantic, asyncio, bleak and aiomqtt, and took about 230 ms before
+sending anything. So ``controller.cli.main`` sends the simple control commands
+(emergency-stop, stop, pause, resume, gentler, status) through this module
+first, and only falls back to the full command line when this module cannot
+be sure of what to do.
+
+Why this module must stay light: it imports only the standard library modules
+it needs (os, sys, json, socket, time; tomllib only when a configuration file
+exists) and the light ``controller.paths`` and ``devices.errors``. Nothing
+else: no pydantic, no asyncio, no other project module.
+tests/controller/test_quick_control.py checks that pydantic, asyncio, aiomqtt
+and bleak stay out of ``sys.modules``; measure with
+``python -X importtime -m controller emergency-stop`` before adding an import.
+
+It never guesses. It finds the control socket by exactly the rules of
+``controller.commands.daemon.load`` (``--socket``, else
+``$MASSAGED_DAEMON_SOCKET``, else ``[daemon] socket`` in the configuration
+file, else :func:`controller.paths.default_control_socket`). When anything
+that could change that answer is doubtful (a file it cannot read or parse, a
+socket that is not a string, a ``[daemon]`` key or ``MASSAGED_DAEMON_*``
+variable it does not know, an unknown section), it raises :class:`FallBack`
+and the full command line runs instead, which validates everything and names
+the problem. Settings that cannot change the socket (``[mqtt]``, ``[store]``,
+the other ``[daemon]`` values) are not judged here: a typo there must not stop
+an emergency stop from being delivered.
+
+The full command line's ``cmd_simple`` sends through :func:`run_command` too,
+so both paths send the same bytes and print the same answers and errors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+from controller import paths
+from devices.errors import MassagedError
+
+# Not typing.TYPE_CHECKING: importing typing costs start-up time and mypy
+# recognises this name on its own.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+SIMPLE_COMMANDS: dict[str, tuple[str, str]] = {
+    # command line name: (control API command, help)
+    "stop": ("stop", "stop the running session softly (outputs fade out)"),
+    "emergency-stop": ("emergency_stop", "every output of every device to zero at once"),
+    "pause": ("pause", "pause the running session"),
+    "resume": ("resume", "resume the paused session (a fresh ramp from zero)"),
+    "gentler": ("gentler", "it hurts: lower every output now and for the rest of the session"),
+    "status": ("status", "what the daemon and its devices are doing"),
+}
+"""The commands this module sends; controller.commands.daemon registers them from here."""
+
+# These mirror controller.config (which cannot be imported here: it needs pydantic);
+# tests/controller/test_quick_control.py checks that they agree. If they drift, the
+# quick path falls back (a new [daemon] key is "unknown") rather than guess.
+CONFIG_ENV = "MASSAGED_CONFIG"
+CONFIG_FILENAME = "config.toml"
+DAEMON_ENV_PREFIX = "MASSAGED_DAEMON_"
+SECTIONS = frozenset({"daemon", "store", "session", "mqtt"})
+DAEMON_KEYS = frozenset(
+    {
+        "socket",
+        "socket_group",
+        "log_level",
+        "wire_debug",
+        "reconnect_min",
+        "reconnect_max",
+        "scan_timeout",
+        "simulator",
+        "simulator_radio",
+        "watchdog",
+    }
+)
+
+CALL_TIMEOUT = 10.0
+"""Seconds to connect, and then to send and get the answer (controller.control's default)."""
+MAX_ANSWER = 16 * 1024 * 1024
+"""A longer answer line is refused: a daemon does not send one."""
+_CONNECT_RETRY = 0.001
+"""Seconds between connection attempts while the daemon's backlog is full."""
+
+
+class FallBack(Exception):
+    """This module cannot be sure of the socket: run the full command line instead.
+
+    An outcome rather than a failure, hence the name: the caller falls back.
+    """
+
+
+class ControlError(MassagedError):
+    """The request could not be sent or answered; shown as ``massaged: error: ...``."""
+
+
+class NoDaemonError(ControlError):
+    """No daemon to reach on the socket; shown with a hint to start one."""
+
+
+class Request:
+    """A simple control command as given on the command line."""
+
+    __slots__ = ("api_command", "as_json", "config", "socket", "verbose")
+
+    def __init__(
+        self,
+        api_command: str,
+        *,
+        verbose: int = 0,
+        config: str | None = None,
+        socket: str | None = None,
+        as_json: bool = False,
+    ) -> None:
+        self.api_command = api_command
+        self.verbose = verbose
+        self.config = config
+        self.socket = socket
+        self.as_json = as_json
+
+    def __repr__(self) -> str:
+        return (
+            f"Request({self.api_command!r}, verbose={self.verbose}, config={self.config!r}, "
+            f"socket={self.socket!r}, as_json={self.as_json})"
+        )
+
+
+# -- the command line --------------------------------------------------------------------
+
+_VALUE_OPTIONS = ("--config", "--socket", "--db")
+
+
+def parse(argv: Sequence[str]) -> Request | None:
+    """The request when argv is one of the simple commands written plainly; else None.
+
+    Only the plain spellings are taken: ``-v``/``-vv``/``--verbose`` before the
+    command, and ``--config P``, ``--socket P``, ``--db P`` (or ``--opt=P``) and
+    ``--json`` after it. Anything else (``--help``, an abbreviation argparse
+    would accept, a value starting with "-", an empty value, a stray word) is
+    None: the full parser then accepts it or explains what is wrong.
+    """
+    verbose = 0
+    index = 0
+    while index < len(argv) and argv[index].startswith("-"):
+        flag = argv[index]
+        if flag == "--verbose":
+            verbose += 1
+        elif len(flag) > 1 and flag[0] == "-" and set(flag[1:]) == {"v"}:
+            verbose += len(flag) - 1
+        else:
+            return None
+        index += 1
+    if index == len(argv) or argv[index] not in SIMPLE_COMMANDS:
+        return None
+    values: dict[str, str] = {}
+    as_json = False
+    rest = argv[index + 1 :]
+    i = 0
+    while i < len(rest):
+        arg = rest[i]
+        i += 1
+        if arg == "--json":
+            as_json = True
+            continue
+        name, equals, value = arg.partition("=")
+        if name not in _VALUE_OPTIONS:
+            return None
+        if not equals:
+            if i == len(rest):
+                return None  # argparse says "expected one argument"
+            value = rest[i]
+            i += 1
+            if value.startswith("-"):
+                return None  # argparse may take it as an option: let it decide
+        if not value:
+            return None  # an empty path: doubtful, the full path decides
+        values[name] = value  # the last one wins, as in argparse
+    return Request(
+        SIMPLE_COMMANDS[argv[index]][0],
+        verbose=verbose,
+        config=values.get("--config"),
+        socket=values.get("--socket"),
+        as_json=as_json,
+    )
+
+
+# -- the control socket ------------------------------------------------------------------
+
+
+def control_socket(
+    *,
+    socket_flag: str | None = None,
+    config_flag: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Path:
+    """The daemon's control socket, by the rules of the full configuration; else FallBack.
+
+    socket_flag is ``--socket``, config_flag is ``--config``. The configuration
+    file and the environment are read even when socket_flag is given, because
+    the full path refuses a broken configuration whatever the flags say.
+    """
+    env = os.environ if environ is None else environ
+    try:
+        from_env = _socket_from_environment(env)
+        from_file = _socket_from_file(*_config_location(config_flag, env))
+        # The first that is set, even if empty: an empty value is doubtful, not unset.
+        chosen = next((v for v in (socket_flag, from_env, from_file) if v is not None), None)
+        if chosen is None:
+            found = paths.default_control_socket(env)
+        else:
+            _check_path_text(chosen)
+            found = Path(chosen)
+        # The full path's setting is a "UserPath": a leading ~ is the home directory.
+        return found.expanduser()
+    except RuntimeError as err:  # expanduser: no home directory, or no such ~user
+        raise FallBack(str(err)) from err
+
+
+def _config_location(flag: str | None, env: Mapping[str, str]) -> tuple[Path, bool]:
+    """The file to read and whether it was named (controller.config.config_path)."""
+    if flag is not None:
+        return Path(flag).expanduser(), True
+    named = env.get(CONFIG_ENV)
+    if named:
+        return Path(named).expanduser(), True
+    return paths.config_dir(env) / CONFIG_FILENAME, False
+
+
+def _socket_from_file(path: Path, explicit: bool) -> str | None:
+    """[daemon] socket from the file, None when unset or no default file; else FallBack."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise FallBack(f"{path}: no such configuration file") from None
+        return None
+    except OSError as err:
+        raise FallBack(f"{path}: cannot read: {err}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise FallBack(f"{path}: not UTF-8 text") from None
+    # Imported only here: most set-ups have no configuration file, and tomllib
+    # costs a few milliseconds of the emergency stop.
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise FallBack(f"{path}: not valid TOML: {err}") from None
+    for section, table in data.items():
+        # An unknown section or a key outside every section may be a misplaced
+        # socket setting: the full path names it.
+        if section not in SECTIONS or not isinstance(table, dict):
+            raise FallBack(f"{path}: [{section}] is not a section this client knows")
+    daemon: dict[str, object] = data.get("daemon", {})
+    unknown = sorted(set(daemon) - DAEMON_KEYS)
+    if unknown:
+        # Perhaps a misspelt "socket": the daemon would not be where the user meant.
+        raise FallBack(f"{path}: [daemon] has keys this client does not know: {unknown}")
+    value = daemon.get("socket")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise FallBack(f"{path}: [daemon] socket is not a string")
+    return value
+
+
+def _socket_from_environment(env: Mapping[str, str]) -> str | None:
+    """$MASSAGED_DAEMON_SOCKET (any case after the prefix, like the full path); else FallBack."""
+    named: list[str] = []
+    for variable in env:
+        if not variable.startswith(DAEMON_ENV_PREFIX):
+            continue
+        key = variable[len(DAEMON_ENV_PREFIX) :].lower()
+        if key not in DAEMON_KEYS:
+            # Perhaps a misspelt MASSAGED_DAEMON_SOCKET: the full path names it.
+            raise FallBack(f"environment variable {variable}: not a [daemon] setting")
+        if key == "socket":
+            named.append(variable)
+    if not named:
+        return None
+    if len(named) > 1:
+        # The full path takes the last in sorted order; a user who set two meant one.
+        raise FallBack(f"the socket is set by more than one variable: {sorted(named)}")
+    return env[named[0]]
+
+
+def _check_path_text(text: str) -> None:
+    """An empty path or one with a NUL byte is for the full path to judge."""
+    if not text or "\0" in text:
+        raise FallBack(f"the socket path {text!r} is not usable")
+
+
+# -- the request -------------------------------------------------------------------------
+
+
+def call(path: Path, command: str, *, timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
+    """Send ``{"command": command, "payload": {}}`` on one line and return the answer line.
+
+    The same wire format and error messages as ``controller.control.call``;
+    NoDaemonError when nothing listens, ControlError for everything else.
+    """
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        _connect(sock, path, timeout)
+        line = _exchange(sock, command, timeout)
+    finally:
+        sock.close()
+    if not line:
+        raise ControlError("the daemon closed the connection without an answer")
+    try:
+        answer = json.loads(line)
+    except ValueError as err:
+        raise ControlError(f"the daemon's answer is not JSON: {err}") from None
+    if not isinstance(answer, dict):
+        raise ControlError(f"the daemon's answer is not a JSON object: {answer!r}")
+    return answer
+
+
+def _connect(sock: socket.socket, path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    sock.settimeout(timeout)
+    while True:
+        try:
+            sock.connect(str(path))
+            return
+        except (FileNotFoundError, ConnectionRefusedError) as err:
+            raise NoDaemonError(f"no massaged daemon on {path}") from err
+        except PermissionError as err:
+            raise NoDaemonError(
+                f"no permission to reach the daemon on {path} (owner or its group only)"
+            ) from err
+        except BlockingIOError as err:
+            # A Unix socket whose backlog is full refuses at once (EAGAIN) instead
+            # of waiting: try again until the deadline.
+            if time.monotonic() >= deadline:
+                raise ControlError(f"the daemon on {path} did not accept in {timeout} s") from err
+            time.sleep(_CONNECT_RETRY)
+        except TimeoutError as err:
+            raise ControlError(f"the daemon on {path} did not accept in {timeout} s") from err
+        except OSError as err:  # not a directory, path too long, ...
+            raise ControlError(f"cannot reach the daemon on {path}: {err}") from err
+
+
+def _exchange(sock: socket.socket, command: str, timeout: float) -> bytes:
+    """Send the request line and read one answer line (b"" when the daemon hung up)."""
+    deadline = time.monotonic() + timeout
+    request = json.dumps({"command": command, "payload": {}}).encode() + b"\n"
+    received = bytearray()
+    try:
+        sock.settimeout(timeout)
+        sock.sendall(request)
+        while b"\n" not in received:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+            if len(received) > MAX_ANSWER:
+                raise ControlError(f"the daemon's answer is longer than {MAX_ANSWER} bytes")
+    except TimeoutError:
+        raise ControlError(f"the daemon did not answer {command!r} in {timeout} s") from None
+    except OSError as err:
+        raise ControlError(f"the daemon connection failed: {err}") from err
+    return bytes(received.partition(b"\n")[0])
+
+
+# -- the answer --------------------------------------------------------------------------
+
+
+def run_command(path: Path, api_command: str, *, as_json: bool = False) -> int:
+    """Send one simple command, print the answer as the command line shows it; the exit code."""
+    try:
+        answer = call(path, api_command)
+    except NoDaemonError as err:
+        print(f"massaged: {err}: start it with 'massaged daemon'", file=sys.stderr)
+        return 1
+    except ControlError as err:
+        print(f"massaged: error: {err}", file=sys.stderr)
+        return 1
+    if answer.get("status") != "ok":
+        print(f"massaged: error: {answer.get('error') or answer}", file=sys.stderr)
+        return 1
+    data: Any = answer.get("data")  # print_status shows what a status answer holds
+    if as_json or api_command != "status":
+        print(json.dumps(data, indent=2 if as_json else None, default=str))
+        return 0
+    print_status(data)
+    return 0
+
+
+def print_status(data: dict[str, Any]) -> None:
+    """Human-readable daemon status."""
+    devices = data.get("devices") or []
+    print(f"{len(devices)} paired device(s)")
+    for d in devices:
+        battery = "mains" if d.get("battery") is None else f"{d['battery']} %"
+        busy = ", in session" if d.get("in_session") else ""
+        error = f"  ({d['last_error']})" if d.get("last_error") else ""
+        print(f"  {d['name']:<12} {d['kind']:<10} {d['link']:<10} {battery}{busy}{error}")
+    session = data.get("session")
+    if session:
+        print(
+            f"session {session['program']}: {session['state']}, step "
+            f"{(session['step'] or 0) + 1}/{session['step_count']} {session['step_label']}, "
+            f"{session['remaining']:.0f} s left"
+        )
+    else:
+        print("no session running")
+    last = data.get("last_session")
+    if last and not session:
+        print(f"last session: {last['program']} {last['outcome']} ({last['reason']})")
