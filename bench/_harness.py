@@ -23,7 +23,6 @@ import platform
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+# Broker and find_mosquitto are re-exported: the benchmarks call h.Broker, h.find_mosquitto.
+from simulator.broker import Broker as Broker
+from simulator.broker import find_mosquitto as find_mosquitto
 from simulator.firmware.base import Firmware
 from simulator.recording import Recorder
 
@@ -658,66 +660,23 @@ def parse_counts(text: str) -> list[int]:
 
 
 # -- a broker of our own -----------------------------------------------------------------
+# simulator.broker is the one launcher; the MQTT tests use it too.
 
 
-def find_mosquitto() -> str | None:
-    """The mosquitto binary: on PATH, or in the sbin folders PATH often leaves out."""
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    for folder in ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin", "/sbin"):
-        candidate = Path(folder) / "mosquitto"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
+def broker(ws: Workspace, binary: str, *, nodelay: bool = False) -> Broker:
+    """A mosquitto on a free loopback port for one benchmark run (not started yet).
 
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Broker:
-    """A mosquitto on a free loopback port, for one benchmark run."""
-
-    def __init__(self, ws: Workspace, binary: str, *, nodelay: bool = False) -> None:
-        self.ws = ws
-        self.binary = binary
-        self.nodelay = nodelay
-        """mosquitto's set_tcp_nodelay (its default is false: Nagle's algorithm on)."""
-        self.port = free_port()
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        """Start it and wait until the port accepts."""
-        config = self.ws.folder / "mosquitto.conf"
-        config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            f"set_tcp_nodelay {'true' if self.nodelay else 'false'}\n"
-            "log_type error\nlog_type warning\n"
-        )
-        self.proc = await spawn(self.ws, "mosquitto", self.binary, "-c", str(config))
-        async with asyncio.timeout(START_TIMEOUT_S):
-            while True:
-                if self.proc.returncode is not None:
-                    raise RuntimeError(f"mosquitto exited:\n{self.ws.tail('mosquitto')}")
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                except OSError:
-                    await asyncio.sleep(0.02)
-                    continue
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-                return
-
-    async def close(self) -> None:
-        """Stop it."""
-        proc, self.proc = self.proc, None
-        await stop_process(proc)
+    Its config and log go in the workspace, beside the other processes' logs
+    (ws.tail("mosquitto")) and removed with it; it gets the benchmarks' longer
+    time-outs, for a loaded machine.
+    """
+    return Broker(
+        binary,
+        ws.folder,
+        nodelay=nodelay,
+        start_timeout=START_TIMEOUT_S,
+        stop_timeout=STOP_TIMEOUT_S,
+    )
 
 
 def bridge_available() -> str | None:

@@ -153,7 +153,7 @@ async def measure(args: argparse.Namespace, binary: str, nodelay: bool) -> h.Jso
 
     no_bridge = h.bridge_available()
     ws = h.Workspace()
-    broker = h.Broker(ws, binary, nodelay=nodelay)
+    broker = h.broker(ws, binary, nodelay=nodelay)
     sim = h.SimServer(ws, h.device_specs(args.devices), channels={"motor1"})
     daemon = None
     clients: list[Any] = []
@@ -164,7 +164,7 @@ async def measure(args: argparse.Namespace, binary: str, nodelay: bool) -> h.Jso
     over_api: list[float] = []
     missed = {"mqtt": 0, "api": 0}
     try:
-        await broker.start()
+        await broker.astart()
         for name in ("bench-pub", "bench-echo"):
             client = bench_client(broker.port, name)
             await client.__aenter__()
@@ -228,7 +228,7 @@ async def measure(args: argparse.Namespace, binary: str, nodelay: bool) -> h.Jso
                 await client.__aexit__(None, None, None)
         await h.stop_process(daemon)
         await sim.close()
-        await broker.close()
+        await broker.astop()
         ws.close()
     trip = h.summarize_ms(round_trip)
     hop = h.summarize_ms(one_way)

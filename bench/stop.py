@@ -190,8 +190,8 @@ async def measure(count: int, args: argparse.Namespace) -> h.Json:
             reason = h.bridge_available()
             binary = h.find_mosquitto()
             if reason is None and binary is not None:
-                broker = h.Broker(ws, binary, nodelay=args.broker_nodelay)
-                await broker.start()
+                broker = h.broker(ws, binary, nodelay=args.broker_nodelay)
+                await broker.astart()
             else:
                 skipped["mqtt"] = reason or "no broker"
                 fronts.remove("mqtt")
@@ -220,7 +220,7 @@ async def measure(count: int, args: argparse.Namespace) -> h.Json:
         await h.stop_process(daemon)
         await sim.close()
         if broker is not None:
-            await broker.close()
+            await broker.astop()
         ws.close()
     base = {**h.summarize_ms(base_gaps), "missed": base_missed}
     for stats in results.values():

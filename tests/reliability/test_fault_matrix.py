@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -404,63 +404,89 @@ async def test_a_broken_history_file_never_stops_a_session(
 
 # -- two clients at once ------------------------------------------------------------------
 
+Answer = Callable[[], Awaitable[dict[str, Any]]]
+"""One request from one client (the control socket or MQTT), made when awaited; its answer."""
+
+
+async def run_against_emergency_stop(w: World, offset: float, emergency_stop: Answer) -> None:
+    """One race: the command line runs while another client's emergency stop comes offset s later.
+
+    Whichever lands first, every device is at zero within ESTOP_S of the stop, and a session
+    that did start ends as an emergency stop, recorded as one.
+    """
+
+    async def late_stop() -> dict[str, Any]:
+        await asyncio.sleep(offset)
+        return await emergency_stop()
+
+    run, estop = await asyncio.gather(w.call("run", {"program": "fault-matrix"}), late_stop())
+    assert estop["status"] == "ok", estop
+    if run["status"] == "error":
+        # The stop landed while the session was being prepared: it was not started.
+        assert "emergency stop" in run["error"], run
+        await asyncio.sleep(0.3)
+        assert w.quiet()
+        return
+    assert run["status"] == "ok", run
+    stopped = w.t()
+    if not await w.ends_within(2.0):
+        # The stop came first (nothing ran yet): the run is a new request; stop it too.
+        await w.wait_on()
+        stopped = w.t()
+        assert (await emergency_stop())["status"] == "ok"
+    result = await w.wait_ended()
+    for name in ALL:
+        off = quiet_from(w.rows, name, stopped)
+        assert off is not None, name
+        assert (off - stopped) / w.speed <= ESTOP_S, (name, off - stopped)
+    # (A stop that lands while the session is still starting comes before its first
+    # event row; the outcome and its reason say it all the same.)
+    await end_checks(w, result, Outcome.EMERGENCY_STOP)
+    assert w.record(result).detail["reason"] == "emergency stop"
+
+
+async def two_runs_at_once(w: World, other_run: Answer, stop: Answer) -> None:
+    """The command line and another client run at the same moment: exactly one session.
+
+    The other request is refused as already running, and one session is recorded.
+    """
+    sessions_before = len(w.store.list_sessions(None))
+    first, second = await asyncio.gather(w.call("run", {"program": "fault-matrix"}), other_run())
+    assert sorted([first["status"], second["status"]]) == ["error", "ok"], (first, second)
+    refused = first if first["status"] == "error" else second
+    assert "already running" in refused["error"], refused
+    await w.wait_on()
+    assert (await stop())["status"] == "ok"
+    result = await w.wait_ended()
+    assert len(w.store.list_sessions(None)) == sessions_before + 1
+    await end_checks(w, result, Outcome.STOPPED, ("stop",))
+
 
 async def test_run_and_emergency_stop_at_once() -> None:
+    """Run and emergency stop from two command-line clients at once: the stop always wins.
+
+    With nothing running the stop still answers; then, the stop a hair later each time,
+    every device is at zero within 1 s of it and any session ends as an emergency stop.
+    """
     async with world() as w:
         # With nothing running, an emergency stop still answers and stops every device.
         assert (await w.call("emergency_stop"))["status"] == "ok"
         assert w.quiet()
         assert w.store.list_sessions(10) == []
-        # Both clients at once, the stop a hair later each time: it lands while the session
-        # starts, as its first outputs go out, and once everything is on.
+        # The stop lands while the session starts, as its first outputs go out, and once
+        # everything is on.
         for offset in (0.0, 0.02, 0.1, 0.4):
-
-            async def late_stop(offset: float = offset) -> dict[str, Any]:
-                await asyncio.sleep(offset)
-                return await w.call("emergency_stop")
-
-            run, estop = await asyncio.gather(
-                w.call("run", {"program": "fault-matrix"}), late_stop()
-            )
-            assert estop["status"] == "ok", estop
-            if run["status"] == "error":
-                # The stop landed while the session was being prepared: it was not started.
-                assert "emergency stop" in run["error"], run
-                await asyncio.sleep(0.3)
-                assert w.quiet()
-                continue
-            assert run["status"] == "ok", run
-            stopped = w.t()
-            if not await w.ends_within(2.0):
-                # The stop came first (nothing ran yet): the run is a new request.
-                await w.wait_on()
-                stopped = w.t()
-                assert (await w.call("emergency_stop"))["status"] == "ok"
-            result = await w.wait_ended()
-            for name in ALL:
-                off = quiet_from(w.rows, name, stopped)
-                assert off is not None, name
-                assert (off - stopped) / w.speed <= ESTOP_S, (name, off - stopped)
-            # (A stop that lands while the session is still starting comes before its first
-            # event row; the outcome and its reason say it all the same.)
-            await end_checks(w, result, Outcome.EMERGENCY_STOP)
-            assert w.record(result).detail["reason"] == "emergency stop"
+            await run_against_emergency_stop(w, offset, lambda: w.call("emergency_stop"))
 
 
 async def test_two_runs_at_once_start_one_session() -> None:
+    """Two command-line clients run at once: exactly one session starts, the other is refused."""
     async with world() as w:
-        first, second = await asyncio.gather(
-            w.call("run", {"program": "fault-matrix"}), w.call("run", {"program": "fault-matrix"})
+        await two_runs_at_once(
+            w,
+            other_run=lambda: w.call("run", {"program": "fault-matrix"}),
+            stop=lambda: w.call("stop"),
         )
-        answers = sorted([first["status"], second["status"]])
-        assert answers == ["error", "ok"], (first, second)
-        refused = first if first["status"] == "error" else second
-        assert "already running" in refused["error"]
-        await w.wait_on()
-        assert (await w.call("stop"))["status"] == "ok"
-        result = await w.wait_ended()
-        assert len(w.store.list_sessions(10)) == 1
-        await end_checks(w, result, Outcome.STOPPED, ("stop",))
 
 
 # -- the user's profile -------------------------------------------------------------------
@@ -537,43 +563,18 @@ async def test_broker_killed_and_restarted() -> None:
 
 
 async def test_command_line_and_mqtt_at_once() -> None:
+    """The command line and MQTT at once behave as two command lines.
+
+    An emergency stop over MQTT wins over a run from the command line, whichever lands
+    first; of two runs at once, one from each, exactly one session starts.
+    """
     async with world() as w, mqtt(w) as m:
         # The command line starts a session while MQTT asks for an emergency stop.
         for offset in (0.0, 0.4):
-
-            async def late_stop(offset: float = offset) -> dict[str, Any]:
-                await asyncio.sleep(offset)
-                return await m.request("emergency_stop", {})
-
-            run, estop = await asyncio.gather(
-                w.call("run", {"program": "fault-matrix"}), late_stop()
-            )
-            assert estop["status"] == "ok", estop
-            if run["status"] == "error":
-                # The stop landed while the session was being prepared: it was not started.
-                assert "emergency stop" in run["error"], run
-                await asyncio.sleep(0.3)
-                assert w.quiet()
-                continue
-            assert run["status"] == "ok", run
-            stopped = w.t()
-            if not await w.ends_within(2.0):
-                await w.wait_on()
-                stopped = w.t()
-                assert (await m.request("emergency_stop", {}))["status"] == "ok"
-            result = await w.wait_ended()
-            for name in ALL:
-                off = quiet_from(w.rows, name, stopped)
-                assert off is not None, name
-                assert (off - stopped) / w.speed <= ESTOP_S, (name, off - stopped)
-            await end_checks(w, result, Outcome.EMERGENCY_STOP)
+            await run_against_emergency_stop(w, offset, lambda: m.request("emergency_stop", {}))
         # And both start one at once: exactly one session.
-        first, second = await asyncio.gather(
-            w.call("run", {"program": "fault-matrix"}),
-            m.request("run", {"program": "fault-matrix"}),
+        await two_runs_at_once(
+            w,
+            other_run=lambda: m.request("run", {"program": "fault-matrix"}),
+            stop=lambda: m.request("stop", {}),
         )
-        assert sorted([first["status"], second["status"]]) == ["error", "ok"], (first, second)
-        await w.wait_on()
-        assert (await m.request("stop", {}))["status"] == "ok"
-        result = await w.wait_ended()
-        await end_checks(w, result, Outcome.STOPPED, ("stop",))

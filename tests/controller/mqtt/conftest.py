@@ -1,7 +1,8 @@
 """Fixtures of the MQTT tests: a real mosquitto on a free loopback port, a fake API and a spy.
 
 The broker is a real ``mosquitto`` started for each test (it starts in a few
-milliseconds), so the tests can kill and restart it to test reconnection.
+milliseconds) by simulator.broker, so the tests can kill and restart it on
+the same port to test reconnection.
 When mosquitto is missing the tests FAIL, never skip: a silently skipped
 bridge test would hide a broken bridge.
 """
@@ -12,12 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -41,136 +36,26 @@ from devices.capabilities import (
 )
 from devices.errors import MassagedError
 
+# Broker and find_mosquitto are re-exported: tests/reliability builds its brokers from here.
+from simulator.broker import Broker as Broker
+from simulator.broker import MosquittoMissingError, require_mosquitto
+from simulator.broker import find_mosquitto as find_mosquitto
+
 logger = logging.getLogger(__name__)
 
-MOSQUITTO_MISSING = (
-    "mosquitto not found: ./dev test installs it (Debian/Ubuntu: apt-get install mosquitto; "
-    "macOS: brew install mosquitto); the MQTT tests need a real broker"
-)
 WAIT = 10.0
 """Generous time-out for anything the tests wait for (a noisy machine is slow, not wrong)."""
 PROGRAMS = ["collar-zone", "collar-zone-child", "evening-pillow", "classic-three-stage"]
 
 
-def find_mosquitto() -> str | None:
-    """The mosquitto binary: on PATH, or in the sbin folders PATH often leaves out."""
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    for folder in ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin", "/sbin"):
-        candidate = Path(folder) / "mosquitto"
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return str(candidate)
-    return None
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_open(port: int) -> bool:
-    """True when something accepts connections on the loopback port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-class Broker:
-    """A mosquitto of our own, on one port for its whole life so clients can come back."""
-
-    def __init__(self, binary: str, folder: Path) -> None:
-        self.binary = binary
-        self.port = free_port()
-        self.config = folder / "mosquitto.conf"
-        self.log = folder / "mosquitto.log"
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
-        )
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_file: Any = None
-
-    @property
-    def running(self) -> bool:
-        """True while the broker process lives."""
-        return self._process is not None and self._process.poll() is None
-
-    def _launch(self) -> None:
-        if self.running:
-            return
-        self._log_file = self.log.open("ab")
-        self._process = subprocess.Popen(
-            [self.binary, "-c", str(self.config)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-        )
-
-    def _check_started(self) -> None:
-        if self._process is not None and self._process.poll() is not None:
-            pytest.fail(f"mosquitto exited at start:\n{self.log.read_text(errors='replace')}")
-
-    def start(self, timeout: float = WAIT) -> None:
-        """Start and wait until the port accepts (blocking: for fixture set-up)."""
-        self._launch()
-        deadline = time.monotonic() + timeout
-        while not port_open(self.port):
-            self._check_started()
-            if time.monotonic() > deadline:
-                pytest.fail(f"mosquitto did not listen on {self.port} within {timeout} s")
-            time.sleep(0.02)
-
-    async def astart(self, timeout: float = WAIT) -> None:
-        """Start and wait until the port accepts, without blocking the event loop."""
-        self._launch()
-        async with asyncio.timeout(timeout):
-            while not port_open(self.port):
-                self._check_started()
-                await asyncio.sleep(0.02)
-
-    def _reap(self) -> None:
-        if self._process is not None:
-            self._process.wait(timeout=WAIT)
-            self._process = None
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-
-    def kill(self) -> None:
-        """Kill the broker at once (SIGKILL): every client loses its connection, no goodbye."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGKILL)
-        self._reap()
-
-    def stop(self) -> None:
-        """Stop the broker cleanly (SIGTERM), killing it if it lingers."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-        self._reap()
-
-    async def restart(self) -> None:
-        """Kill and start again on the same port (retained messages are gone: no persistence)."""
-        self.kill()
-        await self.astart()
-
-
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
-    """A running mosquitto of this test's own."""
-    binary = find_mosquitto()
-    if binary is None:
-        pytest.fail(MOSQUITTO_MISSING)
-    server = Broker(binary, tmp_path)
+    """A running mosquitto of this test's own (fails, never skips, when mosquitto is missing)."""
+    try:
+        binary = require_mosquitto()
+    except MosquittoMissingError as err:
+        pytest.fail(str(err))
+    server = Broker(binary, tmp_path, start_timeout=WAIT)
     server.start()
     try:
         yield server
