@@ -238,6 +238,9 @@ def scale_output(output: Output, factor: float) -> Output:
       waveform intensity are untouched (they shape the pulses, not the dose).
     """
     f = _clip01(factor)
+    if f == 1.0 and _non_negative(output):
+        # Nothing to scale (every output is immutable): the common case, on every pass.
+        return output
     if isinstance(output, BeltOutput):
         return replace(output, levels=tuple(_scale_int(level, f) for level in output.levels))
     if isinstance(output, PillowOutput):
@@ -251,6 +254,16 @@ def scale_output(output: Output, factor: float) -> Output:
             b=replace(output.b, strength=_scale_int(output.b.strength, f)),
         )
     raise SafetyError(f"unknown output type {type(output).__name__}")
+
+
+def _non_negative(output: Output) -> bool:
+    if isinstance(output, BeltOutput):
+        return min(output.levels, default=0) >= 0
+    if isinstance(output, PillowOutput):
+        return output.speed >= 0
+    if isinstance(output, ButterflyOutput):
+        return output.a.strength >= 0 and output.b.strength >= 0
+    return False
 
 
 def _within(value: int, low: int, high: int) -> int:
@@ -309,32 +322,83 @@ def clamp(
     capabilities (when known) narrows the ranges further: per-motor maximum,
     the pillow's top speed, each EMS channel's maximum, and no heat without a heater.
     """
-    scaled = scale_output(output, limits.scale * _clip01(gentler))
-    if isinstance(scaled, BeltOutput):
-        cap = limits.max_units(DeviceKind.BELT)
+    return ClampRule.of(limits, capabilities).apply(output, gentler)
+
+
+@dataclass(frozen=True, slots=True)
+class ClampRule:
+    """clamp() for one set of limits and capabilities, its ceilings worked out once.
+
+    The safety layer clamps every output change of every device; the ceilings only
+    change with the limits or the capabilities, so a SafeDevice keeps its rule.
+    """
+
+    scale: float
+    """The user's overall intensity (limits.scale)."""
+    belt_cap: int
+    """A belt motor's ceiling where the capabilities name no motor."""
+    belt_ceilings: tuple[int, ...]
+    """Each known motor's ceiling: the cap, or the motor's own maximum if lower."""
+    pillow_top: int
+    """The pillow's highest allowed speed."""
+    ems_ceilings: tuple[int, int]
+    """Each EMS channel's highest allowed strength."""
+    heater: bool
+    """False when the capabilities say no heater is fitted (unknown: allowed)."""
+
+    @classmethod
+    def of(cls, limits: SafetyLimits, capabilities: Capabilities | None) -> ClampRule:
+        """The rule for these limits and (if known) these capabilities."""
+        belt_cap = limits.max_units(DeviceKind.BELT)
         motors = capabilities.motors if capabilities is not None else ()
-        levels = tuple(
-            _within(level, 0, min(cap, motors[i].max_level if i < len(motors) else cap))
-            for i, level in enumerate(scaled.levels)
-        )
-        heat = scaled.heat and (capabilities is None or capabilities.heater)
-        return BeltOutput(levels=levels, heat=heat)
-    if isinstance(scaled, PillowOutput):
         top = DEVICE_MAXIMA[DeviceKind.PILLOW]
         if capabilities is not None and capabilities.kneading is not None:
             top = capabilities.kneading.max_speed
-        speed = _within(scaled.speed, 0, limits.max_units(DeviceKind.PILLOW, top))
-        heat = scaled.heat and (capabilities is None or capabilities.heater)
-        return PillowOutput(speed=speed, direction=scaled.direction, heat=heat)
-    if isinstance(scaled, ButterflyOutput):
+        ems = [limits.max_units(DeviceKind.BUTTERFLY)] * 2
         channels = capabilities.ems_channels if capabilities is not None else ()
-        ceilings = [limits.max_units(DeviceKind.BUTTERFLY)] * 2
         for i, ch in enumerate(channels[:2]):
-            ceilings[i] = min(ceilings[i], limits.max_units(DeviceKind.BUTTERFLY, ch.max_strength))
-        return ButterflyOutput(
-            a=_clamp_channel(scaled.a, ceilings[0]), b=_clamp_channel(scaled.b, ceilings[1])
+            ems[i] = min(ems[i], limits.max_units(DeviceKind.BUTTERFLY, ch.max_strength))
+        return cls(
+            scale=limits.scale,
+            belt_cap=belt_cap,
+            belt_ceilings=tuple(min(belt_cap, motor.max_level) for motor in motors),
+            pillow_top=limits.max_units(DeviceKind.PILLOW, top),
+            ems_ceilings=(ems[0], ems[1]),
+            heater=capabilities is None or capabilities.heater,
         )
-    raise SafetyError(f"unknown output type {type(output).__name__}")
+
+    @overload
+    def apply(self, output: BeltOutput, gentler: float = ...) -> BeltOutput: ...
+    @overload
+    def apply(self, output: PillowOutput, gentler: float = ...) -> PillowOutput: ...
+    @overload
+    def apply(self, output: ButterflyOutput, gentler: float = ...) -> ButterflyOutput: ...
+    @overload
+    def apply(self, output: Output, gentler: float = ...) -> Output: ...
+    def apply(self, output: Output, gentler: float = 1.0) -> Output:
+        """Scale × gentler, then cap, then device ranges."""
+        scaled = scale_output(output, self.scale * _clip01(gentler))
+        if isinstance(scaled, BeltOutput):
+            ceilings = self.belt_ceilings
+            known = len(ceilings)
+            cap = self.belt_cap
+            levels = tuple(
+                _within(level, 0, ceilings[i] if i < known else cap)
+                for i, level in enumerate(scaled.levels)
+            )
+            return BeltOutput(levels=levels, heat=scaled.heat and self.heater)
+        if isinstance(scaled, PillowOutput):
+            return PillowOutput(
+                speed=_within(scaled.speed, 0, self.pillow_top),
+                direction=scaled.direction,
+                heat=scaled.heat and self.heater,
+            )
+        if isinstance(scaled, ButterflyOutput):
+            return ButterflyOutput(
+                a=_clamp_channel(scaled.a, self.ems_ceilings[0]),
+                b=_clamp_channel(scaled.b, self.ems_ceilings[1]),
+            )
+        raise SafetyError(f"unknown output type {type(output).__name__}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,6 +572,18 @@ class SessionSafety:
         return violation
 
 
+@dataclass(frozen=True, slots=True)
+class _ClampMemo:
+    """The last clamp() of one device and everything it depended on."""
+
+    output: Output
+    limits: SafetyLimits
+    gentler: float
+    capabilities: Capabilities | None
+    rule: ClampRule
+    clamped: Output
+
+
 class SafeDevice:
     """A Device behind the safety layer: the only way a session touches outputs."""
 
@@ -531,6 +607,7 @@ class SafeDevice:
         self._heat_used_us = 0
         self._last_us = 0
         self._recorded: set[Rule] = set()
+        self._clamp_memo: _ClampMemo | None = None
         self.held_back = False
         """True when the ramp held the last request back: keep ticking every 100 ms."""
         self._remove_listener = device.add_listener(self._on_event)
@@ -561,12 +638,28 @@ class SafeDevice:
 
     def clamp(self, output: Output) -> Output:
         """The stateless part of apply with this session's factor and this device's ranges."""
-        return clamp(
-            output,
-            self.limits,
-            gentler=self.session.gentler_factor,
-            capabilities=self._capabilities(),
-        )
+        gentler = self.session.gentler_factor
+        capabilities = self._capabilities()
+        # The runner clamps a request to decide whether it changed, then apply() clamps
+        # the same request again: remember the last answer. The key is everything clamp()
+        # reads (outputs, limits and capabilities are immutable, so identity will do), so a
+        # gentler press, new limits or new capabilities are never served a stale result.
+        memo = self._clamp_memo
+        if (
+            memo is not None
+            and memo.output is output
+            and memo.limits is self.limits
+            and memo.capabilities is capabilities
+            and memo.gentler == gentler
+        ):
+            return memo.clamped
+        if memo is not None and memo.limits is self.limits and memo.capabilities is capabilities:
+            rule = memo.rule  # the ceilings still hold: only the output or gentler changed
+        else:
+            rule = ClampRule.of(self.limits, capabilities)
+        clamped = rule.apply(output, gentler)
+        self._clamp_memo = _ClampMemo(output, self.limits, gentler, capabilities, rule, clamped)
+        return clamped
 
     async def apply(self, output: Output) -> Output:
         """Send the safe version of output; returns what was sent."""

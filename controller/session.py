@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from controller.gc_quiet import quiet_gc
 from controller.profiles import (
     DEFAULT_PROFILE,
     EMS_KINDS,
@@ -175,6 +176,12 @@ class Timing:
     """(real) Longest wait between two passes of the loop: about 20 Hz."""
     min_pass_s: float = 0.002
     """(real) Shortest wait between passes, however dense the cues."""
+    cue_lead_s: float = 0.0015
+    """(real) Wake this long before a cue and wait out the rest precisely (0: don't).
+
+    asyncio's timers wake up to a millisecond late (epoll rounds its time-out up to
+    whole milliseconds), which is most of the lateness of a cue on a quiet machine.
+    """
     lease_s: float = 0.5
     """(real) How long each pass keeps a healthy device fed."""
     ems_tick_s: float = 0.1
@@ -726,8 +733,9 @@ class SessionRunner:
                 self._dropped.append(lane.name)
         outcome, reason = Outcome.FAULT, "the runner failed"
         try:
-            await self._start()
-            outcome, reason = await self._loop()
+            with quiet_gc():
+                await self._start()
+                outcome, reason = await self._loop()
         except asyncio.CancelledError:
             outcome, reason = Outcome.STOPPED, "cancelled"
             raise
@@ -853,13 +861,29 @@ class SessionRunner:
                 for lane in self._lanes:
                     if lane.state == DeviceState.RUNNING:
                         self._drive(lane, t, real)
-            delay = self._next_delay(t, running)
+            delay, cue = self._next_delay(t, running)
             self._wake.clear()
             # An absolute deadline from the start of the pass: the next cue is due at t +
             # delay, however long this pass's work took (a relative sleep would add it).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(pass_started + delay):
-                    await self._wake.wait()
+            await self._wait_until(pass_started + delay, precise=cue)
+
+    async def _wait_until(self, deadline: float, *, precise: bool) -> None:
+        """Sleep until deadline (loop time) or until woken; precise: to a few microseconds.
+
+        A precise wait sleeps until cue_lead_s before the deadline, then yields to the
+        loop until the deadline passes: the loop stays responsive (a stop is handled
+        at once) and the cue goes out within microseconds of its time, for at most
+        cue_lead_s of CPU per cue.
+        """
+        loop = asyncio.get_running_loop()
+        lead = self.timing.cue_lead_s if precise else 0.0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline - lead):
+                await self._wake.wait()
+        # A deliberate busy wait, yielding to the loop each time (at most cue_lead_s):
+        # no timer fires closer than a millisecond, and an Event is what it also watches.
+        while lead and not self._wake.is_set() and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0)
 
     def _drive(self, lane: _Lane, t: float, real: float) -> None:
         """Post the output due now if the safe output changed; renew the lease."""
@@ -899,9 +923,10 @@ class SessionRunner:
             factor = 0.0
         return factor
 
-    def _next_delay(self, t: float, running: bool) -> float:
-        """Real seconds to the next pass: a tick, or the next cue change if sooner."""
+    def _next_delay(self, t: float, running: bool) -> tuple[float, bool]:
+        """Real seconds to the next pass (a tick, or the next cue change if sooner); a cue?"""
         delay = self.timing.tick_s
+        cue = False
         if running:
             changes = [
                 change
@@ -915,8 +940,10 @@ class SessionRunner:
             soonest = min(changes)
             if soonest > t:
                 # A hair past the change, so that cue_at() sees the new cue.
-                delay = min(delay, self.clock.real_seconds(soonest - t) + 1e-4)
-        return max(self.timing.min_pass_s, delay)
+                until_change = self.clock.real_seconds(soonest - t) + 1e-4
+                if until_change <= delay:
+                    delay, cue = until_change, True
+        return max(self.timing.min_pass_s, delay), cue
 
     def _track_step(self, t: float) -> None:
         step = self.plan.step_at(t)

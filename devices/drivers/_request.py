@@ -16,7 +16,7 @@ from typing import Any, Generic, TypeVar
 from devices.drivers.base import Device
 from devices.errors import DeviceTimeoutError, LinkError, LinkLostError, MassagedError
 from devices.events import LinkLost
-from devices.links.base import Link
+from devices.links.base import Hex, Link
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +68,7 @@ class RequestTracker(Generic[K, A]):
                     self.resends += 1
                     logger.info("%s: no answer to %s, resend %d", self.device, what, attempt)
                 await send()
-                # asyncio.wait leaves the future alone on time-out, unlike wait_for.
-                done, _ = await asyncio.wait({future}, timeout=self.answer_timeout)
-                if done:
+                if await _done_within(future, self.answer_timeout):
                     return future.result()
             raise LinkLostError(
                 f"no answer to {what} after {self.max_retries} retries", device=self.device
@@ -107,6 +105,31 @@ class RequestTracker(Generic[K, A]):
         for waiter in self._waiting.values():
             if not waiter.future.done():
                 waiter.future.set_exception(error)
+
+
+async def _done_within(future: asyncio.Future[Any], timeout: float) -> bool:
+    """Wait until future is done or timeout passes; True if done. The future is left alone.
+
+    What asyncio.wait({future}, timeout=...) does for one future, without its sets and
+    generality: this runs once per command on every device, on the path of each write.
+    """
+    if future.done():
+        return True
+    loop = future.get_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake(_: object = None) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    timer = loop.call_later(timeout, wake)
+    future.add_done_callback(wake)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+        future.remove_done_callback(wake)
+    return future.done()
 
 
 class TaskSet:
@@ -229,7 +252,7 @@ class LinkDevice(Device):
         """Write one message, logged in hex; a failed write means the link is lost."""
         if not self._link_up:
             raise LinkLostError("link is not open", device=self.name)
-        logger.debug("%s -> %s", self.name, data.hex(" "))
+        logger.debug("%s -> %s", self.name, Hex(data))
         try:
             await self.link.write(data, target=target or self._write_target, timeout=WRITE_TIMEOUT)
         except LinkError as exc:

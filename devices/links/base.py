@@ -22,6 +22,23 @@ DEFAULT_READ_TIMEOUT = 2.0
 SERIAL_SOURCE = "serial"
 """The source name a serial link gives every chunk of received bytes."""
 
+
+class Hex:
+    """Bytes shown as hex in a log line, formatted only if the line is really logged.
+
+    Every frame is logged at DEBUG; calling data.hex() up front would cost more than
+    the write itself on every frame, with DEBUG off as it nearly always is.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        self.data = data
+
+    def __str__(self) -> str:
+        return bytes(self.data).hex(" ")
+
+
 ReceiveCallback = Callable[[str, bytes], None]
 """Called with (source, data) for each chunk or notification received."""
 LostCallback = Callable[[str], None]
@@ -42,7 +59,7 @@ class Link(abc.ABC):
         self._on_lost = on_lost
 
     def _deliver(self, source: str, data: bytes) -> None:
-        logger.debug("%s <- %s %s", self.address, source, data.hex(" "))
+        logger.debug("%s <- %s %s", self.address, source, Hex(data))
         if self._on_receive is not None:
             self._on_receive(source, data)
 

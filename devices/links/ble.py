@@ -24,6 +24,7 @@ from devices.links.base import (
     DEFAULT_OPEN_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,
+    Hex,
     Link,
 )
 from devices.protocols import eb1, sp1, vb1
@@ -117,7 +118,7 @@ class BleLink(Link):
         if client is None or not self.is_open:
             raise LinkLostError("BLE link is not open", device=self.address)
         uuid = self.write_uuid if target is None else normalize_uuid_str(target)
-        logger.debug("%s -> %s %s", self.address, uuid, data.hex(" "))
+        logger.debug("%s -> %s %s", self.address, uuid, Hex(data))
         try:
             async with asyncio.timeout(timeout):
                 await client.write_gatt_char(uuid, data, response=self.write_response)
@@ -145,7 +146,7 @@ class BleLink(Link):
             if not client.is_connected:
                 raise LinkLostError(f"BLE read failed: {err}", device=self.address) from err
             raise LinkError(f"cannot read {uuid}: {err}", device=self.address) from err
-        logger.debug("%s read %s: %s", self.address, uuid, bytes(data).hex(" "))
+        logger.debug("%s read %s: %s", self.address, uuid, Hex(data))
         return bytes(data)
 
     def _notification_handler(self, uuid: str) -> NotificationHandler:

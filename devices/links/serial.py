@@ -22,6 +22,7 @@ from devices.links.base import (
     DEFAULT_OPEN_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,
     SERIAL_SOURCE,
+    Hex,
     Link,
 )
 
@@ -179,11 +180,24 @@ class SerialLink(Link):
         port = self._port
         if port is None or self._lost:
             raise LinkLostError("serial port is not open", device=self.url)
-        logger.debug("%s -> %s", self.url, data.hex(" "))
+        logger.debug("%s -> %s", self.url, Hex(data))
+        fd = self._fd
         try:
+            if fd is not None and not self._write_lock.locked():
+                # The common case: nobody else is writing and the port takes the whole
+                # frame at once. Nothing awaits between the check and os.write, so no other
+                # write can interleave; only a frame the port would not take whole pays
+                # for the lock and the time-out below.
+                try:
+                    written = os.write(fd, data)
+                except BlockingIOError:
+                    written = 0
+                if written == len(data):
+                    return
+                data = data[written:]
             async with asyncio.timeout(timeout), self._write_lock:
-                if self._fd is not None:
-                    await self._write_fd(self._fd, data)
+                if fd is not None:
+                    await self._write_fd(fd, data)
                 else:
                     loop = asyncio.get_running_loop()
                     await loop.run_in_executor(None, port.write, data)

@@ -579,3 +579,43 @@ def test_clamp_caps_exact_units() -> None:
     assert isinstance(out, ButterflyOutput)
     assert out.a.strength == math.floor(0.29 * 200)
     assert (out.a.frequency, out.a.intensity) == (10, 100)
+
+
+@settings(deadline=None, max_examples=100)
+@given(
+    first=limits_st,
+    second=limits_st,
+    belt_levels=st.lists(st.tuples(*[st.integers(-50, 600)] * 4), min_size=1, max_size=4),
+    moves=st.lists(st.sampled_from(["same", "next", "gentler", "limits", "caps"]), max_size=25),
+)
+def test_safe_device_clamp_remembers_only_what_still_holds(
+    first: SafetyLimits,
+    second: SafetyLimits,
+    belt_levels: list[tuple[int, int, int, int]],
+    moves: list[str],
+) -> None:
+    """SafeDevice.clamp keeps its last answer: it must always equal a fresh clamp()."""
+    session, _ = make_session(first)
+    belt = FakeBelt()
+    safe = session.wrap(belt)
+    requests = [BeltOutput(levels, heat=True) for levels in belt_levels]
+    request = requests[0]
+    for i, move in enumerate(moves):
+        if move == "next":
+            request = requests[i % len(requests)]
+        elif move == "gentler":
+            session.gentler()
+        elif move == "limits":
+            safe.limits = second if safe.limits is first else first
+        elif move == "caps":
+            belt._capabilities = Capabilities(
+                kind=DeviceKind.BELT, model="VB1", motors=belt_motors(4), heater=i % 2 == 0
+            )
+        expected = clamp(
+            request,
+            safe.limits,
+            gentler=session.gentler_factor,
+            capabilities=belt.capabilities,
+        )
+        assert safe.clamp(request) == expected
+        assert safe.clamp(request) == expected  # and again, from memory

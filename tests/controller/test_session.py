@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import gc
 import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -672,3 +674,35 @@ async def test_cancelling_the_runner_stops_everything_and_leaves_no_task() -> No
         await wait_until(rig.quiet, timeout=1.5, what="every output at zero")
         ours = (":session", ":reconnect", "session-history", "emergency-stop")
         assert not [t for t in asyncio.all_tasks() if t.get_name().endswith(ours)]
+
+
+async def test_a_pause_while_waiting_precisely_for_a_cue_is_handled_at_once() -> None:
+    """The runner busy-waits the last cue_lead_s before a cue: it must still see controls."""
+    async with make_rig(("belt",)) as rig:
+        plan = make_plan(rig.devices, [(3.0, {"belt": belt(100)}), (3.0, {"belt": belt(120)})])
+        # A lead far longer than real (1.5 ms) and no ticks in between put the pause
+        # inside the precise wait for the cue at 3 s (from 1 s on).
+        timing = dataclasses.replace(FAST, cue_lead_s=2.0, tick_s=5.0, ramp_s=0.0)
+        runner = make_runner(rig, plan, timing=timing)
+        async with running(runner):
+            started = _now()
+            await wait_until(lambda: not rig.quiet(), what="belt on")
+            await asyncio.sleep(max(0.0, started + 1.5 - _now()))  # inside 1.0 .. 3.0 s
+            runner.pause()
+            await wait_until(lambda: runner.paused and rig.quiet(), what="paused")
+            # Handled within the wait, not when the cue at 3 s would have ended it.
+            assert _now() - started < 2.7
+            await runner.emergency_stop()
+
+
+async def test_a_session_freezes_the_collector_and_unfreezes_after() -> None:
+    """No full garbage collection walks the daemon's heap during a session (controller/gc_quiet)."""
+    assert gc.get_freeze_count() == 0
+    async with make_rig(("belt",)) as rig:
+        runner = make_runner(rig, make_plan(rig.devices, steady(0.3)))
+        async with running(runner) as task:
+            await wait_until(lambda: not rig.quiet(), what="belt on")
+            assert gc.get_freeze_count() > 0
+            result = await task
+        assert result.outcome == Outcome.COMPLETED
+    assert gc.get_freeze_count() == 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 import time
+import tty
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -280,3 +282,71 @@ def test_list_serial_ports_filters_by_product(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(serial.tools.list_ports, "comports", lambda: ports)
     assert list_serial_ports() == [("/dev/ttyACM0", "VB1-L"), ("/dev/ttyACM1", "VB1 belt")]
     assert list_serial_ports("FT") == [("/dev/ttyUSB0", "FT232R")]
+
+
+class _SlowReader:
+    """The far end of a raw pty that reads only when told: the host's writes fill the buffer."""
+
+    def __init__(self) -> None:
+        self.master, slave = os.openpty()
+        tty.setraw(slave)
+        self.path = os.ttyname(slave)
+        self._slave = slave
+        os.set_blocking(self.master, False)
+
+    def drain(self) -> bytes:
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        os.close(self.master)
+        os.close(self._slave)
+
+
+async def test_a_write_the_port_cannot_take_whole_finishes_in_order() -> None:
+    # The fast path writes what the port takes at once; the rest must follow through
+    # the locked path, and a second write must not slip in between the two parts.
+    far = _SlowReader()
+    link = SerialLink(far.path)
+    try:
+        await link.open(timeout=2.0)
+        big = bytes(range(256)) * 256  # 64 KiB: far more than a pty's buffer
+        small = b"\xa5after"
+        first = asyncio.create_task(link.write(big, timeout=5.0))
+        await asyncio.sleep(0)  # the first write has filled the buffer and now waits
+        assert not first.done()
+        second = asyncio.create_task(link.write(small, timeout=5.0))
+        received = bytearray()
+        async with asyncio.timeout(5.0):
+            while len(received) < len(big) + len(small):
+                await asyncio.sleep(0.005)
+                received += far.drain()
+        await asyncio.gather(first, second)
+        assert bytes(received) == big + small
+    finally:
+        await link.close()
+        far.close()
+
+
+async def test_a_write_that_never_drains_times_out_as_a_lost_link() -> None:
+    far = _SlowReader()
+    link = SerialLink(far.path)
+    lost: list[str] = []
+    link.set_callbacks(lambda source, data: None, lost.append)
+    try:
+        await link.open(timeout=2.0)
+        with pytest.raises(LinkLostError, match="timed out"):
+            await link.write(bytes(65536), timeout=0.2)
+        assert lost
+        assert "timed out" in lost[0]
+    finally:
+        await link.close()
+        far.close()
