@@ -108,6 +108,8 @@ class Received:
     topic: str
     payload: bytes
     retain: bool
+    qos: int = 1
+    """As delivered; the spy subscribes at QoS 1, so this is the publisher's QoS."""
 
     def json(self) -> Any:
         """The payload as JSON."""
@@ -147,7 +149,9 @@ class Spy:
             async for message in client.messages:
                 payload = message.payload
                 data = payload if isinstance(payload, bytes) else str(payload).encode()
-                self.messages.append(Received(message.topic.value, data, bool(message.retain)))
+                self.messages.append(
+                    Received(message.topic.value, data, bool(message.retain), message.qos)
+                )
                 self._new.set()
 
     async def publish(self, topic: str, payload: str | bytes, *, retain: bool = False) -> None:

@@ -144,6 +144,28 @@ async def test_state_is_retained_rate_limited_and_the_last_one_wins(
     assert retained.json()["time_left"] == 951
 
 
+async def test_frequent_messages_go_at_qos_0_and_announcements_at_qos_1(
+    make_bridge: BridgeFactory, spy: SpyFactory, api: FakeAPI
+) -> None:
+    """QoS 1 PUBACKs on a busy connection made the next command wait for a delayed ACK."""
+    bridge = await make_bridge(state_min_interval=0.0)
+    watcher = await spy("#")
+    await watcher.wait_topic("homeassistant/device/massaged_belt/config")
+    since = len(watcher.messages)
+    bridge.device_state("belt", {"battery": 77})
+    state = await watcher.wait_for(is_json("massaged/belt", battery=77), since=since)
+    api.answers["status"] = {"ok": True}
+    await watcher.request("status", {"transaction": "q"})
+    response = watcher.on("massaged/bridge/response/status")[-1]
+    assert (state.qos, response.qos) == (0, 0)
+    for topic in (
+        "massaged/bridge/state",
+        "homeassistant/device/massaged_belt/config",
+        "massaged/belt/availability",
+    ):
+        assert {m.qos for m in watcher.on(topic)} == {1}, topic
+
+
 async def test_an_unchanged_state_is_not_sent_again(
     make_bridge: BridgeFactory, spy: SpyFactory
 ) -> None:
