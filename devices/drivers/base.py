@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import ClassVar
@@ -29,6 +30,42 @@ DEFAULT_COMMAND_TIMEOUT = 2.0
 EventListener = Callable[[DeviceEvent], None]
 
 
+class Wakeup:
+    """What a driver's background task sleeps on: an event, and the next deadline if any.
+
+    The task calls :meth:`arm` *before* it looks at the state it acts on, then
+    :meth:`sleep`; whoever changes that state calls :meth:`set` *after* the change.
+    A change made after arm(), even while the task awaits a write of its own, leaves
+    the event set and the sleep returns at once, so no wake-up is lost. A task with
+    nothing due sleeps without a deadline and costs nothing until it is woken.
+    """
+
+    __slots__ = ("_event", "passes")
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        self.passes = 0
+        """How many times the task has looked at its state (for tests and diagnostics)."""
+
+    def set(self) -> None:
+        """The state changed: wake the task (never blocks; callable from sync callbacks)."""
+        self._event.set()
+
+    def arm(self) -> None:
+        """Start a pass: forget earlier wake-ups, as the task is about to look at the state."""
+        self._event.clear()
+        self.passes += 1
+
+    async def sleep(self, deadline: float | None) -> None:
+        """Until set() or the loop time deadline (None: until set() only)."""
+        if deadline is None:
+            await self._event.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await self._event.wait()
+
+
 class Device(abc.ABC):
     """One massage device, driven over its wire protocol."""
 
@@ -40,6 +77,8 @@ class Device(abc.ABC):
         self._listeners: list[EventListener] = []
         self._lease_until = 0.0
         self._capabilities: Capabilities | None = None
+        self._wake = Wakeup()
+        """What the driver's background task (feeding the device under the lease) sleeps on."""
 
     # -- identity -----------------------------------------------------------
 
@@ -91,11 +130,31 @@ class Device(abc.ABC):
 
     def renew_lease(self, seconds: float) -> None:
         """Keep the device fed for this many more seconds (called by a healthy owner)."""
-        self._lease_until = max(self._lease_until, asyncio.get_running_loop().time() + seconds)
+        now = asyncio.get_running_loop().time()
+        was_valid = now < self._lease_until
+        self._lease_until = max(self._lease_until, now + seconds)
+        if not was_valid and now < self._lease_until:
+            # A lease that starts again may have work for a task sleeping without a
+            # deadline. A valid lease moved later needs no wake-up: a task that sleeps
+            # until the old expiry looks again then (a healthy owner renews every pass).
+            self._lease_changed()
 
     def revoke_lease(self) -> None:
         """Stop feeding at once: the firmware's own watchdog takes over."""
         self._lease_until = 0.0
+        self._lease_changed()
+
+    def _lease_changed(self) -> None:
+        """The lease was revoked or started again: wake the background task (never blocks).
+
+        Called after the new expiry is in place, so the task woken sees the new lease.
+        """
+        self._wake.set()
+
+    @property
+    def wakeups(self) -> int:
+        """Passes of the driver's background task so far (none while the device is idle)."""
+        return self._wake.passes
 
     @property
     def lease_valid(self) -> bool:

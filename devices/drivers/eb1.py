@@ -1,9 +1,19 @@
 """Driver for the EB1 EMS butterfly (DG-LAB Coyote V3; docs/protocols/eb1-butterfly.md).
 
-One task, the pump, writes every B0: every 100 ms while a session output is
-set and the lease runs, each carrying 100 ms of waveform and at most one
-strength change. Strengths are always sent as "set to" an absolute value, so a
-B0 resent for a lost B1 cannot raise twice.
+One task, the pump, writes every B0 while a session output is set and the lease
+runs, each carrying 100 ms of waveform and at most one strength change: at once
+when there is something new to send (a new strength or waveform, a change that
+waited for its B1), otherwise every B0_INTERVAL after the last B0. Strengths are
+always sent as "set to" an absolute value, so a B0 resent for a lost B1 cannot
+raise twice. With nothing to send the pump sleeps until woken.
+
+How we read the protocol's "when no B0 has arrived for 100 ms, the channel outputs
+nothing": every B0 restarts the unit's 100 ms waveform timer, and the unit plays the
+newest B0's four 25 ms pairs from its arrival. A B0 written early therefore replaces
+what was left of the previous one, the output never has a gap as long as B0s come at
+least every 100 ms, and a dead daemon's output still ends 100 ms after its last B0
+(rule 3). The simulator's firmware model (simulator/firmware/eb1.py) behaves so; the
+vendor's document does not say otherwise, but only the hardware can confirm it.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 
 from devices.capabilities import Capabilities, DeviceKind, butterfly_channels
@@ -40,6 +51,9 @@ STOP_TIMEOUT = 1.5
 _SILENT = (eb1.SILENT_FREQUENCY, eb1.SILENT_INTENSITY)
 _SET, _KEEP = eb1.StrengthMode.SET, eb1.StrengthMode.NO_CHANGE
 
+_Waves = tuple[tuple[eb1.Wave, eb1.Wave], tuple[eb1.Wave, eb1.Wave]]
+"""The waveform of both channels in one B0: (frequencies, intensities) of A, then of B."""
+
 
 @dataclass(slots=True)
 class _Change:
@@ -54,10 +68,25 @@ class _Change:
 
 
 B0_INTERVAL = 0.090
-"""Seconds between B0s. Each B0 carries exactly 100 ms of waveform, so B0s sent every
-100 ms arrive a fraction late half the time under timer jitter, leaving a gap in the
-output; sending them a little early keeps the output continuous (rule 3 asks for one at
-least every 100 ms). The ramp limit (rule 2) is counted per elapsed time, not per B0."""
+"""Seconds from one B0 to the next when nothing new is to be sent. Each B0 carries exactly
+100 ms of waveform, so B0s sent every 100 ms arrive a fraction late half the time under
+timer jitter, leaving a gap in the output; sending them a little early keeps the output
+continuous (rule 3 asks for one at least every 100 ms). The ramp limit (rule 2) is counted
+per elapsed time, not per B0."""
+
+MIN_B0_GAP = 0.010
+"""Seconds between two B0s at the least, except a zeroing one (stop, pause, lease end),
+which never waits. A write without response leaves at the next BLE connection event at
+the earliest, and connection intervals are 7.5 ms at the shortest (15 to 50 ms as Linux
+centrals usually negotiate): B0s closer than that would only queue in the radio, each
+replacing the previous one's waveform before the unit could play it. 10 ms keeps a
+change's delay to one connection event while capping a burst of changes at 100 B0s a
+second instead of flooding the link."""
+
+RAISE_WINDOW = 0.100
+"""Rule 2's window: the raises of one channel within any RAISE_WINDOW add up to at most
+max_raise. Counted per window rather than per B0, because B0s no longer come on a fixed
+grid; so between any two B0s a strength rises by at most max_raise per started 100 ms."""
 
 
 class EB1Driver(LinkDevice):
@@ -96,8 +125,11 @@ class EB1Driver(LinkDevice):
         self._write_lock = asyncio.Lock()
         self._strength = [0, 0]
         """The unit's strengths as its last B1 reported them."""
-        self._last_raise_at = -1.0
-        """Loop time of the last B0 that raised a strength (rule 2 is per elapsed time)."""
+        self._raises: tuple[deque[tuple[float, int]], deque[tuple[float, int]]] = (
+            deque(),
+            deque(),
+        )
+        """Per channel, (loop time, rise) of the raises sent within the last RAISE_WINDOW."""
         self._target: ButterflyOutput | None = None
         self._ceiling: list[int | None] = [None, None]
         self._hold = [False, False]
@@ -113,6 +145,10 @@ class EB1Driver(LinkDevice):
         self._battery: int | None = None
         self.b0_written = 0
         """B0 messages written since the driver was made."""
+        self._last_b0_at = float("-inf")
+        """Loop time of the last B0 written: the cadence and the minimum gap count from it."""
+        self._wire_waves: _Waves | None = None
+        """The waveform the last B0 carried (None: unknown, nothing written yet)."""
 
     # -- state ----------------------------------------------------------------
 
@@ -148,6 +184,8 @@ class EB1Driver(LinkDevice):
         """A new session: forget the wheel's ceilings."""
         self._ceiling = [None, None]
         self._hold = [False, False]
+        # A raise the ceiling held back may be due now.
+        self._wake.set()
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -157,6 +195,7 @@ class EB1Driver(LinkDevice):
         self._target = None
         self._active = False
         self._change = None
+        self._wire_waves = None
         try:
             async with asyncio.timeout(timeout):
                 await self._open_link(timeout)
@@ -195,6 +234,8 @@ class EB1Driver(LinkDevice):
         self.soft_limits = (limits[0], limits[1])
         await self._write_soft_limits()
         logger.info("%s: soft limits now %s", self.name, self.soft_limits)
+        # A raise the old limit held back may be due now.
+        self._wake.set()
 
     async def _write_soft_limits(self) -> None:
         bf = eb1.BF(self.soft_limits[0], self.soft_limits[1])
@@ -226,7 +267,7 @@ class EB1Driver(LinkDevice):
     # -- outputs --------------------------------------------------------------
 
     async def apply(self, output: Output) -> None:
-        """Record the target: the pump ramps towards it and writes its waveform."""
+        """Record the target; the pump writes it at once when it can, and ramps towards it."""
         if not isinstance(output, ButterflyOutput):
             raise TypeError(f"an EB1 butterfly takes ButterflyOutput, not {type(output).__name__}")
         self._require_connected()
@@ -246,7 +287,12 @@ class EB1Driver(LinkDevice):
         for i, (old, new) in enumerate(zip((previous.a, previous.b), channels, strict=True)):
             if new.strength != old.strength:
                 self._hold[i] = False
+        changed = output != self._target
         self._target = output
+        if changed or not self._active:
+            # After the change: the pump sends the new target at once (or starts). The
+            # runner re-applies the same target often; that needs no wake-up.
+            self._wake.set()
 
     async def stop(self) -> None:
         """One B0 setting both strengths to 0 with silent waveform, then no more B0; ends lease."""
@@ -294,7 +340,7 @@ class EB1Driver(LinkDevice):
     async def _send_change(
         self,
         values: tuple[int | None, int | None],
-        waves: tuple[tuple[eb1.Wave, eb1.Wave], tuple[eb1.Wave, eb1.Wave]],
+        waves: _Waves,
         *,
         done: asyncio.Future[eb1.B1] | None = None,
     ) -> None:
@@ -306,16 +352,17 @@ class EB1Driver(LinkDevice):
             # must not wait, and as every change is "set to", the last one written wins.
             self._resolve_superseded(self._change)
         self._change = change
+        # The pump resends the change when its B1 does not come, so it must learn the
+        # deadline, also when it sleeps without one (stop() writes its B0 from outside).
+        self._wake.set()
         await self._write_b0(change.seq, change.values, waves)
 
-    async def _resend(
-        self,
-        change: _Change,
-        waves: tuple[tuple[eb1.Wave, eb1.Wave], tuple[eb1.Wave, eb1.Wave]],
-    ) -> None:
+    async def _resend(self, change: _Change, waves: _Waves) -> None:
         """Write an unanswered change again under its own sequence number (idempotent)."""
         if self._change is not change:
             return
+        change.misses += 1
+        logger.info("%s: no B1 for sequence %d, resend", self.name, change.seq)
         change.sent_at = asyncio.get_running_loop().time()
         await self._write_b0(change.seq, change.values, waves)
 
@@ -339,10 +386,7 @@ class EB1Driver(LinkDevice):
                 done.cancel()
 
     async def _write_b0(
-        self,
-        seq: int,
-        values: tuple[int | None, int | None],
-        waves: tuple[tuple[eb1.Wave, eb1.Wave], tuple[eb1.Wave, eb1.Wave]],
+        self, seq: int, values: tuple[int | None, int | None], waves: _Waves
     ) -> None:
         (freq_a, int_a), (freq_b, int_b) = waves
         b0 = eb1.B0(
@@ -357,12 +401,13 @@ class EB1Driver(LinkDevice):
             intensity_b=int_b,
         )
         async with self._write_lock:
+            # The cadence and the minimum gap count from the moment the B0 is handed over.
+            self._last_b0_at = asyncio.get_running_loop().time()
+            self._wire_waves = waves
             await self._write(eb1.encode(b0))
         self.b0_written += 1
 
-    def _waves(
-        self, target: ButterflyOutput
-    ) -> tuple[tuple[eb1.Wave, eb1.Wave], tuple[eb1.Wave, eb1.Wave]]:
+    def _waves(self, target: ButterflyOutput) -> _Waves:
         def wave(ch: EmsChannelOutput) -> tuple[eb1.Wave, eb1.Wave]:
             if ch.is_zero:
                 return _SILENT
@@ -370,25 +415,31 @@ class EB1Driver(LinkDevice):
 
         return wave(target.a), wave(target.b)
 
-    def _credit_since(self, now: float) -> float:
-        # A token bucket holding at most one 100 ms worth of rise (max_raise).
-        return max(self._last_raise_at, now - eb1.B0_INTERVAL)
+    # -- rule 2: the ramp, counted on elapsed time ---------------------------------
 
-    def _raise_allowance(self) -> int:
-        """How much a strength may rise now: max_raise per 100 ms, counted on elapsed time."""
-        now = asyncio.get_running_loop().time()
-        elapsed = now - self._credit_since(now)
-        return int(self.max_raise * elapsed / eb1.B0_INTERVAL + 1e-9)
+    def _raise_allowance(self, channel: int, now: float) -> int:
+        """How much a channel may rise now: max_raise less its raises within RAISE_WINDOW."""
+        raises = self._raises[channel]
+        while raises and now >= raises[0][0] + RAISE_WINDOW:
+            raises.popleft()
+        return max(0, self.max_raise - sum(rise for _, rise in raises))
 
-    def _spend_raise(self, rise: int) -> None:
-        now = asyncio.get_running_loop().time()
-        self._last_raise_at = self._credit_since(now) + rise * eb1.B0_INTERVAL / self.max_raise
+    def _raise_frees_at(self, channel: int) -> float:
+        """When the oldest raise still in the window leaves it (after _raise_allowance)."""
+        return self._raises[channel][0][0] + RAISE_WINDOW
 
-    def _planned(self, target: ButterflyOutput) -> tuple[int | None, int | None] | None:
-        """The next strength change towards the target under rule 2 and the wheel, if any."""
+    def _spend_raise(self, channel: int, rise: int, now: float) -> None:
+        self._raises[channel].append((now, rise))
+
+    def _planned(
+        self, target: ButterflyOutput, now: float
+    ) -> tuple[tuple[int | None, int | None] | None, float | None]:
+        """The next strength change towards the target under rule 2 and the wheel, if any,
+        and when rule 2 lets a raise it holds back entirely go (None: none held back)."""
         if self._zero_first:
-            return (0, 0)
+            return (0, 0), None
         values: list[int | None] = []
+        held_until: float | None = None
         for i, ch in enumerate((target.a, target.b)):
             current = self._strength[i]
             want = min(ch.strength, self.soft_limits[i])
@@ -398,46 +449,51 @@ class EB1Driver(LinkDevice):
             if ceiling is not None:
                 want = min(want, ceiling)
             if want > current:
-                want = min(want, current + self._raise_allowance())
+                allowance = self._raise_allowance(i, now)
+                if allowance == 0:
+                    frees = self._raise_frees_at(i)
+                    held_until = frees if held_until is None else min(held_until, frees)
+                want = min(want, current + allowance)
             values.append(None if want == current else want)
         if values[0] is None and values[1] is None:
-            return None
-        return (values[0], values[1])
+            return None, held_until
+        return (values[0], values[1]), held_until
 
     # -- the pump -------------------------------------------------------------
 
+    def _resend_at(self, change: _Change) -> float:
+        # 1 ms of float slack, so a resend due at a wake-up is not put off by a hair.
+        return change.sent_at + self._answer_timeout - 1e-3
+
     async def _pump(self) -> None:
-        """Write a B0 every 100 ms while a session output runs; resend unanswered changes."""
+        """Write B0s while a session output runs and resend unanswered changes; else sleep."""
         loop = asyncio.get_running_loop()
-        next_at = loop.time()
         while self._link_up:
-            delay = next_at - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            # Keep a fixed cadence; after a stall start afresh rather than burst.
-            next_at = max(next_at + self._interval, loop.time())
+            # Armed before looking: apply(), a B1 or the lease changing from here on, even
+            # during this pass's own write, makes the sleep below return at once.
+            self._wake.arm()
             try:
-                await self._tick()
+                deadline = await self._tick()
             except LinkLostError:
                 return
             except MassagedError as exc:
                 logger.warning("%s: B0 pump: %s", self.name, exc)
+                deadline = loop.time() + self._interval
+            await self._wake.sleep(deadline)
 
-    async def _tick(self) -> None:
-        now = asyncio.get_running_loop().time()
+    async def _tick(self) -> float | None:
+        """Write the B0 due now, if any; return when to look again (None: only when woken)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         change = self._change
-        resend = False
-        if change is not None and now - change.sent_at >= self._answer_timeout - 1e-3:
-            change.misses += 1
-            if change.misses > self._max_retries:
-                error = LinkLostError(
-                    f"no B1 for sequence {change.seq} after {self._max_retries} retries",
-                    device=self.name,
-                )
-                await self._give_up(error)
-                raise error
-            logger.info("%s: no B1 for sequence %d, resend", self.name, change.seq)
-            resend = True
+        resend_due = change is not None and now >= self._resend_at(change)
+        if change is not None and resend_due and change.misses >= self._max_retries:
+            error = LinkLostError(
+                f"no B1 for sequence {change.seq} after {self._max_retries} retries",
+                device=self.name,
+            )
+            await self._give_up(error)
+            raise error
 
         target = self._target
         wanted = target is not None and (target.a.strength > 0 or target.b.strength > 0)
@@ -449,27 +505,49 @@ class EB1Driver(LinkDevice):
                 self._target = None
                 self._change = None
                 self._zero_first = True
-                return
+                return None
             if wanted:
                 logger.info("%s: lease expired, strengths to 0", self.name)
                 self._target = None
+            # A zeroing B0 never waits for the minimum gap.
             await self._send_change((0, 0), (_SILENT, _SILENT))
-            return
+            return loop.time()  # look again: this change's resend deadline
         if target is None or not wanted or not self.lease_valid:
-            if resend and change is not None:
+            if change is None:
+                return None
+            if resend_due:
                 await self._resend(change, (_SILENT, _SILENT))
-            return
+                return loop.time()
+            return self._resend_at(change)
+
         self._active = True
         waves = self._waves(target)
-        if resend and change is not None:
+        values, held_until = self._planned(target, now) if change is None else (None, None)
+        if resend_due or values is not None or waves != self._wire_waves:
+            # Something new (or a resend): at once, but never closer than MIN_B0_GAP.
+            write_at = self._last_b0_at + MIN_B0_GAP
+        else:
+            # Nothing new: the next B0 of the cadence, which restarts at every write.
+            write_at = self._last_b0_at + self._interval
+        if now < write_at:
+            # Sleep until the write, the lease's end, a resend, or rule 2 letting a raise go.
+            deadline = min(write_at, self._lease_until)
+            if change is not None and not resend_due:
+                deadline = min(deadline, self._resend_at(change))
+            if held_until is not None:
+                deadline = min(deadline, held_until)
+            return deadline
+        if resend_due and change is not None:
             await self._resend(change, waves)
-        elif change is None and (values := self._planned(target)) is not None:
+        elif values is not None:
             self._zero_first = False
-            if any(v is not None and v > self._strength[i] for i, v in enumerate(values)):
-                self._last_raise_at = now
+            for i, value in enumerate(values):
+                if value is not None and value > self._strength[i]:
+                    self._spend_raise(i, value - self._strength[i], now)
             await self._send_change(values, waves)
         else:
             await self._write_b0(0, (None, None), waves)
+        return loop.time()  # look again: what is due next depends on what was just written
 
     # -- receiving ------------------------------------------------------------
 
@@ -503,6 +581,8 @@ class EB1Driver(LinkDevice):
         self._change = None
         if change.done is not None and not change.done.done():
             change.done.set_result(b1)
+        # After the change is cleared: a newer target that waited for this B1 goes at once.
+        self._wake.set()
 
     def _on_wheel(self, before: list[int], b1: eb1.B1) -> None:
         # Rule 4: the user's word. Adopt it and never raise past it this session.
@@ -519,3 +599,5 @@ class EB1Driver(LinkDevice):
             change.done.set_exception(error)
         self._active = False
         self._target = None
+        # The pump ends with the link (its task is cancelled too): let it see that now.
+        self._wake.set()

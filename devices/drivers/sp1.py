@@ -23,8 +23,8 @@ from devices.protocols import sp1
 
 logger = logging.getLogger(__name__)
 
-POLL_INTERVAL = 0.050
-"""How often the lease task looks at the lease."""
+RETRY_DELAY = 0.050
+"""Seconds the lease task waits after a failed STOP before it looks again."""
 STOP_TIMEOUT = 1.5
 """Seconds close() gives the best-effort STOP (one resend included)."""
 
@@ -145,6 +145,9 @@ class SP1Driver(LinkDevice):
         # Rule 4: an overheated pillow kneads but leaves its heater off; say so.
         heat = output.heat and isinstance(answer, sp1.State) and answer.heat
         self._output = PillowOutput(output.speed, output.direction, heat=heat)
+        if not self._output.is_zero:
+            # After the change: the lease task now has an output to watch.
+            self._wake.set()
 
     async def stop(self) -> None:
         """STOP: nodes still, heater off; ends the lease."""
@@ -246,18 +249,37 @@ class SP1Driver(LinkDevice):
         self._requests.fail_all(error)
         # Rule 5: the pillow stops by itself within a second of a dropped link.
         self._output = PillowOutput.off()
+        # The lease task ends with the link (its task is cancelled too): let it see that now.
+        self._wake.set()
 
     # -- lease ----------------------------------------------------------------
 
     async def _lease_watch(self) -> None:
-        """The pillow has no watchdog of its own: stop it when the lease ends."""
+        """The pillow has no watchdog of its own: stop it when the lease ends.
+
+        The task wakes at the lease's expiry while something is on, and when
+        apply() or the lease reports a change; with every output at zero it
+        sleeps until woken.
+        """
+        loop = asyncio.get_running_loop()
         while self._connected:
-            if not self._output.is_zero and not self.lease_valid:
-                logger.info("%s: lease ended, STOP", self.name)
-                try:
-                    await self._stop_pillow()
-                except LinkLostError:
-                    return
-                except MassagedError as exc:
-                    logger.warning("%s: STOP at lease end failed: %s", self.name, exc)
-            await asyncio.sleep(POLL_INTERVAL)
+            # Armed before looking: a change from here on wakes the sleep below at once.
+            self._wake.arm()
+            deadline: float | None = None
+            if not self._output.is_zero:
+                if self.lease_valid:
+                    # renew_lease only moves the expiry later: waking at the old one and
+                    # looking again is right.
+                    deadline = self._lease_until
+                else:
+                    logger.info("%s: lease ended, STOP", self.name)
+                    try:
+                        await self._stop_pillow()
+                    except LinkLostError:
+                        return
+                    except MassagedError as exc:
+                        logger.warning("%s: STOP at lease end failed: %s", self.name, exc)
+                        deadline = loop.time() + RETRY_DELAY
+                    else:
+                        continue
+            await self._wake.sleep(deadline)

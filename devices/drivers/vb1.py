@@ -34,8 +34,8 @@ logger = logging.getLogger(__name__)
 
 KEEPALIVE_INTERVAL = 0.200
 """Seconds between frames while anything is on: rule 4 allows 250 ms, we keep a margin."""
-POLL_INTERVAL = 0.050
-"""How often the keepalive task looks at the lease and the output."""
+RETRY_DELAY = 0.050
+"""Seconds the keepalive task waits after a failed PING or STOP before it looks again."""
 STOP_TIMEOUT = 1.0
 """Seconds close() gives the best-effort STOP."""
 
@@ -204,9 +204,11 @@ class VB1Driver(LinkDevice):
         levels = tuple(output.levels)
         await self._command(lambda seq: vb1.set_levels(seq, levels), "SET_LEVELS")
         self._output = BeltOutput(levels=levels, heat=self._output.heat)
+        self._output_changed()
         if caps.heater and output.heat != self._output.heat:
             await self._command(lambda seq: vb1.set_heat(seq, output.heat), "SET_HEAT")
             self._output = BeltOutput(levels=levels, heat=output.heat)
+            self._output_changed()
         if self._stop_latched and not self._output.is_zero:
             # The stop button was pressed while our command was on the way: undo it.
             await self._stop_outputs()
@@ -322,31 +324,48 @@ class VB1Driver(LinkDevice):
     def _on_lost(self, error: LinkLostError) -> None:
         self._requests.fail_all(error)
         self._output = self._off()
+        # The keepalive ends with the link (its task is cancelled too): let it see that now.
+        self._wake.set()
 
     # -- keepalive --------------------------------------------------------------
 
+    def _output_changed(self) -> None:
+        # Called after the new output is in place; something on needs feeding.
+        if not self._output.is_zero:
+            self._wake.set()
+
     async def _keepalive(self) -> None:
-        """Feed the belt's watchdog while the lease runs and anything is on."""
+        """Feed the belt's watchdog while the lease runs and anything is on.
+
+        The task wakes only when something is due: the next feed, the end of the
+        lease, or a change that apply() or the lease reports. With every output at
+        zero, or the lease revoked, it sleeps until woken.
+        """
         loop = asyncio.get_running_loop()
         while self._connected:
-            wait = POLL_INTERVAL
+            # Armed before looking: a change from here on wakes the sleep below at once.
+            self._wake.arm()
+            deadline: float | None = None
             try:
                 if not self._output.is_zero:
                     if self.lease_valid:
                         due = self._last_tx + self._keepalive_interval
-                        now = loop.time()
-                        if now >= due:
+                        if loop.time() >= due:
                             await self._command(vb1.ping, "PING")
                             continue
-                        wait = min(wait, due - now)
+                        # renew_lease only moves the expiry later: waking at the old one
+                        # and looking again is right.
+                        deadline = min(due, self._lease_until)
                     elif not self.lease_revoked:
                         # The lease ran out but we are alive: stop at once, not in a second.
                         logger.info("%s: lease expired, STOP", self.name)
                         await self._stop_outputs()
                         continue
-                    # Revoked: stay silent, the belt's watchdog stops it (rule 4).
+                    # Revoked: stay silent, the belt's watchdog stops it (rule 4); a renewed
+                    # lease wakes us.
             except LinkLostError:
                 return
             except MassagedError as exc:
                 logger.warning("%s: keepalive: %s", self.name, exc)
-            await asyncio.sleep(wait)
+                deadline = loop.time() + RETRY_DELAY
+            await self._wake.sleep(deadline)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -36,6 +39,31 @@ def b0s(link: MemoryLink, start: int = 0) -> list[tuple[float, eb1.B0]]:
         if isinstance(decoded, eb1.B0):
             found.append((message.t, decoded))
     return found
+
+
+Connected = tuple[EB1Driver, EB1Firmware, MemoryLink]
+
+
+@contextlib.asynccontextmanager
+async def connected(**options: Any) -> AsyncIterator[Connected]:
+    """A butterfly_pair(**options), connected with a 30 s lease; faults cleared and closed after."""
+    driver, firmware, link = butterfly_pair(**options)
+    try:
+        await driver.connect()
+        driver.renew_lease(30)
+        yield driver, firmware, link
+    finally:
+        if link.faults is not None:
+            link.faults.clear()  # so that close() can stop the unit
+        await driver.close()
+
+
+async def drive_to(
+    driver: EB1Driver, firmware: EB1Firmware, a: int, b: int, *, timeout: float = 2.0
+) -> None:
+    """Apply strengths a and b and wait until the unit holds them."""
+    await driver.apply(out(a, b))
+    await wait_until(lambda: firmware.strengths == (a, b), timeout=timeout, what=f"({a}, {b})")
 
 
 def is_zeroing(b0: eb1.B0) -> bool:
@@ -95,15 +123,10 @@ def test_bad_options() -> None:
 
 async def test_ramp_raises_at_most_5_per_b0_and_waits_for_each_b1() -> None:
     # A slow radio: every answer takes 150 ms, longer than one B0 period.
-    faults = LinkFaults(delay=0.15)
     recorder = Recorder()
-    driver, firmware, link = butterfly_pair(faults=faults, recorder=recorder)
-    try:
-        await driver.connect()
+    async with connected(faults=LinkFaults(delay=0.15), recorder=recorder) as (driver, fw, link):
         start = len(link.written)
-        driver.renew_lease(30)
-        await driver.apply(out(23, 11))
-        await wait_until(lambda: firmware.strengths == (23, 11), timeout=4.0)
+        await drive_to(driver, fw, 23, 11, timeout=4.0)
         written = b0s(link, start)
         level = [0, 0]
         changes: list[tuple[float, int]] = []
@@ -133,20 +156,14 @@ async def test_ramp_raises_at_most_5_per_b0_and_waits_for_each_b1() -> None:
         for channel in ("strength_a", "strength_b"):
             values = [int(r["value"]) for r in recorder.rows if r["channel"] == channel]  # type: ignore[call-overload]
             assert all(b - a <= 5 for a, b in itertools.pairwise(values))
-    finally:
-        faults.clear()
-        await driver.close()
 
 
 async def test_a_slower_ramp_from_the_profile() -> None:
-    driver, firmware, link = butterfly_pair(driver_options={"max_raise_per_100ms": 2})
-    try:
-        caps = await driver.connect()
+    async with connected(driver_options={"max_raise_per_100ms": 2}) as (driver, firmware, link):
+        caps = driver.capabilities
         assert all(ch.max_raise_per_100ms == 2 for ch in caps.ems_channels)
         start = len(link.written)
-        driver.renew_lease(30)
-        await driver.apply(out(6, 0))
-        await wait_until(lambda: firmware.strengths == (6, 0), timeout=2.0)
+        await drive_to(driver, firmware, 6, 0)
         raises = [(t, b0.value_a) for t, b0 in b0s(link, start) if b0.changes_strength]
         assert raises[-1][1] == 6
         # Never more than 2 per 100 ms, counted on elapsed time from the first raise.
@@ -154,32 +171,19 @@ async def test_a_slower_ramp_from_the_profile() -> None:
         for (_, a), (t, b) in itertools.pairwise(raises):
             assert 0 < b - a <= 2
             assert b <= 2 + 2 * (t - t0) / 0.1 + 1e-6
-    finally:
-        await driver.close()
 
 
 async def test_lowering_is_at_once() -> None:
-    driver, firmware, _link = butterfly_pair()
-    try:
-        await driver.connect()
-        driver.renew_lease(30)
-        await driver.apply(out(15, 15))
-        await wait_until(lambda: firmware.strengths == (15, 15), timeout=2.0)
-        await driver.apply(out(2, 15))
-        await wait_until(lambda: firmware.strengths == (2, 15), timeout=0.25)
-    finally:
-        await driver.close()
+    async with connected() as (driver, firmware, _link):
+        await drive_to(driver, firmware, 15, 15)
+        await drive_to(driver, firmware, 2, 15, timeout=0.25)
 
 
 async def test_revoked_lease_output_ends_within_100ms_of_the_last_b0() -> None:
     recorder = Recorder()
-    driver, firmware, link = butterfly_pair(recorder=recorder)
     loop = asyncio.get_running_loop()
-    try:
-        await driver.connect()
-        driver.renew_lease(30)
-        await driver.apply(out(10, 10))
-        await wait_until(lambda: firmware.strengths == (10, 10), timeout=2.0)
+    async with connected(recorder=recorder) as (driver, firmware, link):
+        await drive_to(driver, firmware, 10, 10)
         driver.revoke_lease()
         revoked_at = loop.time()
         await wait_until(
@@ -207,17 +211,11 @@ async def test_revoked_lease_output_ends_within_100ms_of_the_last_b0() -> None:
         first_change = next(b0 for _, b0 in b0s(link, start) if b0.changes_strength)
         assert (first_change.value_a, first_change.value_b) == (0, 0)
         await wait_until(lambda: firmware.outputs["output_a"] == 10, timeout=2.0)
-    finally:
-        await driver.close()
 
 
 async def test_stop_sends_one_zeroing_b0_then_nothing() -> None:
-    driver, firmware, link = butterfly_pair()
-    try:
-        await driver.connect()
-        driver.renew_lease(30)
-        await driver.apply(out(10, 10))
-        await wait_until(lambda: firmware.strengths == (10, 10), timeout=2.0)
+    async with connected() as (driver, firmware, link):
+        await drive_to(driver, firmware, 10, 10)
         start = len(link.written)
         await driver.stop()
         await asyncio.sleep(0.3)
@@ -227,20 +225,13 @@ async def test_stop_sends_one_zeroing_b0_then_nothing() -> None:
         assert [b0 for _, b0 in after if b0.changes_strength] == [after[-1][1]]
         assert firmware.strengths == (0, 0)
         assert firmware.is_quiet
-    finally:
-        await driver.close()
 
 
 async def test_lease_expiry_and_pause_send_the_zeroing_b0() -> None:
-    driver, firmware, link = butterfly_pair()
-    try:
-        await driver.connect()
+    async with connected() as (driver, firmware, link):
         # Pause: the program asks for strength 0 on both channels.
-        driver.renew_lease(30)
-        await driver.apply(out(5, 5))
-        await wait_until(lambda: firmware.strengths == (5, 5), timeout=1.0)
-        await driver.apply(out(0, 0))
-        await wait_until(lambda: firmware.strengths == (0, 0), timeout=0.3)
+        await drive_to(driver, firmware, 5, 5, timeout=1.0)
+        await drive_to(driver, firmware, 0, 0, timeout=0.3)
         await asyncio.sleep(0.15)
         count = len(link.written)
         assert is_zeroing(b0s(link)[-1][1])
@@ -250,25 +241,18 @@ async def test_lease_expiry_and_pause_send_the_zeroing_b0() -> None:
         # Lease expiry: the same zeroing B0, then silence.
         driver.revoke_lease()  # renew_lease never shortens a lease
         driver.renew_lease(0.4)
-        await driver.apply(out(5, 5))
-        await wait_until(lambda: firmware.strengths == (5, 5), timeout=1.0)
+        await drive_to(driver, firmware, 5, 5, timeout=1.0)
         await wait_until(lambda: firmware.strengths == (0, 0), timeout=0.6)
         assert is_zeroing(b0s(link)[-1][1])
         assert driver.output.is_zero
-    finally:
-        await driver.close()
 
 
 async def test_wheel_raise_is_adopted_and_not_fought() -> None:
-    driver, firmware, link = butterfly_pair()
     events: list[DeviceEvent] = []
-    driver.add_listener(events.append)
     loop = asyncio.get_running_loop()
-    try:
-        await driver.connect()
-        driver.renew_lease(30)
-        await driver.apply(out(10, 10))
-        await wait_until(lambda: firmware.strengths == (10, 10), timeout=2.0)
+    async with connected() as (driver, firmware, link):
+        driver.add_listener(events.append)
+        await drive_to(driver, firmware, 10, 10)
         firmware.turn_wheel(None, 14, loop.time())
         link.wake()
         await wait_until(lambda: any(isinstance(e, EmsWheelChanged) for e in events))
@@ -280,22 +264,15 @@ async def test_wheel_raise_is_adopted_and_not_fought() -> None:
         await driver.apply(out(10, 30))
         await asyncio.sleep(0.4)
         assert firmware.strengths == (10, 14)
-        await driver.apply(out(10, 6))
-        await wait_until(lambda: firmware.strengths == (10, 6), timeout=0.3)
+        await drive_to(driver, firmware, 10, 6, timeout=0.3)
         driver.reset_session()
-        await driver.apply(out(10, 16))
-        await wait_until(lambda: firmware.strengths == (10, 16), timeout=1.0)
-    finally:
-        await driver.close()
+        await drive_to(driver, firmware, 10, 16, timeout=1.0)
 
 
 async def test_lost_b1_is_resent_and_three_misses_lose_the_link() -> None:
-    driver, _firmware, link = butterfly_pair()
     events: list[DeviceEvent] = []
-    driver.add_listener(events.append)
-    try:
-        await driver.connect()
-        driver.renew_lease(30)
+    async with connected() as (driver, _firmware, link):
+        driver.add_listener(events.append)
         link.drop_next_answers = 1
         await driver.apply(out(5, 0))
         await wait_until(lambda: driver.strengths == (5, 0), timeout=1.0)
@@ -311,20 +288,13 @@ async def test_lost_b1_is_resent_and_three_misses_lose_the_link() -> None:
         assert len(resent) == 4
         with pytest.raises(LinkError):
             await driver.stop()
-    finally:
-        await driver.close()
 
 
 async def test_status_reads_the_battery() -> None:
-    driver, firmware, _ = butterfly_pair(battery=73)
-    try:
-        await driver.connect()
-        driver.renew_lease(30)
+    async with connected(battery=73) as (driver, firmware, _link):
         await driver.apply(out(8, 0, intensity=50))
         await wait_until(lambda: firmware.strengths == (8, 0), timeout=1.0)
         report = await driver.status()
         assert report.battery == 73
         assert report.temperature is None
         assert report.outputs == {"strength_a": 8, "strength_b": 0, "output_a": 4, "output_b": 0}
-    finally:
-        await driver.close()
