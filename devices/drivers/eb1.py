@@ -35,7 +35,7 @@ from devices.errors import (
     MassagedError,
 )
 from devices.events import EmsWheelChanged, StatusReport
-from devices.links.base import DEFAULT_READ_TIMEOUT, Link
+from devices.links.base import DEFAULT_READ_TIMEOUT, Hex, Link
 from devices.outputs import ButterflyOutput, EmsChannelOutput, Output
 from devices.protocols import eb1
 
@@ -559,9 +559,9 @@ class EB1Driver(LinkDevice):
         try:
             message = eb1.decode(data)
         except FrameError as exc:
-            logger.debug("%s: ignored a bad notification %s: %s", self.name, data.hex(" "), exc)
+            logger.debug("%s: ignored a bad notification %s: %s", self.name, Hex(data), exc)
             return
-        logger.debug("%s <- %s %s", self.name, data.hex(" "), message)
+        logger.debug("%s <- %s %s", self.name, Hex(data), message)
         if isinstance(message, eb1.BE):
             self._be_requests.resolve("BE", message)
         elif isinstance(message, eb1.B1):

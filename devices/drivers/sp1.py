@@ -17,7 +17,7 @@ from devices.errors import (
     SafetyError,
 )
 from devices.events import AutoOff, Overheated, PillowOccupancy, StatusReport
-from devices.links.base import Link
+from devices.links.base import Hex, Link
 from devices.outputs import Output, PillowOutput
 from devices.protocols import sp1
 
@@ -224,9 +224,9 @@ class SP1Driver(LinkDevice):
                 logger.debug("%s: ignored CMD 0x%02x", self.name, frame.cmd)
                 return
         except FrameError as exc:
-            logger.debug("%s: ignored a bad notification %s: %s", self.name, data.hex(" "), exc)
+            logger.debug("%s: ignored a bad notification %s: %s", self.name, Hex(data), exc)
             return
-        logger.debug("%s <- %s %s", self.name, data.hex(" "), message)
+        logger.debug("%s <- %s %s", self.name, Hex(data), message)
         if isinstance(message, sp1.State):
             self._on_state(message)
         self._requests.resolve(frame.cmd, message)

@@ -26,7 +26,7 @@ from devices.events import (
     StopButtonPressed,
     WatchdogTripped,
 )
-from devices.links.base import Link
+from devices.links.base import Hex, Link
 from devices.outputs import BeltOutput, Output
 from devices.protocols import vb1
 
@@ -278,7 +278,7 @@ class VB1Driver(LinkDevice):
                 self.name,
                 frame.seq,
                 _command_name(frame.cmd),
-                frame.payload.hex(" "),
+                Hex(frame.payload),
             )
             self._handle(frame)
 
