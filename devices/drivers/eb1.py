@@ -75,13 +75,13 @@ continuous (rule 3 asks for one at least every 100 ms). The ramp limit (rule 2) 
 per elapsed time, not per B0."""
 
 MIN_B0_GAP = 0.010
-"""Seconds between two B0s at the least, except a zeroing one (stop, pause, lease end),
-which never waits. A write without response leaves at the next BLE connection event at
-the earliest, and connection intervals are 7.5 ms at the shortest (15 to 50 ms as Linux
-centrals usually negotiate): B0s closer than that would only queue in the radio, each
-replacing the previous one's waveform before the unit could play it. 10 ms keeps a
-change's delay to one connection event while capping a burst of changes at 100 B0s a
-second instead of flooding the link."""
+"""Seconds between two B0s carrying something new at the least, except a zeroing one
+(stop, pause, lease end), which never waits. A write without response leaves at the
+next BLE connection event at the earliest, and connection intervals are 7.5 ms at the
+shortest (15 to 50 ms as Linux centrals usually negotiate): B0s closer than that would
+only queue in the radio, each replacing the previous one's waveform before the unit
+could play it. 10 ms keeps a change's delay to one connection event while capping a
+burst of changes at 100 B0s a second (plus the cadence) instead of flooding the link."""
 
 RAISE_WINDOW = 0.100
 """Rule 2's window: the raises of one channel within any RAISE_WINDOW add up to at most
@@ -146,6 +146,8 @@ class EB1Driver(LinkDevice):
         self.b0_written = 0
         """B0 messages written since the driver was made."""
         self._last_b0_at = float("-inf")
+        self._last_news_at = float("-inf")
+        """Loop time of the last B0 that carried something new: MIN_B0_GAP counts from it."""
         """Loop time of the last B0 written: the cadence and the minimum gap count from it."""
         self._wire_waves: _Waves | None = None
         """The waveform the last B0 carried (None: unknown, nothing written yet)."""
@@ -523,9 +525,12 @@ class EB1Driver(LinkDevice):
         self._active = True
         waves = self._waves(target)
         values, held_until = self._planned(target, now) if change is None else (None, None)
-        if resend_due or values is not None or waves != self._wire_waves:
-            # Something new (or a resend): at once, but never closer than MIN_B0_GAP.
-            write_at = self._last_b0_at + MIN_B0_GAP
+        news = resend_due or values is not None or waves != self._wire_waves
+        if news:
+            # Something new (or a resend): at once, but never closer than MIN_B0_GAP to
+            # the last news. Not to the last cadence B0: B0s 90 ms apart and cues 100 ms
+            # apart would then hold every cue back a little more each time, up to the gap.
+            write_at = self._last_news_at + MIN_B0_GAP
         else:
             # Nothing new: the next B0 of the cadence, which restarts at every write.
             write_at = self._last_b0_at + self._interval
@@ -537,6 +542,8 @@ class EB1Driver(LinkDevice):
             if held_until is not None:
                 deadline = min(deadline, held_until)
             return deadline
+        if news:
+            self._last_news_at = now
         if resend_due and change is not None:
             await self._resend(change, waves)
         elif values is not None:
