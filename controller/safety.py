@@ -380,12 +380,17 @@ class ClampRule:
         scaled = scale_output(output, self.scale * _clip01(gentler))
         if isinstance(scaled, BeltOutput):
             ceilings = self.belt_ceilings
-            known = len(ceilings)
-            cap = self.belt_cap
-            levels = tuple(
-                _within(level, 0, ceilings[i] if i < known else cap)
-                for i, level in enumerate(scaled.levels)
-            )
+            levels = scaled.levels
+            if len(levels) == len(ceilings) and min(levels, default=0) >= 0:
+                # The usual case, in C: one level per known motor, none below zero.
+                levels = tuple(map(min, levels, ceilings))
+            else:
+                known = len(ceilings)
+                cap = self.belt_cap
+                levels = tuple(
+                    _within(level, 0, ceilings[i] if i < known else cap)
+                    for i, level in enumerate(levels)
+                )
             return BeltOutput(levels=levels, heat=scaled.heat and self.heater)
         if isinstance(scaled, PillowOutput):
             return PillowOutput(

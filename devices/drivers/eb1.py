@@ -526,14 +526,11 @@ class EB1Driver(LinkDevice):
         waves = self._waves(target)
         values, held_until = self._planned(target, now) if change is None else (None, None)
         news = resend_due or values is not None or waves != self._wire_waves
-        if news:
-            # Something new (or a resend): at once, but never closer than MIN_B0_GAP to
-            # the last news. Not to the last cadence B0: B0s 90 ms apart and cues 100 ms
-            # apart would then hold every cue back a little more each time, up to the gap.
-            write_at = self._last_news_at + MIN_B0_GAP
-        else:
-            # Nothing new: the next B0 of the cadence, which restarts at every write.
-            write_at = self._last_b0_at + self._interval
+        # Something new (or a resend) goes at once, but never closer than MIN_B0_GAP to the
+        # last news. Not to the last cadence B0: B0s 90 ms apart and cues 100 ms apart
+        # would then hold every cue back a little more each time, up to the gap. Nothing
+        # new: the next B0 of the cadence, which restarts at every write.
+        write_at = self._last_news_at + MIN_B0_GAP if news else self._last_b0_at + self._interval
         if now < write_at:
             # Sleep until the write, the lease's end, a resend, or rule 2 letting a raise go.
             deadline = min(write_at, self._lease_until)

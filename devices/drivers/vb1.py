@@ -187,7 +187,7 @@ class VB1Driver(LinkDevice):
             raise ValueError(
                 f"{self.name}: {len(output.levels)} levels for a belt of {len(caps.motors)} motors"
             )
-        if any(not 0 <= level <= 255 for level in output.levels):
+        if output.levels and not 0 <= min(output.levels) <= max(output.levels) <= 255:
             raise ValueError(f"{self.name}: levels must be 0..255: {output.levels}")
         if self._stop_latched and not output.is_zero:
             raise SafetyError(
