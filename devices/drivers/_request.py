@@ -59,23 +59,37 @@ class RequestTracker(Generic[K, A]):
         """Send, wait answer_timeout, resend up to max_retries times; LinkLostError after that."""
         if key in self._waiting:
             raise RuntimeError(f"{self.device}: a request under {key!r} is already outstanding")
-        future: asyncio.Future[A] = asyncio.get_running_loop().create_future()
-        waiter = _Waiter(future, accept)
+        loop = asyncio.get_running_loop()
+        waiter: _Waiter[A] = _Waiter(loop.create_future(), accept)
         self._waiting[key] = waiter
         try:
             for attempt in range(self.max_retries + 1):
                 if attempt:
                     self.resends += 1
                     logger.info("%s: no answer to %s, resend %d", self.device, what, attempt)
+                    # A fresh future for the resend, in place before its write like the
+                    # first one (nothing awaits between the time-out and this line).
+                    waiter.future = loop.create_future()
+                future = waiter.future
                 await send()
-                if await _done_within(future, self.answer_timeout):
-                    return future.result()
+                if not future.done():
+                    # The time-out fails this attempt's future itself: one timer, no
+                    # second future to wait on (this runs for every command).
+                    timer = loop.call_later(self.answer_timeout, _expire, future)
+                    try:
+                        await future
+                    except _AnswerTimeout:
+                        continue
+                    finally:
+                        timer.cancel()
+                return future.result()
             raise LinkLostError(
                 f"no answer to {what} after {self.max_retries} retries", device=self.device
             )
         finally:
             if self._waiting.get(key) is waiter:
                 del self._waiting[key]
+            future = waiter.future
             if not future.done():
                 future.cancel()
             elif not future.cancelled():
@@ -107,29 +121,13 @@ class RequestTracker(Generic[K, A]):
                 waiter.future.set_exception(error)
 
 
-async def _done_within(future: asyncio.Future[Any], timeout: float) -> bool:
-    """Wait until future is done or timeout passes; True if done. The future is left alone.
+class _AnswerTimeout(Exception):
+    """No answer within answer_timeout: this attempt is over (never leaves request())."""
 
-    What asyncio.wait({future}, timeout=...) does for one future, without its sets and
-    generality: this runs once per command on every device, on the path of each write.
-    """
-    if future.done():
-        return True
-    loop = future.get_loop()
-    waiter: asyncio.Future[None] = loop.create_future()
 
-    def wake(_: object = None) -> None:
-        if not waiter.done():
-            waiter.set_result(None)
-
-    timer = loop.call_later(timeout, wake)
-    future.add_done_callback(wake)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        future.remove_done_callback(wake)
-    return future.done()
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_exception(_AnswerTimeout())
 
 
 class TaskSet:

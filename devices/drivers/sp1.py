@@ -144,9 +144,11 @@ class SP1Driver(LinkDevice):
         answer = await self._command(frame, sp1.Command.STATE, "SET", accept=shows)
         # Rule 4: an overheated pillow kneads but leaves its heater off; say so.
         heat = output.heat and isinstance(answer, sp1.State) and answer.heat
+        before = self._output
         self._output = PillowOutput(output.speed, output.direction, heat=heat)
-        if not self._output.is_zero:
-            # After the change: the lease task now has an output to watch.
+        if before.is_zero and not self._output.is_zero:
+            # After the change: the lease task now has an output to watch (while one was
+            # on, it already sleeps until the lease's end).
             self._wake.set()
 
     async def stop(self) -> None:

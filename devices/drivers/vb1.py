@@ -203,12 +203,14 @@ class VB1Driver(LinkDevice):
             )
         levels = tuple(output.levels)
         await self._command(lambda seq: vb1.set_levels(seq, levels), "SET_LEVELS")
+        before = self._output
         self._output = BeltOutput(levels=levels, heat=self._output.heat)
-        self._output_changed()
+        self._output_changed(before)
         if caps.heater and output.heat != self._output.heat:
             await self._command(lambda seq: vb1.set_heat(seq, output.heat), "SET_HEAT")
+            before = self._output
             self._output = BeltOutput(levels=levels, heat=output.heat)
-            self._output_changed()
+            self._output_changed(before)
         if self._stop_latched and not self._output.is_zero:
             # The stop button was pressed while our command was on the way: undo it.
             await self._stop_outputs()
@@ -329,9 +331,13 @@ class VB1Driver(LinkDevice):
 
     # -- keepalive --------------------------------------------------------------
 
-    def _output_changed(self) -> None:
-        # Called after the new output is in place; something on needs feeding.
-        if not self._output.is_zero:
+    def _output_changed(self, before: BeltOutput) -> None:
+        # Called after the new output is in place. Only a belt that was off needs its
+        # keepalive woken: while something is on, the keepalive already sleeps until the
+        # next feed or the lease's end and looks again then (a command just sent only
+        # moves the next feed later). Waking it on every change cost a task switch and
+        # a new timer per change.
+        if before.is_zero and not self._output.is_zero:
             self._wake.set()
 
     async def _keepalive(self) -> None:
