@@ -577,9 +577,13 @@ class SessionSafety:
         return violation
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _ClampMemo:
-    """The last clamp() of one device and everything it depended on."""
+    """The last clamp() of one device and everything it depended on.
+
+    Not frozen: made on every output change, and a frozen dataclass pays for
+    object.__setattr__ on each field; only SafeDevice.clamp makes and reads it.
+    """
 
     output: Output
     limits: SafetyLimits
