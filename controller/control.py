@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from controller.api import DaemonAPI, dispatch, error
+from controller.quick_control import DaemonNotRunningError as DaemonNotRunningError
+from controller.quick_control import not_running
 from devices.errors import ConfigError, DeviceTimeoutError, LinkError, MassagedError
 
 logger = logging.getLogger(__name__)
@@ -31,10 +33,6 @@ DEFAULT_CALL_TIMEOUT = 10.0
 """Seconds for a command line call (a run answers once the session has started)."""
 IDLE_TIMEOUT = 300.0
 """A client connection silent this long is closed."""
-
-
-class DaemonNotRunningError(LinkError):
-    """No daemon answers on the control socket."""
 
 
 class ControlServer:
@@ -162,12 +160,8 @@ async def call(
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_LINE)
-    except (FileNotFoundError, ConnectionRefusedError) as err:
-        raise DaemonNotRunningError(f"no massaged daemon on {path}") from err
-    except PermissionError as err:
-        raise DaemonNotRunningError(
-            f"no permission to reach the daemon on {path} (owner or its group only)"
-        ) from err
+    except (FileNotFoundError, ConnectionRefusedError, PermissionError) as err:
+        raise not_running(path, err) from err
     except TimeoutError as err:
         raise DeviceTimeoutError(f"the daemon on {path} did not accept in {timeout} s") from err
     try:

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 from controller import paths
-from devices.errors import MassagedError
+from devices.errors import LinkError
 
 # Not typing.TYPE_CHECKING: importing typing costs start-up time and mypy
 # recognises this name on its own.
@@ -100,12 +100,24 @@ class FallBack(Exception):
     """
 
 
-class ControlError(MassagedError):
+class ControlError(LinkError):
     """The request could not be sent or answered; shown as ``massaged: error: ...``."""
 
 
-class NoDaemonError(ControlError):
-    """No daemon to reach on the socket; shown with a hint to start one."""
+class DaemonNotRunningError(ControlError):
+    """No daemon to reach on the socket; shown with a hint to start one.
+
+    Raised by this client and by the asyncio one (controller.control.call) alike.
+    """
+
+
+def not_running(path: Path, err: OSError) -> DaemonNotRunningError:
+    """What a refused, missing or forbidden control socket means, in both clients' words."""
+    if isinstance(err, PermissionError):
+        return DaemonNotRunningError(
+            f"no permission to reach the daemon on {path} (owner or its group only)"
+        )
+    return DaemonNotRunningError(f"no massaged daemon on {path}")
 
 
 class Request:
@@ -309,7 +321,7 @@ def call(path: Path, command: str, *, timeout: float = CALL_TIMEOUT) -> dict[str
     """Send ``{"command": command, "payload": {}}`` on one line and return the answer line.
 
     The same wire format and error messages as ``controller.control.call``;
-    NoDaemonError when nothing listens, ControlError for everything else.
+    DaemonNotRunningError when nothing listens, ControlError for everything else.
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -335,12 +347,8 @@ def _connect(sock: socket.socket, path: Path, timeout: float) -> None:
         try:
             sock.connect(str(path))
             return
-        except (FileNotFoundError, ConnectionRefusedError) as err:
-            raise NoDaemonError(f"no massaged daemon on {path}") from err
-        except PermissionError as err:
-            raise NoDaemonError(
-                f"no permission to reach the daemon on {path} (owner or its group only)"
-            ) from err
+        except (FileNotFoundError, ConnectionRefusedError, PermissionError) as err:
+            raise not_running(path, err) from err
         except BlockingIOError as err:
             # A Unix socket whose backlog is full refuses at once (EAGAIN) instead
             # of waiting: try again until the deadline.
@@ -386,7 +394,7 @@ def run_command(path: Path, api_command: str, *, as_json: bool = False) -> int:
     """Send one simple command, print the answer as the command line shows it; the exit code."""
     try:
         answer = call(path, api_command)
-    except NoDaemonError as err:
+    except DaemonNotRunningError as err:
         print(f"massaged: {err}: start it with 'massaged daemon'", file=sys.stderr)
         return 1
     except ControlError as err:
