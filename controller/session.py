@@ -775,11 +775,6 @@ class SessionRunner:
                 self.limits.audience.value,
                 self.limits.session_limit_s,
             )
-        for lane in lanes:
-            lane.safe = self.safety.wrap(lane.device, limits=lane.limits)
-            lane.remove_listener = lane.device.add_listener(
-                functools.partial(self._on_device_event, lane)
-            )
         await self._history.begin(
             self.plan.program_id,
             [lane.name for lane in self._lanes],
@@ -796,6 +791,13 @@ class SessionRunner:
         )
         for name in self._dropped:
             self._event("dropped", name, {"reason": "EMS-only contraindication"})
+        # After the history's start: a standing condition (an empty pillow) arrives at
+        # once, as an event, and belongs in the record.
+        for lane in lanes:
+            lane.safe = self.safety.wrap(lane.device, limits=lane.limits)
+            lane.remove_listener = lane.device.add_listener(
+                functools.partial(self._on_device_event, lane)
+            )
         loop = asyncio.get_running_loop()
         for lane in lanes:
             lane.worker = loop.create_task(self._worker(lane), name=f"{lane.name}:session")

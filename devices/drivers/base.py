@@ -163,9 +163,22 @@ class Device(abc.ABC):
 
     # -- events ---------------------------------------------------------------
 
+    def standing_events(self) -> list[DeviceEvent]:
+        """Events for conditions in force now (an empty pillow), for a listener that is new.
+
+        An event only says that something changed; a session that starts after the
+        change must still learn of the condition, so add_listener hands it these first.
+        """
+        return []
+
     def add_listener(self, listener: EventListener) -> Callable[[], None]:
-        """Call listener for every event; returns a function that removes it."""
+        """Call listener for every event (first the standing ones); returns its remover."""
         self._listeners.append(listener)
+        for event in self.standing_events():
+            try:
+                listener(event)
+            except Exception:  # a faulty listener must not take the driver down
+                logger.exception("%s: event listener failed", self.name)
 
         def remove() -> None:
             if listener in self._listeners:

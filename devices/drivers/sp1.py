@@ -16,7 +16,7 @@ from devices.errors import (
     MassagedError,
     SafetyError,
 )
-from devices.events import AutoOff, Overheated, PillowOccupancy, StatusReport
+from devices.events import AutoOff, DeviceEvent, Overheated, PillowOccupancy, StatusReport
 from devices.links.base import Hex, Link
 from devices.outputs import Output, PillowOutput
 from devices.protocols import sp1
@@ -232,6 +232,13 @@ class SP1Driver(LinkDevice):
         if isinstance(message, sp1.State):
             self._on_state(message)
         self._requests.resolve(frame.cmd, message)
+
+    def standing_events(self) -> list[DeviceEvent]:
+        """An empty pillow, as its last STATE said: a session starting now must know."""
+        state = self._state
+        if state is not None and state.empty and self.is_connected:
+            return [PillowOccupancy(self.name, self.kind, empty=True)]
+        return []
 
     def _on_state(self, state: sp1.State) -> None:
         previous, self._state = self._state, state

@@ -506,6 +506,29 @@ async def test_empty_pillow_pauses_the_session_and_resumes_when_occupied() -> No
         assert "pillow_occupied" in events
 
 
+async def test_a_pillow_empty_from_the_start_never_kneads_and_pauses_the_session() -> None:
+    """An empty pillow is a standing condition: a session that starts on it learns of it."""
+    async with make_rig(("belt", "pillow")) as rig:
+        pillow_fw = cast(SP1Firmware, rig.firmware["pillow"])
+        pillow_fw.set_occupied(False, _now())
+        rig.links["pillow"].wake()
+        await wait_until(lambda: bool(rig.devices["pillow"].standing_events()), what="empty")
+        plan = make_plan(rig.devices, [(6.0, {"belt": belt(100), "pillow": pillow(2)})])
+        runner = make_runner(rig, plan)
+        async with running(runner) as task:
+            await wait_until(lambda: runner.paused, what="the pause")
+            assert runner.snapshot().pause_reasons == ("pillow_empty",)
+            assert rig.values("pillow", "speed") in ([], [0])
+            pillow_fw.set_occupied(True, _now())
+            rig.links["pillow"].wake()
+            await wait_until(lambda: runner.state == SessionState.RUNNING, what="the resume")
+            await wait_until(lambda: not rig.quiet(("pillow",)), what="kneading")
+            runner.stop()
+            await task
+        events = kinds_of(rig.events)
+        assert events.index("pillow_empty") < events.index("pause") < events.index("resume")
+
+
 async def test_ems_wheel_is_adopted() -> None:
     async with make_rig(("butterfly",)) as rig:
         plan = make_plan(rig.devices, [(3.0, {"butterfly": ems(40)})])

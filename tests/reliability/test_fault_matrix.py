@@ -265,9 +265,10 @@ async def test_no_kneading_on_an_empty_pillow_and_a_lifted_head_pauses() -> None
         start = w.t()
         await w.run()
         await w.wait_on("belt-1", "butterfly-1")
-        await asyncio.sleep(0.5)
+        # Empty from the start counts as lifted: after 5 s the session pauses.
+        await w.wait_for(lambda: w.daemon.runner is not None and w.daemon.runner.paused, "pause")
         assert set(values_after(w.rows, "pillow-1", "speed", start)) <= {0}
-        # The user lies down: the pillow starts.
+        # The user lies down: the session resumes and the pillow starts.
         w.fault("pillow-1", "set_occupied", True)
         await w.wait_for(lambda: pillow.outputs["speed"] != 0, "the pillow kneading")
         # The head is lifted: kneading stops at once, the session pauses after 5 s.
