@@ -952,3 +952,16 @@ def test_importing_the_command_line_is_cheap() -> None:
     # What controller.cli imports only on its full path.
     for name in ("inspect", "controller.config", "controller.commands", "devices.capabilities"):
         assert name not in modules
+
+
+@pytest.mark.parametrize("command", [api for api, _ in quick_control.SIMPLE_COMMANDS.values()])
+def test_the_request_line_is_what_json_would_write(command: str) -> None:
+    """The request is written without json (imported only after it has gone)."""
+    expected = json.dumps({"command": command, "payload": {}}).encode() + b"\n"
+    assert quick_control._request_line(command) == expected
+
+
+@pytest.mark.parametrize("command", ['stop", "x": "', "stop\n", "", "ünïcode"])
+def test_a_command_that_is_not_an_identifier_is_refused(command: str) -> None:
+    with pytest.raises(quick_control.ControlError, match="not a control command"):
+        quick_control._request_line(command)
