@@ -102,9 +102,21 @@ def cancel_on_sigterm() -> None:
 
 
 def run_benchmark(main: Coroutine[Any, Any, Json]) -> int:
-    """Run a benchmark's main coroutine and print its JSON line; 130 when interrupted."""
+    """Run a benchmark's main coroutine and print its JSON line; 130 when interrupted.
+
+    What every benchmark needs first: warnings only on stderr, SIGTERM as a
+    cancellation (so every process it started is stopped), and file descriptors
+    for hundreds of simulated devices.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    async def prepared() -> Json:
+        cancel_on_sigterm()
+        raise_nofile_limit()
+        return await main
+
     try:
-        result = asyncio.run(main)
+        result = asyncio.run(prepared())
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("interrupted: every process it started is stopped", file=sys.stderr)
         return 130

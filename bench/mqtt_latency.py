@@ -293,8 +293,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def run(args: argparse.Namespace) -> h.Json:
     """The benchmark."""
-    h.cancel_on_sigterm()
-    h.raise_nofile_limit()
     began = time.monotonic()
     binary = h.find_mosquitto()
     runs = []
@@ -314,9 +312,7 @@ async def run(args: argparse.Namespace) -> h.Json:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its JSON line."""
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    return h.run_benchmark(run(args))
+    return h.run_benchmark(run(parse_args(argv)))
 
 
 if __name__ == "__main__":
