@@ -175,10 +175,7 @@ class Device(abc.ABC):
         """Call listener for every event (first the standing ones); returns its remover."""
         self._listeners.append(listener)
         for event in self.standing_events():
-            try:
-                listener(event)
-            except Exception:  # a faulty listener must not take the driver down
-                logger.exception("%s: event listener failed", self.name)
+            self._notify(listener, event)
 
         def remove() -> None:
             if listener in self._listeners:
@@ -189,7 +186,10 @@ class Device(abc.ABC):
     def _emit(self, event: DeviceEvent) -> None:
         logger.info("%s: %s", self.name, type(event).__name__)
         for listener in list(self._listeners):
-            try:
-                listener(event)
-            except Exception:  # a faulty listener must not take the driver down
-                logger.exception("%s: event listener failed", self.name)
+            self._notify(listener, event)
+
+    def _notify(self, listener: EventListener, event: DeviceEvent) -> None:
+        try:
+            listener(event)
+        except Exception:  # a faulty listener must not take the driver down
+            logger.exception("%s: event listener failed", self.name)
