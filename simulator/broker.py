@@ -132,6 +132,7 @@ class Broker:
         self.stop_timeout = stop_timeout
         self.host = HOST
         self.port = free_port()
+        folder.mkdir(parents=True, exist_ok=True)
         self.config = folder / "mosquitto.conf"
         self.log = folder / "mosquitto.log"
         lines = [

@@ -144,8 +144,7 @@ async def test_restart_comes_back_on_the_same_port(mosquitto: str, tmp_path: Pat
 
 
 async def test_context_managers_start_and_stop(mosquitto: str, tmp_path: Path) -> None:
-    (tmp_path / "sync").mkdir()
-    (tmp_path / "async").mkdir()
+    # The folders need not exist yet: the broker makes them (docs/simulator.md).
     with Broker(mosquitto, tmp_path / "sync") as b:
         assert mqtt_handshake(b.port) == CONNACK_OK
     assert not b.running
