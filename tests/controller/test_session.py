@@ -585,6 +585,40 @@ async def test_link_loss_reconnects_through_a_fresh_ramp(tmp_path: Path) -> None
         assert "reconnected" in events
 
 
+async def test_an_apply_that_hangs_counts_as_a_lost_link_and_the_watchdog_stops_it() -> None:
+    """A send that never returns must not keep the device fed: past apply_timeout_s the
+    lane is lost, its lease revoked, and the belt's own watchdog stops it."""
+    async with make_rig(("belt", "pillow")) as rig:
+        plan = make_plan(
+            rig.devices, [(0.6, {"belt": belt(100 + i), "pillow": pillow(2)}) for i in range(10)]
+        )
+        runner = make_runner(rig, plan, timing=dataclasses.replace(FAST, apply_timeout_s=0.3))
+        belt_driver = rig.devices["belt"]
+        real_apply = belt_driver.apply
+        hung = asyncio.Event()
+
+        async def hang_after_the_first(output: Output) -> None:
+            if rig.values("belt", "motor1") and any(rig.values("belt", "motor1")):
+                hung.set()
+                await asyncio.Event().wait()  # never returns: a send stuck somewhere
+            await real_apply(output)
+
+        belt_driver.apply = hang_after_the_first  # type: ignore[method-assign]
+        async with running(runner):
+            await wait_until(hung.is_set, what="the belt's apply stuck")
+            stuck_at = _now()
+            await wait_until(lambda: "link_lost" in kinds_of(rig.events), what="lost")
+            assert not belt_driver.lease_valid
+            lost = next(e for e in rig.events if e.kind == "link_lost")
+            assert lost.detail["reason"] == "no answer within 0.3 s"
+            # The belt's firmware watchdog (1 s after the last frame) stops it; the pillow
+            # goes on.
+            await wait_until(lambda: rig.quiet(("belt",)), timeout=3.0, what="belt stopped")
+            assert not rig.quiet(("pillow",))
+            assert _now() - stuck_at < 3.0
+            await runner.emergency_stop()
+
+
 async def test_every_device_lost_ends_in_a_fault(tmp_path: Path) -> None:
     async with make_rig(("belt",)) as rig:
         plan = make_plan(rig.devices, [(30.0, {"belt": belt(100)})])
