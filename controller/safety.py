@@ -654,15 +654,9 @@ class SafeDevice:
         # reads (outputs, limits and capabilities are immutable, so identity will do), so a
         # gentler press, new limits or new capabilities are never served a stale result.
         memo = self._clamp_memo
-        if (
-            memo is not None
-            and memo.output is output
-            and memo.limits is self.limits
-            and memo.capabilities is capabilities
-            and memo.gentler == gentler
-        ):
-            return memo.clamped
         if memo is not None and memo.limits is self.limits and memo.capabilities is capabilities:
+            if memo.output is output and memo.gentler == gentler:
+                return memo.clamped
             rule = memo.rule  # the ceilings still hold: only the output or gentler changed
         else:
             rule = ClampRule.of(self.limits, capabilities)
