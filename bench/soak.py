@@ -9,16 +9,30 @@ safety layer, in sets of up to three (each set runs its own sessions, all
 sets at once). Every session plays a random synthetic plan that asks for
 more than every cap, at a scaled session clock, while random faults are
 injected: link drops, corrupted bytes, lost and late answers, split reads,
-the belt's stop button, overheating, an empty pillow, the EMS wheel, and the
-user's own stop, emergency stop, "gentler" and pause.
+the belt's stop button, overheating, an empty pillow, the EMS wheel, a cap
+lowered or raised mid-session (SessionRunner.tighten, as ``massaged
+set-caps`` reaches a running session), stalls, and the user's own stop,
+emergency stop, "gentler" and pause.
+
+A stall blocks the whole event loop for 0.6 to 1.5 s (time.sleep in a loop
+callback), longer than the host's 0.5 s lease: it stands in for a daemon
+stopped with SIGSTOP or frozen, which this in-process soak cannot do to
+itself (the fault matrix does it to a daemon process). The simulated devices
+share the loop, so their firmware catches up on its own timers once it runs
+again. A flood of control connections needs a control socket, which the soak
+has not: it is a cell of the fault matrix only.
 
 Every output change of every device is checked as it happens
 (tests/reliability/checks.py): never past its cap, the EMS strength never
 faster than 5 per 100 ms (except what the user set with the wheel, and while
 the radio corrupts an EB1's frames, which carry no checksum: the soft limit
 holds then, and is checked), the belt off after its stop button, no kneading
-on an empty pillow, every device off after each session. Every finished
-session must be in the history with its outcome.
+on an empty pillow, every device off after each session; after a stall,
+every device that was on back at zero within 1.5 s (never going on at its
+held level) and the EMS back through its ramp from zero; after a lowered
+cap, no output above it once 0.5 s have passed, held ones included; a raised
+cap never raises the running session. Every finished session must be in the
+history with its outcome.
 
 Prints the counts, then one final JSON line. Exit status 1 when an unsafe
 output was seen or a history row was lost, 0 otherwise.
@@ -78,6 +92,16 @@ QUIET_WAIT_S = 2.5
 """After a session, how long a device may take to be off (a lost link: its own rule, 1 s)."""
 LINK_FAULTS = ("link_drop", "corrupt", "drop", "delay", "split")
 CONTROLS = ("user_stop", "emergency_stop", "gentler", "pause")
+STALL_S = (0.6, 1.5)
+"""How long a stall blocks the event loop (real seconds): past the host's 0.5 s lease."""
+FIRST_STALL_S = (1.0, 2.5)
+"""When the first stall comes (real seconds after the start), so a short run has one."""
+STALL_EVERY_S = (3.0, 8.0)
+"""Real seconds between the end of one stall and the next."""
+CAP_RAISE_CHANCE = 0.3
+"""Of the cap changes, how many raise the cap (the rest lower it)."""
+CHECK_EVERY_S = 0.1
+"""How often held outputs are judged against the deadlines (a gap, a lowered cap)."""
 
 
 def rss_mib() -> float:
@@ -112,6 +136,8 @@ class Watcher(Recorder):
         self.audit = audit
         self.devices: dict[str, DeviceWatch] = {}
         self.unsafe: list[str] = []
+        self.woke_at = -1e9
+        """Session time the latest stall ended (the host's grace times count from there)."""
 
     def record(self, now: float, device: str, kind: str, channel: str, value: int | str) -> None:
         """Check one output change."""
@@ -125,10 +151,15 @@ class Watcher(Recorder):
         if not watch.in_session:
             self.note(f"t={t:.2f} {device} {channel}={value} with no session running")
         pressed = watch.stop_pressed_at
-        if pressed is not None and t > pressed + IN_FLIGHT_S * self.speed:
+        # A stall in between gives the host its grace again from the moment it runs.
+        if pressed is not None and t > max(pressed, self.woke_at) + IN_FLIGHT_S * self.speed:
             self.note(f"t={t:.2f} {device} {channel}={value} after its stop button")
         lifted = watch.empty_since
-        if channel == "speed" and lifted is not None and t > lifted + EMPTY_GRACE_S * self.speed:
+        if (
+            channel == "speed"
+            and lifted is not None
+            and t > max(lifted, self.woke_at) + EMPTY_GRACE_S * self.speed
+        ):
             self.note(f"t={t:.2f} {device} kneading at {value} on an empty pillow")
 
     def note(self, text: str) -> None:
@@ -139,6 +170,15 @@ class Watcher(Recorder):
     def now(self) -> float:
         """Session time now, as the rows carry it."""
         return (time.monotonic() - self.t0) * self.speed
+
+    def woke(self) -> None:
+        """The event loop runs again after a stall: a service gap for every device."""
+        self.woke_at = self.now()
+        self.audit.gap(self.woke_at)
+
+    def woke_real(self) -> float:
+        """Monotonic time the latest stall ended."""
+        return self.t0 + self.woke_at / self.speed
 
 
 # -- plans ---------------------------------------------------------------------------------
@@ -208,6 +248,7 @@ class Counts:
     outcomes: Counter[str] = field(default_factory=Counter)
     lost_rows: list[str] = field(default_factory=list)
     refused: int = 0
+    stalled_s: float = 0.0
 
 
 class Soak:
@@ -297,10 +338,15 @@ class Soak:
         session = 0
         while time.monotonic() < self.deadline:
             session += 1
-            await self.one_session(rng, devices, f"{number}.{session}")
+            await self.one_session(rng, devices, f"{number}.{session}", first=session == 1)
 
-    async def one_session(self, rng: random.Random, devices: dict[str, Device], label: str) -> None:
-        """Play one random plan with random faults; check its end and its history row."""
+    async def one_session(
+        self, rng: random.Random, devices: dict[str, Device], label: str, *, first: bool = False
+    ) -> None:
+        """Play one random plan with random faults; check its end and its history row.
+
+        first: the set's first session, whose first fault is a cap change (every run has one).
+        """
         assert self.store is not None
         assert self.watcher is not None
         for device in devices.values():
@@ -319,12 +365,11 @@ class Soak:
             await asyncio.sleep(0.5)
             return
         plan = random_plan(rng, ready, self.counts.sessions + 1, self.speed)
-        limits = {
-            name: SafetyLimits.from_profile(
-                DEFAULT_PROFILE, device_caps={device.kind.value: self.caps[name]}
-            )
-            for name, device in ready.items()
-        }
+        limits = {name: self.limits(name) for name in ready}
+        assert self.audit is not None
+        for name in ready:
+            # A cap raised in the last session counts from this one.
+            self.audit.set_cap(name, self.units(name))
         runner = SessionRunner(
             plan,
             ready,
@@ -338,7 +383,9 @@ class Soak:
             self.watcher.devices[name].in_session = True
         self.counts.sessions += 1
         task = asyncio.get_running_loop().create_task(runner.run(), name=f"soak-{label}")
-        chaos = asyncio.get_running_loop().create_task(self.chaos(rng, runner, list(ready)))
+        chaos = asyncio.get_running_loop().create_task(
+            self.chaos(rng, runner, list(ready), cap_first=first)
+        )
         result: SessionResult | None = None
         try:
             result = await task
@@ -355,22 +402,27 @@ class Soak:
             self.counts.outcomes[result.outcome.value] += 1
             self.check_history(result, label)
 
-    async def chaos(self, rng: random.Random, runner: SessionRunner, names: list[str]) -> None:
+    async def chaos(
+        self, rng: random.Random, runner: SessionRunner, names: list[str], *, cap_first: bool
+    ) -> None:
         """Inject faults and the user's controls at random moments of a session."""
         await asyncio.sleep(rng.uniform(0.1, 0.6))
         while not runner.done.is_set():
             name = rng.choice(names)
             kind = self.sims[name].spec.kind
-            options: list[str] = list(LINK_FAULTS)
+            options: list[str] = [*LINK_FAULTS, "cap_change"]
             if kind == DeviceKind.BELT:
                 options += ["stop_button", "overheat"]
             elif kind == DeviceKind.PILLOW:
                 options += ["overheat", "empty_pillow"]
             else:
-                options += ["wheel", "wheel"]
+                options += ["wheel", "wheel", "cap_change"]
             if rng.random() < 0.25:
                 options = list(CONTROLS)
-            fault = rng.choice(options)
+            fault = "cap_change" if cap_first else rng.choice(options)
+            cap_first = False
+            if fault == "cap_change":
+                fault = "cap_raised" if rng.random() < CAP_RAISE_CHANCE else "cap_lowered"
             self.counts.faults[fault] += 1
             await self.inject(rng, runner, name, fault)
             await asyncio.sleep(rng.uniform(0.2, 1.2))
@@ -399,18 +451,21 @@ class Soak:
             radio.fault(name, "press_stop_button")
         elif fault == "overheat":
             radio.fault(name, "overheat")
+        elif fault in ("cap_lowered", "cap_raised"):
+            await self.change_cap(rng, runner, name, lower=fault == "cap_lowered")
         elif fault == "empty_pillow":
+            lifted = time.monotonic()
             watch.empty_since = self.watcher.now()
             radio.fault(name, "set_occupied", False)
             hold = rng.uniform(0.2, 1.0)
             # At the latest when the session pauses (5 session seconds), kneading has stopped.
             latest = TIMING.empty_pause_s / self.speed + EMPTY_GRACE_S
             if hold > latest:
-                await asyncio.sleep(latest)
+                await self.wait_unstalled(lifted, latest)
                 speed = self.sims[name].firmware.outputs.get("speed")
                 if speed and not runner.done.is_set():
                     self.watcher.note(f"{name} kneads at {speed} on a pillow empty for {latest} s")
-                await asyncio.sleep(hold - latest)
+                await asyncio.sleep(max(0.0, lifted + hold - time.monotonic()))
             else:
                 await asyncio.sleep(hold)
             radio.fault(name, "set_occupied", True)
@@ -445,6 +500,76 @@ class Soak:
                 if corrupting:
                     await self._corruption_over(name)
 
+    def limits(self, name: str) -> SafetyLimits:
+        """A device's limits from the default profile and its registry cap."""
+        kind = self.devices[name].kind.value
+        return SafetyLimits.from_profile(DEFAULT_PROFILE, device_caps={kind: self.caps[name]})
+
+    def units(self, name: str) -> int:
+        """A device's cap in device units (the audit's)."""
+        kind = self.devices[name].kind
+        return device_cap(kind.value, DEFAULT_PROFILE.caps.for_kind(kind), self.caps[name])
+
+    async def change_cap(
+        self, rng: random.Random, runner: SessionRunner, name: str, *, lower: bool
+    ) -> None:
+        """The user changes a device's cap mid-session, as ``massaged set-caps`` does.
+
+        A lowered one reaches the running session at once (the audit holds every
+        output to it after CAP_GRACE_S); a raised one counts from the next session.
+        """
+        assert self.audit is not None
+        assert self.watcher is not None
+        old = self.caps[name]
+        new = round(rng.uniform(0.05, old) if lower else rng.uniform(old, 1.0), 2)
+        self.caps[name] = new
+        if new < old:
+            self.audit.lower_cap(name, self.units(name), self.watcher.now())
+        with contextlib.suppress(MassagedError):
+            await runner.tighten(name, self.limits(name))
+
+    async def wait_unstalled(self, since: float, seconds: float) -> None:
+        """Wait until seconds have passed since since (monotonic), and as long again after a
+        stall that ended meanwhile: a stalled host had no time to act."""
+        assert self.watcher is not None
+        while True:
+            base = max(since, self.watcher.woke_real())
+            left = base + seconds - time.monotonic()
+            if left <= 0:
+                return
+            await asyncio.sleep(left)
+
+    async def stalls(self) -> None:
+        """Now and then block the whole event loop longer than the lease (a stopped daemon)."""
+        assert self.watcher is not None
+        watcher = self.watcher
+        rng = random.Random(self.rng.random())
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(rng.uniform(*FIRST_STALL_S))
+        while time.monotonic() < self.deadline - STALL_S[1]:
+            seconds = rng.uniform(*STALL_S)
+            over: asyncio.Future[None] = loop.create_future()
+
+            def block(seconds: float = seconds, over: asyncio.Future[None] = over) -> None:
+                time.sleep(seconds)  # deliberate: nothing on this loop runs meanwhile
+                # Before any callback that ran late: the audit sees the gap first.
+                watcher.woke()
+                over.set_result(None)
+
+            loop.call_soon(block)
+            await over
+            self.counts.faults["stall"] += 1
+            self.counts.stalled_s += seconds
+            await asyncio.sleep(rng.uniform(*STALL_EVERY_S))
+
+    async def judge_held(self) -> None:
+        """Judge held outputs against their deadlines (no row comes from a device that holds)."""
+        assert self.audit is not None
+        assert self.watcher is not None
+        while True:
+            await asyncio.sleep(CHECK_EVERY_S)
+            self.audit.check_due(self.watcher.now())
+
     async def _corruption_over(self, name: str) -> None:
         # A corrupted B0 in flight lands a moment after the fault ends.
         await asyncio.sleep(0.3)
@@ -468,10 +593,10 @@ class Soak:
     async def check_end(self, names: list[str], label: str) -> None:
         """Every device of the session off soon after its end."""
         assert self.watcher is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + QUIET_WAIT_S
+        started = time.monotonic()
         while not all(self.sims[n].firmware.is_quiet for n in names):
-            if loop.time() > deadline:
+            # A stall meanwhile gives the devices their time again from its end.
+            if time.monotonic() > max(started, self.watcher.woke_real()) + QUIET_WAIT_S:
                 break
             await asyncio.sleep(0.05)
         for name in names:
@@ -523,13 +648,22 @@ class Soak:
             names = list(self.devices)
             sets = [names[i : i + SET_SIZE] for i in range(0, len(names), SET_SIZE)]
             self.deadline = time.monotonic() + seconds
-            progress = asyncio.get_running_loop().create_task(self.progress())
+            loop = asyncio.get_running_loop()
+            helpers = [loop.create_task(self.progress()), loop.create_task(self.judge_held())]
+            stalls = loop.create_task(self.stalls())
             try:
                 await asyncio.gather(*(self.run_set(s, i + 1) for i, s in enumerate(sets)))
             finally:
-                progress.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await progress
+                stalls.cancel()
+                for task in helpers:
+                    task.cancel()
+                for task in (stalls, *helpers):
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            assert self.audit is not None
+            assert self.watcher is not None
+            # Whatever was held at the end is judged too.
+            self.audit.check_due(self.watcher.now() + 1e6)
             self.final_history_check()
         finally:
             await self.close()
@@ -546,6 +680,13 @@ class Soak:
             "refused": self.counts.refused,
             "faults": dict(sorted(self.counts.faults.items())),
             "faults_total": sum(self.counts.faults.values()),
+            "stalls": self.counts.faults.get("stall", 0),
+            "stalled_s": round(self.counts.stalled_s, 2),
+            "gaps_judged": self.audit.gaps,
+            "cap_changes": {
+                "lowered": self.counts.faults.get("cap_lowered", 0),
+                "raised": self.counts.faults.get("cap_raised", 0),
+            },
             "outcomes": {o.value: self.counts.outcomes.get(o.value, 0) for o in Outcome},
             "outputs_checked": self.audit.rows,
             "unsafe_outputs": len(unsafe),
@@ -608,6 +749,12 @@ def main(argv: list[str] | None = None) -> int:
         f"unsafe outputs {result['unsafe_outputs']}, lost history rows "
         f"{result['lost_history_rows']}, memory {result['rss_start_mib']} -> "
         f"{result['rss_end_mib']} MiB"
+    )
+    print(
+        f"new faults: {result['stalls']} stalls (a blocked loop, {result['stalled_s']} s in all, "
+        f"for a stopped daemon), caps lowered {result['cap_changes']['lowered']}, "
+        f"raised {result['cap_changes']['raised']}; a connection flood needs a control socket: "
+        "tests/reliability/test_fault_matrix.py"
     )
     for problem in result["problems"]:
         print(f"  {problem}")

@@ -64,15 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(verbosity: int) -> None:
-    """One readable line per event; -v for info, -vv for debug (wire hex)."""
+    """One readable line per event; -v for info, -vv for debug (wire hex).
+
+    A warning or error repeated from one place is let through a few times, then
+    counted (controller.log_limit): a flood of failures must not flood the log.
+    """
     import logging
 
+    from controller.log_limit import RepeatLimit, limit_repeats
+
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    root = logging.getLogger()
+    before = list(root.handlers)
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # Only the handler made here: one already there (a test's) is its owner's business.
+    for handler in root.handlers:
+        if handler not in before and not any(isinstance(f, RepeatLimit) for f in handler.filters):
+            limit_repeats(handler)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

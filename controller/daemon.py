@@ -20,7 +20,7 @@ from typing import Any
 
 from controller import api, pairing
 from controller.profiles import Profile, painful_body_side
-from controller.safety import SafetyLimits
+from controller.safety import SafetyLimits, write_device_limits
 from controller.session import SessionRunner, SessionSnapshot, SessionState
 from controller.store import DeviceRecord, Store, StoreError
 from controller.supervisor import DeviceSupervisor
@@ -137,7 +137,9 @@ class Daemon:
         options: dict[str, Any] = {}
         if record.kind == DeviceKind.BUTTERFLY:
             # EB1 daemon rule 1: the unit's own soft limits come from the profile and the
-            # registry entry, so even a bug above the driver cannot pass them.
+            # registry entry, so even a bug above the driver cannot pass them. Between
+            # sessions the default profile's; every session start writes its own
+            # profile's (SessionRunner), and a cap change writes them at once.
             limits = SafetyLimits.from_profile(self._profile(None), device_caps=record.caps)
             soft = limits.max_units(DeviceKind.BUTTERFLY)
             options["soft_limits"] = (soft, soft)
@@ -187,7 +189,8 @@ class Daemon:
         return snapshot_data(runner.snapshot(), self.session_source)
 
     async def _cmd_reload(self, _: api.Request) -> list[dict[str, Any]]:
-        """Pick up devices paired or unpaired by the command line while the daemon ran."""
+        """Pick up what the command line changed in the store while the daemon ran:
+        devices paired or unpaired, and a profile saved (``massaged profiles set``)."""
         records = {r.name: r for r in await asyncio.to_thread(self.store.list_devices)}
         for name in list(self.supervisor.devices):
             if name not in records and not self.supervisor.devices[name].in_session:
@@ -195,7 +198,22 @@ class Daemon:
         for name, record in records.items():
             if name not in self.supervisor.devices:
                 self.supervisor.add(record)
+        await self._follow_profile()
         return [e.describe() for e in self.supervisor.devices.values()]
+
+    async def _follow_profile(self) -> None:
+        """The running session's profile as now stored: lowered caps and a slower EMS ramp
+        (and a child's heater time) reach every running device at once; nothing is raised."""
+        runner = self.runner
+        if runner is None or runner.state == SessionState.ENDED:
+            return
+        profile = await asyncio.to_thread(self.store.find_profile, runner.profile.name)
+        if profile is None:
+            return
+        for name in runner.snapshot().devices:
+            entry = self.supervisor.devices.get(name)
+            caps = entry.record.caps if entry is not None else None
+            await runner.tighten(name, SafetyLimits.from_profile(profile, device_caps=caps))
 
     async def _cmd_devices(self, _: api.Request) -> list[dict[str, Any]]:
         return [e.describe() for e in self.supervisor.devices.values()]
@@ -287,13 +305,21 @@ class Daemon:
         from controller.session import check_profile
 
         check_profile(profile, {d.capabilities.kind for d in devices.values()})
-        await self._write_ems_limits(devices, records, profile)
         if self._estops != estops:
             # An emergency stop came while this session was being prepared: it wins.
             raise SafetyError("emergency stop while the session was starting: not started")
+        # From here on a cap change reaches this runner (_cmd_set_caps); the devices' own
+        # limits are written by the runner as the session starts, from this profile.
         self.supervisor.lend(devices)
         self.runner = runner
         self.session_source = source
+        for name in devices:
+            latest = self.supervisor.devices[name].record
+            if latest.caps != records[name].caps:
+                # A cap changed while this session was being prepared: it counts already.
+                await runner.tighten(
+                    name, SafetyLimits.from_profile(profile, device_caps=latest.caps)
+                )
         runner.add_listener(
             lambda event: self._emit(
                 "session_event",
@@ -312,20 +338,6 @@ class Daemon:
             raise err if isinstance(err, MassagedError) else MassagedError(str(err))
         self._emit("session", {"state": "started", "program": program.id, "devices": names})
         return snapshot_data(runner.snapshot(), self.session_source)
-
-    async def _write_ems_limits(
-        self, devices: Mapping[str, Device], records: Mapping[str, DeviceRecord], profile: Profile
-    ) -> None:
-        """EB1 rule 1 for this session: the unit's soft limits from this profile and entry."""
-        from devices.drivers.eb1 import EB1Driver
-
-        for name, device in devices.items():
-            if not isinstance(device, EB1Driver):
-                continue
-            limits = SafetyLimits.from_profile(profile, device_caps=records[name].caps)
-            soft = limits.max_units(DeviceKind.BUTTERFLY)
-            if device.soft_limits != (soft, soft):
-                await device.set_soft_limits((soft, soft))
 
     async def _play(self, runner: SessionRunner, names: list[str]) -> None:
         try:
@@ -503,12 +515,17 @@ class Daemon:
         caps = {**entry.record.caps, entry.record.kind.value: request.max_intensity}
         record = self.store.update_device(request.name, caps=caps)
         self.supervisor.update_record(request.name, record)
-        if entry.device.is_connected and not entry.in_session:
-            # The unit's own soft limits follow at once (EB1); others have none.
-            profile = self._profile(None)
-            await self._write_ems_limits(
-                {record.name: entry.device}, {record.name: record}, profile
-            )
+        runner = self.runner
+        if entry.in_session and runner is not None and runner.state != SessionState.ENDED:
+            # A lowered cap reaches the running session at once, on the host's clamp and
+            # on the unit's own soft limit; a raised one waits for the next session.
+            limits = SafetyLimits.from_profile(runner.profile, device_caps=record.caps)
+            await runner.tighten(record.name, limits)
+        elif entry.device.is_connected:
+            # Between sessions the unit's own soft limits follow at once (EB1; others
+            # have none), from the default profile as at connect.
+            limits = SafetyLimits.from_profile(self._profile(None), device_caps=record.caps)
+            await write_device_limits(entry.device, limits)
         return self.supervisor.devices[record.name].describe()
 
     def _idle_device(self, name: str) -> None:

@@ -91,6 +91,13 @@ MAX_ANSWER = 16 * 1024 * 1024
 """A longer answer line is refused: a daemon does not send one."""
 _CONNECT_RETRY = 0.001
 """Seconds between connection attempts while the daemon's backlog is full."""
+RETRY_SAFE = frozenset({"emergency_stop", "status"})
+"""Requests sent again when the daemon closed the connection unserved (a flood of
+connections made it close the longest idle one, or it had no descriptor left):
+doing them twice does no harm. Never gentler (each one lowers further) or stop
+(the second would say "no session running")."""
+RETRY_S = 0.005
+"""Seconds before such a request is sent again."""
 
 
 class FallBack(Exception):
@@ -102,6 +109,10 @@ class FallBack(Exception):
 
 class ControlError(LinkError):
     """The request could not be sent or answered; shown as ``massaged: error: ...``."""
+
+
+class ConnectionDroppedError(ControlError):
+    """The daemon closed the connection before answering."""
 
 
 class DaemonNotRunningError(ControlError):
@@ -320,29 +331,45 @@ def _check_path_text(text: str) -> None:
 def call(path: Path, command: str, *, timeout: float = CALL_TIMEOUT) -> dict[str, Any]:
     """Send ``{"command": command, "payload": {}}`` on one line and return the answer line.
 
-    The same wire format and error messages as ``controller.control.call``;
-    DaemonNotRunningError when nothing listens, ControlError for everything else.
+    The same wire format, error messages and retries as ``controller.control.call``:
+    a request in RETRY_SAFE is sent again, within the same time-out, when the
+    daemon closed the connection unserved. DaemonNotRunningError when nothing
+    listens, ControlError for everything else.
     """
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        _connect(sock, path, timeout)
-        line = _exchange(sock, command, timeout)
-    finally:
-        sock.close()
-    if not line:
-        raise ControlError("the daemon closed the connection without an answer")
-    import json  # only now: the request has gone (see _request_line)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = max(deadline - time.monotonic(), 0.001)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            _connect(sock, path, left, shown=timeout)
+            line = _exchange(sock, command, left, shown=timeout)
+        except ConnectionDroppedError:
+            if command in RETRY_SAFE and time.monotonic() + RETRY_S < deadline:
+                time.sleep(RETRY_S)
+                continue
+            raise
+        finally:
+            sock.close()
+        import json  # only now: the request has gone (see _request_line)
 
-    try:
-        answer = json.loads(line)
-    except ValueError as err:
-        raise ControlError(f"the daemon's answer is not JSON: {err}") from None
-    if not isinstance(answer, dict):
-        raise ControlError(f"the daemon's answer is not a JSON object: {answer!r}")
-    return answer
+        try:
+            answer = json.loads(line)
+        except ValueError as err:
+            raise ControlError(f"the daemon's answer is not JSON: {err}") from None
+        if not isinstance(answer, dict):
+            raise ControlError(f"the daemon's answer is not a JSON object: {answer!r}")
+        if (
+            answer.get("busy") is True
+            and command in RETRY_SAFE
+            and time.monotonic() + RETRY_S < deadline
+        ):
+            time.sleep(RETRY_S)
+            continue
+        return answer
 
 
-def _connect(sock: socket.socket, path: Path, timeout: float) -> None:
+def _connect(sock: socket.socket, path: Path, timeout: float, *, shown: float) -> None:
+    """Connect within timeout; errors name the caller's whole time-out (shown)."""
     deadline = time.monotonic() + timeout
     sock.settimeout(timeout)
     while True:
@@ -355,10 +382,10 @@ def _connect(sock: socket.socket, path: Path, timeout: float) -> None:
             # A Unix socket whose backlog is full refuses at once (EAGAIN) instead
             # of waiting: try again until the deadline.
             if time.monotonic() >= deadline:
-                raise ControlError(f"the daemon on {path} did not accept in {timeout} s") from err
+                raise ControlError(f"the daemon on {path} did not accept in {shown} s") from err
             time.sleep(_CONNECT_RETRY)
         except TimeoutError as err:
-            raise ControlError(f"the daemon on {path} did not accept in {timeout} s") from err
+            raise ControlError(f"the daemon on {path} did not accept in {shown} s") from err
         except OSError as err:  # not a directory, path too long, ...
             raise ControlError(f"cannot reach the daemon on {path}: {err}") from err
 
@@ -375,8 +402,8 @@ def _request_line(command: str) -> bytes:
     return b'{"command": "%s", "payload": {}}\n' % command.encode()
 
 
-def _exchange(sock: socket.socket, command: str, timeout: float) -> bytes:
-    """Send the request line and read one answer line (b"" when the daemon hung up)."""
+def _exchange(sock: socket.socket, command: str, timeout: float, *, shown: float) -> bytes:
+    """Send the request line and read one answer line; ConnectionDroppedError when it hung up."""
     deadline = time.monotonic() + timeout
     request = _request_line(command)
     received = bytearray()
@@ -395,9 +422,11 @@ def _exchange(sock: socket.socket, command: str, timeout: float) -> bytes:
             if len(received) > MAX_ANSWER:
                 raise ControlError(f"the daemon's answer is longer than {MAX_ANSWER} bytes")
     except TimeoutError:
-        raise ControlError(f"the daemon did not answer {command!r} in {timeout} s") from None
+        raise ControlError(f"the daemon did not answer {command!r} in {shown} s") from None
     except OSError as err:
-        raise ControlError(f"the daemon connection failed: {err}") from err
+        raise ConnectionDroppedError(f"the daemon connection failed: {err}") from err
+    if not received:
+        raise ConnectionDroppedError("the daemon closed the connection without an answer")
     return bytes(received.partition(b"\n")[0])
 
 

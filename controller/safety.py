@@ -9,10 +9,14 @@ turns the request into what may be sent:
 2. **cap**: a ceiling per device kind, the smaller of the profile's cap and
    the device's registry entry, as a fraction of the device maximum (belt
    level 255, pillow speed 3, butterfly strength 200). A cap is a ceiling,
-   never a multiplier: a program asking for more gets the cap, never more;
+   never a multiplier: a program asking for more gets the cap, never more.
+   A cap lowered while a session runs takes effect at once
+   (:meth:`SafeDevice.tighten`); a raised one waits for the next session;
 3. **ranges**: every value clamped to what the device accepts.
 
-Steps 1 to 3 are the pure function :func:`clamp`. On top of it, with state:
+Steps 1 to 3 are the pure function :func:`clamp`. A device that keeps its own copy
+of the limits (the EB1's soft limits and ramp) gets it from :func:`write_device_limits`
+at every session start and on every lowering. On top of the clamp, with state:
 
 4. **EMS ramp** (EB1 daemon rule 2): a strength rises by at most
    ``ems_max_raise_per_100ms`` (5, a profile may lower it) per 100 ms elapsed,
@@ -42,6 +46,7 @@ Steps 1 to 3 are the pure function :func:`clamp`. On top of it, with state:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -61,8 +66,15 @@ from controller.profiles import (
 )
 from devices.capabilities import Capabilities, DeviceKind
 from devices.drivers.base import Device
+from devices.drivers.eb1 import EB1Driver
 from devices.errors import ConfigError, LinkError, SafetyError
-from devices.events import DeviceEvent, EmsWheelChanged, PillowOccupancy, StopButtonPressed
+from devices.events import (
+    DeviceEvent,
+    EmsWheelChanged,
+    PillowOccupancy,
+    ServiceGap,
+    StopButtonPressed,
+)
 from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, Output, PillowOutput
 
 logger = logging.getLogger(__name__)
@@ -348,21 +360,27 @@ class ClampRule:
 
     @classmethod
     def of(cls, limits: SafetyLimits, capabilities: Capabilities | None) -> ClampRule:
-        """The rule for these limits and (if known) these capabilities."""
+        """The rule for these limits and (if known) these capabilities.
+
+        A cap is a fraction of the kind's protocol maximum (DEVICE_MAXIMA), and what the
+        device itself can do is a second ceiling beside it, never the base the cap is
+        taken of: a unit that reports a lower maximum (an EB1's soft limit, say) must not
+        turn the cap into a multiplier.
+        """
         belt_cap = limits.max_units(DeviceKind.BELT)
         motors = capabilities.motors if capabilities is not None else ()
-        top = DEVICE_MAXIMA[DeviceKind.PILLOW]
+        pillow_top = limits.max_units(DeviceKind.PILLOW)
         if capabilities is not None and capabilities.kneading is not None:
-            top = capabilities.kneading.max_speed
+            pillow_top = min(pillow_top, capabilities.kneading.max_speed)
         ems = [limits.max_units(DeviceKind.BUTTERFLY)] * 2
         channels = capabilities.ems_channels if capabilities is not None else ()
         for i, ch in enumerate(channels[:2]):
-            ems[i] = min(ems[i], limits.max_units(DeviceKind.BUTTERFLY, ch.max_strength))
+            ems[i] = min(ems[i], ch.max_strength)
         return cls(
             scale=limits.scale,
             belt_cap=belt_cap,
             belt_ceilings=tuple(min(belt_cap, motor.max_level) for motor in motors),
-            pillow_top=limits.max_units(DeviceKind.PILLOW, top),
+            pillow_top=pillow_top,
             ems_ceilings=(ems[0], ems[1]),
             heater=capabilities is None or capabilities.heater,
         )
@@ -645,6 +663,14 @@ class SafeDevice:
         """Stop listening to the device's events."""
         self._remove_listener()
 
+    def tighten(self, limits: SafetyLimits) -> SafetyLimits:
+        """Lower this device's limits now (a cap lowered mid-session); they never rise.
+
+        The next apply or tick clamps under the result: the caller re-applies at once.
+        """
+        self.limits = self.limits.stricter(limits)
+        return self.limits
+
     def clamp(self, output: Output) -> Output:
         """The stateless part of apply with this session's factor and this device's ranges."""
         gentler = self.session.gentler_factor
@@ -814,6 +840,10 @@ class SafeDevice:
                 self._recorded.discard(Rule.EMPTY_PILLOW)
         elif isinstance(event, StopButtonPressed):
             self._stop_button = True
+        elif isinstance(event, ServiceGap):
+            # The driver forgot what it held and zeroes the device: the ramp starts
+            # again from zero, as after a reconnect (promise 2).
+            self._reset_to_zero()
         elif isinstance(event, EmsWheelChanged):
             # The user's word: the device is at these strengths now, and they are the
             # ceilings for the rest of the session.
@@ -824,6 +854,54 @@ class SafeDevice:
                 RampState(event.strength_b, 0, now_us),
             )
             self._ramp_started = True
+
+
+# -- the device's own copy of the limits ---------------------------------------------
+
+SOFT_LIMIT_SETTLE_S = 1.0
+"""How long a lowered EB1 soft limit waits for the host's own lowering to land first.
+
+Written while the unit is above it, the BF would lower the strength itself and report
+it as the wheel's (B1 sequence 0): the host's sequenced B0 goes first, then the BF. One
+B1 time-out with its resends fits; past it the BF is written anyway (the limit wins)."""
+
+
+async def write_device_limits(
+    device: Device, limits: SafetyLimits, *, lower_only: bool = False
+) -> None:
+    """Give a device its own copy of these limits where it keeps one (the EB1's soft
+    limits and ramp, EB1 daemon rules 1 and 2); other kinds keep none.
+
+    At a session start they come from that session's limits, whatever the unit was
+    given before; lower_only (a change while a session runs) never loosens them. A
+    device that is not connected takes them at its next connect.
+    """
+    if not isinstance(device, EB1Driver):
+        return
+    soft = limits.max_units(DeviceKind.BUTTERFLY)
+    wanted = (soft, soft)
+    max_raise = limits.ems_max_raise_per_100ms
+    if lower_only:
+        wanted = (min(soft, device.soft_limits[0]), min(soft, device.soft_limits[1]))
+        max_raise = min(max_raise, device.max_raise)
+    device.set_max_raise(max_raise)
+    if wanted == device.soft_limits:
+        return
+    if not device.is_connected:
+        # connect() writes them first thing (rule 1).
+        device.soft_limits = wanted
+        return
+    if lower_only:
+        await _settle_below(device, wanted)
+    await device.set_soft_limits(wanted)
+
+
+async def _settle_below(device: EB1Driver, limits: tuple[int, int]) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(SOFT_LIMIT_SETTLE_S):
+            # Polled: the driver learns its strengths from B1s and offers no event for it.
+            while any(s > c for s, c in zip(device.strengths, limits, strict=True)):  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
 
 
 def _duration(seconds: float) -> str:

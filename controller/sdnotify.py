@@ -30,13 +30,19 @@ def notify(state: str) -> bool:
     return True
 
 
+PINGS_PER_WATCHDOG_PERIOD = 5
+"""Pings per WatchdogSec: a ping once a second for WatchdogSec=5, so one late ping or a
+busy moment never looks like a hang, while a loop blocked for the whole period does."""
+
+
 def watchdog_interval() -> float | None:
-    """Seconds between watchdog pings (half of WatchdogSec), or None without a watchdog."""
+    """Seconds between watchdog pings (a fifth of WatchdogSec), or None without a watchdog."""
     usec = os.environ.get("WATCHDOG_USEC")
     pid = os.environ.get("WATCHDOG_PID")
     if not usec or (pid and pid != str(os.getpid())):
         return None
     try:
-        return int(usec) / 1_000_000 / 2
+        seconds = int(usec) / 1_000_000
     except ValueError:
         return None
+    return seconds / PINGS_PER_WATCHDOG_PERIOD if seconds > 0 else None

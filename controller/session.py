@@ -12,7 +12,12 @@ others back, while all of them read the same clock.
 
 The loop renews each healthy device's lease (0.5 s) on every pass: the lease
 is the "session is healthy" signal, never renewed for a device that is lost,
-paused or ended, so a stalled runner lets every device stop by itself.
+paused or ended, so a stalled runner lets every device stop by itself. A lease
+that lapsed unrevoked is a gap in service (a stall, a blocked loop, a suspended
+process): whichever side sees it first (the driver, renew_lease, or this loop
+running later than due by more than a lease) the driver zeroes the device and
+reports ServiceGap, and the device comes back as after a reconnect, through a
+fresh ramp from zero, with no request from before the gap.
 
 Time:
 
@@ -61,6 +66,7 @@ from controller.safety import (
     SessionSafety,
     Violation,
     scale_output,
+    write_device_limits,
 )
 from controller.store import Outcome, Store
 from devices.capabilities import DeviceKind
@@ -74,6 +80,7 @@ from devices.events import (
     LowBattery,
     Overheated,
     PillowOccupancy,
+    ServiceGap,
     StopButtonPressed,
     WatchdogTripped,
 )
@@ -752,6 +759,42 @@ class SessionRunner:
         self.state = SessionState.ENDED
         self.done.set()
 
+    # -- limits -------------------------------------------------------------------
+
+    def lane_limits(self, name: str) -> SafetyLimits:
+        """One device's limits in this session: the session's, tightened by its own."""
+        lane = self._lane(name)
+        return self.limits if lane.limits is None else self.limits.stricter(lane.limits)
+
+    def _lane(self, name: str) -> _Lane:
+        for lane in self._lanes:
+            if lane.name == name:
+                return lane
+        raise ConfigError(f"{name} is not in this session")
+
+    async def tighten(self, name: str, limits: SafetyLimits) -> SafetyLimits:
+        """Lower one device's limits at once (a cap lowered mid-session); never raise them.
+
+        The safety layer clamps under them from the next pass, which comes at once, and
+        the device's own copy (the EB1's soft limit) follows; a raised cap changes
+        nothing here (it applies from the next session). Returns the limits now in force.
+        """
+        lane = self._lane(name)
+        lane.limits = limits if lane.limits is None else lane.limits.stricter(limits)
+        if lane.safe is not None:
+            lane.safe.tighten(lane.limits)
+        # Re-decide this device's output now rather than at its next cue.
+        lane.posted = None
+        lane.force = True
+        self._wake.set()
+        if self.state != SessionState.ENDED:
+            try:
+                await write_device_limits(lane.device, self.lane_limits(name), lower_only=True)
+            except (MassagedError, OSError) as err:
+                # The host clamp holds already; a lost unit takes its limit at the reconnect.
+                logger.warning("%s: the device's own limit is not written yet: %s", name, err)
+        return self.lane_limits(name)
+
     def _active_lanes(self) -> list[_Lane]:
         return [lane for lane in self._lanes if lane.state != DeviceState.DROPPED]
 
@@ -815,10 +858,12 @@ class SessionRunner:
         self._event("start", detail={"devices": [lane.name for lane in lanes]}, history=False)
 
     async def _connect_first(self, lane: _Lane) -> None:
-        if lane.device.is_connected:
-            return
         try:
-            await lane.device.connect(timeout=self.timing.connect_timeout_s)
+            if not lane.device.is_connected:
+                await lane.device.connect(timeout=self.timing.connect_timeout_s)
+            # The device's own copy of this session's rules (the EB1's soft limits and
+            # ramp), from this session's profile: never what it was given at connect.
+            await write_device_limits(lane.device, self.lane_limits(lane.name))
         except (MassagedError, OSError) as err:
             logger.warning("%s: cannot connect (%s): the session starts without it", lane.name, err)
             lane.state = DeviceState.LOST
@@ -826,7 +871,13 @@ class SessionRunner:
     async def _loop(self) -> tuple[Outcome, str]:
         """The one loop: returns the outcome and why."""
         timing = self.timing
+        loop = asyncio.get_running_loop()
+        due: float | None = None
         while True:
+            if due is not None and loop.time() - due > timing.lease_s:
+                # The loop itself ran late past a lease (a stall): a gap for every device.
+                self._gap_in_service(loop.time() - due)
+            due = None
             if self._estop:
                 await self._estop_done.wait()
                 return Outcome.EMERGENCY_STOP, "emergency stop"
@@ -867,7 +918,8 @@ class SessionRunner:
             self._wake.clear()
             # An absolute deadline from the start of the pass: the next cue is due at t +
             # delay, however long this pass's work took (a relative sleep would add it).
-            await self._wait_until(pass_started + delay, precise=cue)
+            due = pass_started + delay
+            await self._wait_until(due, precise=cue)
 
     async def _wait_until(self, deadline: float, *, precise: bool) -> None:
         """Sleep until deadline (loop time) or until woken; precise: to a few microseconds.
@@ -1146,6 +1198,14 @@ class SessionRunner:
             self._event("overheated", lane.name, {"temperature": event.temperature})
         elif isinstance(event, LowBattery):
             self._event("low_battery", lane.name, {"percent": event.percent})
+        elif isinstance(event, ServiceGap):
+            # A gap in service (a stall): the driver zeroed the device and forgot what it
+            # held, the safety layer's ramp is back at zero. As after a reconnect, it comes
+            # back through a fresh ramp, and no request from before the gap is sent.
+            lane.ramp_from = self.clock.now()
+            lane.posted = None
+            lane.request = None
+            self._event("service_gap", lane.name, {"reason": event.reason})
         elif isinstance(event, WatchdogTripped):
             # The device stopped itself: bring it back gently, never with a jump.
             lane.ramp_from = self.clock.now()
@@ -1154,6 +1214,17 @@ class SessionRunner:
         else:
             self._event(type(event).__name__.lower(), lane.name, {})
         self._wake.set()
+
+    def _gap_in_service(self, late: float) -> None:
+        """The loop ran late past a lease: every running device had a gap in service.
+
+        Handled as if each device had found its lease lapsed (whichever side sees a gap
+        first, one rule): the driver zeroes it and reports ServiceGap, handled above.
+        """
+        logger.warning("the session loop ran %.2f s late: every device from zero", late)
+        for lane in self._lanes:
+            if lane.state == DeviceState.RUNNING:
+                lane.device.lapse_lease(f"the session loop ran {late:.2f} s late")
 
     def _on_occupancy(self, lane: _Lane, event: PillowOccupancy) -> None:
         # Re-decide this device's output at once: the safety layer stops kneading on an

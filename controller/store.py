@@ -17,6 +17,15 @@ call it through ``asyncio.to_thread``.
 
 A file without write permission is opened read-only: history can be read,
 and every write raises :class:`StoreError` without touching the file.
+
+A write that finds the database busy in another process waits for it
+(SQLite's busy time-out) and is tried again a few times with a growing pause
+(:data:`WRITE_RETRY_DELAYS`) before it raises :class:`StoreError`.
+
+A running session's row names its owner: the store that began it, which holds
+a lock (controller.locks) for as long as it is open. :meth:`Store.close_unfinished`
+closes only the rows whose owner is provably gone, never a session that
+another process is still running.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -37,6 +47,7 @@ from types import TracebackType
 from typing import Any
 
 from controller import paths
+from controller.locks import LockError, OwnerLock, owner_is_gone, sweep_gone_owners
 from controller.profiles import DEFAULT_PROFILE, DEFAULT_PROFILE_NAME, Profile, parse_profile
 from devices.capabilities import DeviceKind
 from devices.errors import ConfigError, MassagedError
@@ -44,12 +55,17 @@ from devices.errors import ConfigError, MassagedError
 logger = logging.getLogger(__name__)
 
 PRIVATE_FILE_MODE = 0o600
-BUSY_TIMEOUT_S = 5.0
-"""How long a write waits for another process's transaction before giving up."""
+BUSY_TIMEOUT_S = 1.2
+"""How long one attempt at a write waits for another process's transaction."""
+WRITE_RETRY_DELAYS: tuple[float, ...] = (0.1, 0.4)
+"""Pauses before the second and later attempts at a write the database was too busy for.
+
+With the busy time-out, a write gives up after about 4 s: inside the session's
+5 s history time-out, so what the session reports is what the file holds.
+"""
 _CONNECT_OPTIONS: dict[str, Any] = {
     # Autocommit: every transaction is an explicit BEGIN IMMEDIATE ... COMMIT.
     "isolation_level": None,
-    "timeout": BUSY_TIMEOUT_S,
     # The lock in Store serialises use, so asyncio.to_thread callers are safe.
     "check_same_thread": False,
 }
@@ -124,6 +140,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             added_at TEXT NOT NULL
         )""",
     ),
+    # 2: a running session names its owner (controller.locks), so that only the
+    # owner, or someone who can prove the owner gone, closes it.
+    ("ALTER TABLE sessions ADD COLUMN owner TEXT",),
 )
 """Schema migrations: entry i takes the database from version i to i + 1. Append only."""
 
@@ -266,6 +285,16 @@ def _describe(err: sqlite3.Error, path: Path, action: str) -> str:
     return f"cannot {action} in {path}: {err}"
 
 
+def _is_busy(err: sqlite3.Error) -> bool:
+    code = getattr(err, "sqlite_errorname", "") or ""
+    return code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+
+
+def _backoff_sleep(seconds: float) -> None:
+    """The pause between attempts at a busy write (its own name, so tests can step it)."""
+    time.sleep(seconds)
+
+
 def _is_read_only_file(path: Path) -> bool:
     # Root ignores permission bits, so os.access alone would miss a file the
     # user made read-only on purpose: look at the owner's write bit as well.
@@ -274,6 +303,18 @@ def _is_read_only_file(path: Path) -> bool:
     except FileNotFoundError:
         return False
     return not os.access(path, os.W_OK) or not mode & stat.S_IWUSR
+
+
+def database_path(path: Path | str | None = None) -> Path:
+    """The database file for path (None: the default one, its private folder made)."""
+    if path is not None:
+        return Path(path).expanduser()
+    db = paths.db_path()
+    try:
+        paths.ensure_private_dir(db.parent)
+    except OSError as err:
+        raise StoreError(f"cannot create the data folder {db.parent}: {err}") from err
+    return db
 
 
 # -- the store ----------------------------------------------------------------
@@ -287,29 +328,24 @@ class Store:
         self.path = path
         self.read_only = read_only
         self._lock = threading.RLock()
+        self._owner = OwnerLock(path)
+        """This store's claim on the sessions it begins; taken at the first one."""
 
     # -- opening ----------------------------------------------------------------
 
     @classmethod
     def open(cls, path: Path | str | None = None) -> Store:
         """Open (creating and migrating as needed) the store at path, or the default one."""
-        if path is None:
-            db = paths.db_path()
-            try:
-                paths.ensure_private_dir(db.parent)
-            except OSError as err:
-                raise StoreError(f"cannot create the data folder {db.parent}: {err}") from err
-        else:
-            db = Path(path).expanduser()
+        db = database_path(path)
         read_only = _is_read_only_file(db)
         if not read_only:
             _create_private_file(db)
         try:
             if read_only:
                 uri = db.resolve().as_uri() + "?mode=ro"
-                conn = sqlite3.connect(uri, uri=True, **_CONNECT_OPTIONS)
+                conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, **_CONNECT_OPTIONS)
             else:
-                conn = sqlite3.connect(db, **_CONNECT_OPTIONS)
+                conn = sqlite3.connect(db, timeout=BUSY_TIMEOUT_S, **_CONNECT_OPTIONS)
         except sqlite3.Error as err:
             raise StoreError(_describe(err, db, "open the database")) from err
         store = cls(conn, db, read_only=read_only)
@@ -358,9 +394,12 @@ class Store:
             logger.info("%s: schema migrated to version %d", self.path, target)
 
     def close(self) -> None:
-        """Close the connection (safe to call twice)."""
+        """Close the connection and give up the claim on its sessions (safe to call twice)."""
         with self._lock:
             self._conn.close()
+            # After the connection: a session of ours still running from here on is
+            # one whose end was never written, and the next daemon may close it.
+            self._owner.release()
 
     def __enter__(self) -> Store:
         return self
@@ -386,7 +425,7 @@ class Store:
         with self._lock:
             cur = self._conn.cursor()
             try:
-                cur.execute("BEGIN IMMEDIATE")
+                self._begin(cur)
                 yield cur
                 cur.execute("COMMIT")
             except BaseException as err:
@@ -400,6 +439,19 @@ class Store:
                 raise
             finally:
                 cur.close()
+
+    def _begin(self, cur: sqlite3.Cursor) -> None:
+        """BEGIN IMMEDIATE, tried again after a pause while another process keeps it busy."""
+        for delay in (*WRITE_RETRY_DELAYS, None):
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as err:
+                if delay is None or not _is_busy(err):
+                    raise
+                logger.warning("%s is busy in another process: trying again", self.path)
+            # Nothing is begun yet: trying again cannot apply anything twice.
+            _backoff_sleep(delay)
 
     @contextmanager
     def _reading(self, action: str) -> Iterator[sqlite3.Connection]:
@@ -435,17 +487,23 @@ class Store:
         started_at: datetime | None = None,
         detail: Mapping[str, Any] | None = None,
     ) -> int:
-        """Record a session that starts now; returns its id."""
+        """Record a session that starts now, owned by this store; returns its id."""
         with self._writing("record the session start") as cur:
+            try:
+                # Before the row exists: a row whose owner holds no lock counts as crashed.
+                self._owner.acquire()
+            except LockError as err:
+                raise StoreError(f"cannot record the session start: {err}") from err
             cur.execute(
-                "INSERT INTO sessions (program, devices, profile, started_at, detail) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO sessions (program, devices, profile, started_at, detail, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
                 (
                     program,
                     _json(list(devices)),
                     profile,
                     _ts(started_at or utc_now()),
                     _json(dict(detail or {})),
+                    self._owner.token,
                 ),
             )
             session_id = cur.lastrowid
@@ -511,18 +569,35 @@ class Store:
         logger.info("session %d ended: %s", session_id, result.value)
         return self.get_session(session_id)
 
-    def close_unfinished(self, reason: str = "massaged ended before the session did") -> list[int]:
-        """Mark every session without an end as a fault (for the daemon's start); their ids."""
+    def close_unfinished(
+        self, reason: str = "the process that ran it ended before its end was recorded"
+    ) -> list[int]:
+        """Mark as a fault every session without an end whose owner is gone; their ids.
+
+        A session another process (or another store in this one) still runs is
+        left alone: only its owner closes it.
+        """
         now = _ts(utc_now())
+        closed: list[int] = []
         with self._writing("close unfinished sessions") as cur:
-            rows = cur.execute("SELECT id, detail FROM sessions WHERE ended_at IS NULL").fetchall()
-            for session_id, detail in rows:
+            rows = cur.execute(
+                "SELECT id, detail, owner FROM sessions WHERE ended_at IS NULL"
+            ).fetchall()
+            for session_id, detail, owner in rows:
+                if owner == self._owner.token and self._owner.held:
+                    continue  # our own, still running
+                if not owner_is_gone(self.path, owner):
+                    logger.info("session %d is still running in another process", session_id)
+                    continue
                 merged = {**json.loads(detail), "reason": reason}
                 cur.execute(
                     "UPDATE sessions SET ended_at = ?, outcome = 'fault', detail = ? WHERE id = ?",
                     (now, _json(merged), session_id),
                 )
-        return [r[0] for r in rows]
+                closed.append(session_id)
+        # Owners that died between sessions left only a file: tidy those too.
+        sweep_gone_owners(self.path)
+        return closed
 
     def get_session(self, session_id: int) -> SessionRecord:
         """One session by id (NotFoundError if there is none)."""

@@ -23,6 +23,14 @@ class LinkError(MassagedError):
         self.device = device
 
 
+class LinkBusyError(LinkError):
+    """Another program holds the device's port: a second controller is refused, not shared."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(f"{address} is in use by another program")
+        self.device = address
+
+
 class LinkLostError(LinkError):
     """The link dropped, or the device stopped answering after every retry."""
 

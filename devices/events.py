@@ -67,6 +67,18 @@ class LinkLost(DeviceEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceGap(DeviceEvent):
+    """The owner's lease lapsed unrevoked (a stall, a blocked loop, a suspended daemon).
+
+    The driver has forgotten what it held, zeroes the device at once and sends no frame
+    built before the gap: the owner must bring the device back through a fresh ramp
+    from zero, as after a reconnect.
+    """
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class StatusReport:
     """A snapshot of a device: battery, temperature, flags and what it puts out."""
 

@@ -167,13 +167,15 @@ class Fleet:
         radio_path: Path | None = None,
         recorder: Recorder | None = None,
         speed: float = 1.0,
+        links_outlive_host: bool = True,
     ) -> None:
         self.specs = specs
         self.radio_path = radio_path or default_radio_path()
         self.link_dir = self.radio_path.parent
         self.recorder = recorder
         self.speed = speed
-        self.radio = SimRadio(self.radio_path)
+        # BlueZ's rule by default: a BLE link outlives the host process that opened it.
+        self.radio = SimRadio(self.radio_path, links_outlive_host=links_outlive_host)
         self.devices: list[SimDevice] = []
 
     async def start(self) -> list[SimDevice]:

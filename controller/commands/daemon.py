@@ -148,7 +148,9 @@ def _simulator_link(config: Any) -> tuple[Any, dict[str, Any], Path | None]:
 async def cmd_daemon(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM or Ctrl-C."""
     from controller.daemon import Daemon, serve_until_signalled
-    from controller.store import Store
+    from controller.guard import HostGuard
+    from controller.locks import DaemonLock
+    from controller.store import Store, database_path
 
     config = load(args)
     if args.speed != 1.0 and not config.daemon.simulator:
@@ -159,7 +161,15 @@ async def cmd_daemon(args: argparse.Namespace) -> int:
         for name in ("devices.links", "devices.drivers"):
             logging.getLogger(name).setLevel(logging.DEBUG)
     backend, ble_kwargs, radio = _simulator_link(config)
-    store = Store.open(config.store.path)
+    # Before the store, the socket or any device: a second daemon on this database is
+    # refused here, before it can close a session or open a port the first one uses.
+    lock = DaemonLock(database_path(config.store.path))
+    lock.acquire()
+    try:
+        store = Store.open(config.store.path)
+    except BaseException:
+        lock.release()
+        raise
     daemon = Daemon(
         store,
         ble_backend=backend,
@@ -176,7 +186,10 @@ async def cmd_daemon(args: argparse.Namespace) -> int:
     )
     bridge: Any = None
     watchdog: asyncio.Task[None] | None = None
+    # Outside this process: ends every BLE link if the daemon freezes or dies (see the module).
+    host_guard = HostGuard()
     try:
+        await host_guard.start()
         await server.start()
         await daemon.start()
         if args.auto_pair:
@@ -205,10 +218,12 @@ async def cmd_daemon(args: argparse.Namespace) -> int:
                 await watchdog
         # Devices first: whatever else fails below, nothing is left running on a body.
         await daemon.close()
+        await host_guard.close()
         if bridge is not None:
             await bridge.close()
         await server.close()
         store.close()
+        lock.release()
     return 0
 
 

@@ -152,20 +152,23 @@ async def _demonstrate(devices: list[dict[str, Any]], radio: Path) -> None:
     from controller.commands.selftest import check_device
     from devices.capabilities import DeviceKind
     from devices.kinds import make_device
+    from controller.guard import guarded
     from simulator.ble.backend import SimBleakClient
 
-    for d in devices:
-        device = make_device(
-            DeviceKind(d["kind"]),
-            d["address"],
-            transport="serial" if d["link"] == "serial" else "ble",
-            ble_backend=SimBleakClient,
-            ble_kwargs={"radio": str(radio)},
-        )
-        try:
-            await check_device(device, say=lambda text: say("   " + text))
-        finally:
-            await device.close()
+    # This process drives the devices here (the daemon later has its own guard).
+    async with guarded():
+        for d in devices:
+            device = make_device(
+                DeviceKind(d["kind"]),
+                d["address"],
+                transport="serial" if d["link"] == "serial" else "ble",
+                ble_backend=SimBleakClient,
+                ble_kwargs={"radio": str(radio)},
+            )
+            try:
+                await check_device(device, say=lambda text: say("   " + text))
+            finally:
+                await device.close()
 
 
 async def _wait_devices(socket: Path, count: int) -> None:

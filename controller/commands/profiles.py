@@ -189,9 +189,33 @@ def cmd_set(args: argparse.Namespace) -> int:
             changes["contraindications"] = sorted(c.value for c in items)
         profile = base.updated(**changes)
         store.save_profile(profile)
+    tell_daemon(args)
     print(("created" if created else "saved") + f" profile {profile.name}")
     print("\n".join(describe(profile)))
     return 0
+
+
+def tell_daemon(args: argparse.Namespace) -> None:
+    """A running daemon follows the saved profile at once: a session running with it
+    takes lowered caps and a slower EMS ramp (never a raise). No daemon: nothing to do."""
+    import asyncio
+
+    from controller import control
+    from controller.config import load_config
+    from devices.errors import MassagedError
+
+    try:
+        socket = Path(load_config(getattr(args, "config", None)).daemon.socket)
+        answer = asyncio.run(control.call(socket, "reload", timeout=TELL_DAEMON_TIMEOUT_S))
+    except (MassagedError, OSError) as err:
+        logger.debug("no daemon told of the profile: %s", err)
+        return
+    if answer.get("status") != "ok":
+        print(f"warning: the daemon did not take the profile change: {answer.get('error')}")
+
+
+TELL_DAEMON_TIMEOUT_S = 5.0
+"""Seconds a running daemon may take to answer that it follows a saved profile."""
 
 
 def cmd_check(args: argparse.Namespace) -> int:

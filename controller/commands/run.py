@@ -19,10 +19,10 @@ from controller.live import KeyReader, LinePrinter, LiveDisplay, format_time, in
 from controller.profiles import DEFAULT_PROFILE_NAME, painful_body_side
 from controller.safety import SafetyLimits
 from controller.session import SessionResult, SessionRunner, check_profile
-from controller.store import DeviceRecord, Outcome, Store
+from controller.store import DeviceRecord, Outcome, Store, StoreError
 from devices.capabilities import DeviceKind
 from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT, Device
-from devices.errors import ConfigError, LinkError, MassagedError
+from devices.errors import ConfigError, LinkBusyError, LinkError, MassagedError
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,12 @@ EXIT_CODES = {
 """The exit code for each way a session can end."""
 DISPLAY_WAIT_S = 2.0
 """Seconds the live view may take to draw its last frame."""
+HISTORY_EXIT_CODE = 1
+"""The exit code of a session that ran as usual but whose history could not be written."""
+BUSY_HINT = (
+    "is the massaged daemon running? stop it, or leave out --no-daemon and --device "
+    "so that the daemon runs the session"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +67,10 @@ def register(sub: Any) -> None:
             "--simulate. Keys while running: p pause/resume, g gentler, s stop, "
             "e emergency stop, +/- intensity; Ctrl-C stops softly, twice is an emergency stop."
         ),
-        epilog="Exit status: 0 completed or stopped, 1 fault or error, 3 emergency stop.",
+        epilog=(
+            "Exit status: 0 completed or stopped, 1 fault or error (a session the history "
+            "could not record included), 3 emergency stop."
+        ),
     )
     p.add_argument("program", metavar="PROGRAM", help="program id or TOML file")
     p.add_argument(
@@ -206,6 +215,14 @@ async def real_devices(
         results = await asyncio.gather(
             *(d.connect(timeout=timeout) for d in devices.values()), return_exceptions=True
         )
+        busy = [
+            f"{name}: {result} ({BUSY_HINT})"
+            for name, result in zip(devices, results, strict=True)
+            if isinstance(result, LinkBusyError)
+        ]
+        if busy:
+            # Another program drives the device: one clear line, nothing else tried.
+            raise LinkError("; ".join(busy))
         failed = [
             f"{name} at {devices[name].link.address}: {result}"
             for name, result in zip(devices, results, strict=True)
@@ -262,6 +279,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     try:
         profile = store.get_profile(args.profile or DEFAULT_PROFILE_NAME)
         targets = [] if args.simulate else targets_for(args, store)
+        _refuse_a_daemons_devices(store, targets)
         kinds = set(DeviceKind) if args.simulate else {t.kind for t in targets}
         # Before anything is connected: a refused session never touches a device.
         dropped = check_profile(profile, kinds)
@@ -295,10 +313,69 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 flush=True,
             )
             result = await play(runner, live=live)
+        history_error = _history_error(store, result)
     finally:
         store.close()
-    _report(result)
+    _report(result, recorded=history_error is None)
+    if history_error is not None:
+        print(f"massaged: error: {history_error}", file=sys.stderr)
+        return EXIT_CODES[result.outcome] or HISTORY_EXIT_CODE
     return EXIT_CODES[result.outcome]
+
+
+def _refuse_a_daemons_devices(store: Store, targets: Sequence[Target]) -> None:
+    """MassagedError if a daemon on this database drives one of the targets.
+
+    The serial port's lock refuses a second opener, but Bluetooth does not: on
+    Linux, BlueZ lets a second process use a link another one opened. So the
+    daemon's devices (every one registered in its database) are its alone.
+    """
+    from controller.locks import daemon_holding
+
+    pid = daemon_holding(store.path)
+    if pid is None:
+        return
+    registered = {record.address.upper() for record in store.list_devices()}
+    theirs = [t.name for t in targets if t.address.upper() in registered]
+    if theirs:
+        who = "another massaged daemon" + (f" (pid {pid})" if pid else "")
+        raise MassagedError(
+            f"{who} already uses {store.path} and drives {', '.join(theirs)}: "
+            "leave out --no-daemon and --device so that it runs the session, or stop it"
+        )
+
+
+def _history_error(store: Store, result: SessionResult) -> str | None:
+    """What the history failed to record of this session, or None if it holds all of it."""
+    session_id = result.session_id
+    if session_id is None:
+        why = (
+            f"the database {store.path} is read-only"
+            if store.read_only
+            else "its start could not be written (see the error above)"
+        )
+        return f"this session is not in the history: {why}"
+    try:
+        record = store.get_session(session_id)
+    except StoreError as err:
+        return f"cannot check the history of this session (#{session_id}): {err}"
+    if record.ended_at is not None:
+        return None
+    # The runner's write failed (the store tried it again a few times) or ran out of
+    # time: the session is over and every device stopped, so one more try costs nothing.
+    try:
+        store.finish_session(
+            session_id,
+            result.outcome,
+            gentler_presses=result.gentler_presses,
+            detail={"reason": result.reason, "elapsed": round(result.elapsed, 3)},
+        )
+    except StoreError as err:
+        return (
+            f"the end of this session could not be written to the history ({err}); "
+            f"#{session_id} stays marked running until the next daemon start closes it as a fault"
+        )
+    return None
 
 
 async def _through_daemon(args: argparse.Namespace) -> int | None:
@@ -351,12 +428,15 @@ async def _devices(
     wanted = [t for t in targets if t.kind not in dropped]
     if not wanted:
         raise MassagedError("no device is left for the session")
-    async with real_devices(wanted, args.timeout) as devices:
+    from controller.guard import guarded
+
+    # The host guard ends the BLE links should this process freeze or die mid-session.
+    async with guarded(), real_devices(wanted, args.timeout) as devices:
         yield devices
 
 
-def _report(result: SessionResult) -> None:
-    where = f" (history #{result.session_id})" if result.session_id is not None else ""
+def _report(result: SessionResult, *, recorded: bool = True) -> None:
+    where = f" (history #{result.session_id})" if recorded and result.session_id else ""
     presses = result.gentler_presses
     gentler = f"; gentler pressed {presses} time{'s' if presses != 1 else ''}" if presses else ""
     print(

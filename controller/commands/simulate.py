@@ -47,6 +47,14 @@ def register(sub: Any) -> None:
         help="run the firmware's physical timers N times faster (default 1)",
     )
     p.add_argument("--radio", type=Path, help="the radio socket (default: the standard path)")
+    p.add_argument(
+        "--links-drop-with-host",
+        action="store_true",
+        help=(
+            "drop a BLE link when the host process that opened it dies (default: the link "
+            "outlives it, as BlueZ's does)"
+        ),
+    )
     p.set_defaults(func=run_simulate)
 
     f = sub.add_parser(
@@ -82,7 +90,13 @@ async def run_simulate(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    fleet = Fleet(specs, radio_path=args.radio, recorder=recorder, speed=args.speed)
+    fleet = Fleet(
+        specs,
+        radio_path=args.radio,
+        recorder=recorder,
+        speed=args.speed,
+        links_outlive_host=not args.links_drop_with_host,
+    )
     try:
         async with fleet:
             for device in fleet.devices:

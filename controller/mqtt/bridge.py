@@ -12,11 +12,16 @@ Topics (``<base>`` is ``[mqtt] base_topic``, docs/mqtt.md has every payload):
 - ``<base>/<device>/availability``: retained online/offline, following the device's link.
 - ``<base>/<device>/info``: retained description and real limits.
 - ``<base>/<device>/event``: how sessions ended (Home Assistant event entity).
-- ``<base>/<device>/set`` and ``<base>/<device>/set/<entity>``: the entities' commands.
+- ``<base>/<device>/set`` and ``<base>/<device>/set/<entity>``: the entities' commands,
+  each answered on ``<base>/bridge/response/set``.
 
 Everything received goes through :func:`controller.api.dispatch`, so MQTT can do
-exactly what the command line can and nothing else; bad input is answered with
-an error (or logged as a warning) and changes nothing.
+exactly what the command line can and nothing else. Each command topic takes
+exactly the payloads controller/mqtt/commands.py defines (and discovery
+announces); anything else, an empty payload above all (it is also how a
+retained message is deleted), is answered with an error naming what the topic
+takes, logged as a warning, and changes nothing. A retained command is never
+carried out.
 
 MQTT is not a safety channel. The grace rule: when the broker goes away while a
 session that was started over MQTT runs, the session is stopped (with its soft
@@ -37,18 +42,21 @@ from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final, Literal
+from typing import Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from controller.api import COMMANDS, DaemonAPI, dispatch, error
+from controller.api import COMMANDS, DaemonAPI, dispatch, error, ok
+from controller.log_limit import limit_repeats
 from controller.mqtt.client import BrokerError, MqttClient, Payload, cancel_and_wait, encode
-from controller.mqtt.discovery import (
-    BUTTONS,
-    DEFAULT_PROGRAM,
-    PAYLOAD_PRESS,
+from controller.mqtt.commands import (
+    MAX_JSON_BYTES,
     SCALE_MAX,
-    SCALE_MIN,
+    BadPayload,
+    SetRequest,
+    parse_entity,
+    request_fields,
+)
+from controller.mqtt.discovery import (
+    DEFAULT_PROGRAM,
     SESSION_EVENT_TYPES,
     DeviceDescription,
     Topics,
@@ -64,7 +72,7 @@ logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S: Final = 360.0
 """Longest an API call may take: above the longest pairing window (300 s)."""
-MAX_PAYLOAD_BYTES: Final = 64 * 1024
+MAX_PAYLOAD_BYTES: Final = MAX_JSON_BYTES
 """Larger requests are refused unread."""
 MAX_PENDING_REQUESTS: Final = 32
 """Requests in progress at once; stop and emergency_stop are always let through."""
@@ -159,21 +167,6 @@ def snapshot_states(snapshot: SessionSnapshot) -> dict[str, dict[str, Any]]:
     return states
 
 
-class _BadInput(ValueError):
-    """A message that cannot be accepted; the text says why."""
-
-
-class _SetRequest(BaseModel):
-    """The JSON of <base>/<device>/set: any of these, applied in this order."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    program: str | None = Field(default=None, min_length=1, max_length=200)
-    scale: float | None = Field(default=None, ge=SCALE_MIN, le=SCALE_MAX, allow_inf_nan=False)
-    heater: bool | None = None
-    action: Literal["start", "pause", "resume", "stop", "emergency_stop", "gentler"] | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class _Outgoing:
     topic: str
@@ -181,38 +174,6 @@ class _Outgoing:
     retain: bool
     keep: bool
     """Wait for the broker instead of dropping this while disconnected (log records)."""
-
-
-def _reject_constant(name: str) -> Any:
-    raise _BadInput(f"{name} is not a valid JSON number")
-
-
-def _decode_json(payload: bytes) -> Any:
-    """The JSON in a payload (None when empty); _BadInput when it is not JSON."""
-    if len(payload) > MAX_PAYLOAD_BYTES:
-        raise _BadInput(f"payload too large: {len(payload)} bytes (at most {MAX_PAYLOAD_BYTES})")
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        raise _BadInput("payload is not UTF-8 text") from None
-    if not text.strip():
-        return None
-    try:
-        return json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as err:
-        raise _BadInput(f"payload is not valid JSON ({err.msg} at {err.pos})") from None
-    except RecursionError:
-        raise _BadInput("payload is nested too deeply") from None
-
-
-def _text(payload: bytes, limit: int = 256) -> str:
-    """A short plain-text payload (an entity command); _BadInput when it is not one."""
-    if len(payload) > limit:
-        raise _BadInput(f"payload too large: {len(payload)} bytes (at most {limit})")
-    try:
-        return payload.decode("utf-8").strip()
-    except UnicodeDecodeError:
-        raise _BadInput("payload is not UTF-8 text") from None
 
 
 class BridgeLogHandler(logging.Handler):
@@ -319,6 +280,13 @@ class MqttBridge:
         """True while a session started over MQTT runs (the grace rule applies to it)."""
         return self._mqtt_session
 
+    def selection(self, name: str) -> tuple[str, float]:
+        """The program and scale a device's next start would use."""
+        return (
+            self._selected_program.get(name, self._default_program),
+            self._selected_scale.get(name, SCALE_MAX),
+        )
+
     @property
     def programs(self) -> list[str]:
         """The program ids offered by the program select."""
@@ -338,6 +306,7 @@ class MqttBridge:
         self._started = True
         if self._log_forwarding:
             self._log_handler = BridgeLogHandler(self, self.settings.secrets())
+            limit_repeats(self._log_handler)  # a flood of warnings is not a flood of messages
             logging.getLogger().addHandler(self._log_handler)
         self._workers = [
             asyncio.create_task(self._sender(), name="mqtt-sender"),
@@ -694,7 +663,7 @@ class MqttBridge:
         return answer
 
     async def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
-        """Route one message; bad input is answered or logged, never raised."""
+        """Route one message; every command is answered, bad input never raised."""
         t = self.topics
         if topic == t.ha_status:
             await self._on_ha_status(payload, retained)
@@ -705,7 +674,7 @@ class MqttBridge:
         prefix = f"{t.base}/"
         parts = topic[len(prefix) :].split("/") if topic.startswith(prefix) else []
         if len(parts) >= 2 and parts[1] == "set":
-            self._on_set(parts[0], parts[2:], payload, retained)
+            await self._on_set(topic, parts[0], parts[2:], payload, retained)
             return
         logger.warning("MQTT: ignored a message on unknown topic %s", topic)
 
@@ -716,35 +685,43 @@ class MqttBridge:
         logger.info("MQTT: Home Assistant is online; publishing discovery and state again")
         await self._publish_all()
 
-    async def _respond(self, command: str, answer: Mapping[str, Any]) -> None:
+    async def _publish_answer(self, topic: str, what: str, answer: Mapping[str, Any]) -> None:
         try:
             data = encode(dict(answer))
         except (TypeError, ValueError) as err:
-            logger.error("MQTT: the answer to %s is not JSON: %s", command, err)
+            logger.error("MQTT: the answer to %s is not JSON: %s", what, err)
             transaction = answer.get("transaction")
-            data = encode(error(f"{command}: the answer could not be encoded", transaction))
+            data = encode(error(f"{what}: the answer could not be encoded", transaction))
         try:
-            await self.client.publish(self.topics.response(command), data, qos=FREQUENT_QOS)
+            await self.client.publish(topic, data, qos=FREQUENT_QOS)
         except BrokerError as err:
-            logger.debug("MQTT: response to %s not sent: %s", command, err)
+            logger.debug("MQTT: answer to %s not sent: %s", what, err)
+
+    async def _respond(self, command: str, answer: Mapping[str, Any]) -> None:
+        await self._publish_answer(self.topics.response(command), command, answer)
+
+    async def _refuse_request(self, command: str, message: str) -> None:
+        logger.warning("MQTT: request refused: %s", message)
+        await self._respond(command, error(message))
 
     async def _on_request(self, command: str, payload: bytes, retained: bool) -> None:
+        where = self.topics.request(command)
         if not command or "/" in command:
-            logger.warning(
-                "MQTT: ignored a request on unknown topic %s", self.topics.request(command)
+            await self._refuse_request(
+                command, f"{where}: not a request topic (<base>/bridge/request/<command>)"
             )
             return
         if retained:
             # A retained request would be carried out again at every reconnect.
-            logger.warning(
-                "MQTT: ignored a retained request %s (publish requests unretained)", command
+            await self._refuse_request(
+                command,
+                f"{where}: a retained request is never carried out (publish requests unretained)",
             )
             return
         try:
-            data = _decode_json(payload)
-        except _BadInput as err:
-            logger.warning("MQTT: request %s refused: %s", command, err)
-            await self._respond(command, error(f"{command}: {err}"))
+            data = request_fields(payload)
+        except BadPayload as err:
+            await self._refuse_request(command, f"{where}: {err}")
             return
         if command not in COMMANDS:
             logger.warning("MQTT: unknown command %r", command)
@@ -759,90 +736,58 @@ class MqttBridge:
             logger.debug("MQTT: %s", answer.get("error"))
         await self._respond(command, answer)
 
-    def _on_set(self, tid: str, entity: list[str], payload: bytes, retained: bool) -> None:
-        """A command for one device's entity: check it all, then act."""
-        where = self.topics.device_set(tid, "/".join(entity) or None)
+    async def _answer_set(self, topic: str, answer: Mapping[str, Any]) -> None:
+        """Answer one message on a set topic, on <base>/bridge/response/set."""
+        body = {**answer, "data": {**answer.get("data", {}), "topic": topic}}
+        await self._publish_answer(self.topics.set_response, topic, body)
+
+    async def _refuse_set(self, topic: str, why: str) -> None:
+        logger.warning("MQTT: ignored %s: %s", topic, why)
+        await self._answer_set(topic, error(f"{topic}: {why}"))
+
+    async def _on_set(
+        self, topic: str, tid: str, entity: list[str], payload: bytes, retained: bool
+    ) -> None:
+        """A command for one device's entities: check all of it, then act, then answer."""
         name = self._by_tid.get(tid)
         if name is None:
-            logger.warning("MQTT: ignored %s: no such device", where)
+            await self._refuse_set(topic, "no such device")
             return
         if retained:
-            logger.warning(
-                "MQTT: ignored a retained command on %s (publish commands unretained)", where
+            await self._refuse_set(
+                topic,
+                "a retained command is never carried out (publish commands unretained)",
             )
             return
         try:
-            request = self._parse_set(entity, payload)
-        except _BadInput as err:
-            logger.warning("MQTT: ignored %s: %s", where, err)
+            request = parse_entity(entity, payload, self._programs)
+        except BadPayload as err:
+            await self._refuse_set(topic, str(err))
             return
-        self._apply_set(name, request)
+        if len(self._tasks) >= MAX_PENDING_REQUESTS and request.action not in ALWAYS_ACCEPTED:
+            await self._refuse_set(topic, "too many requests in progress")
+            return
+        await self._apply_set(topic, name, request)
 
-    def _parse_set(self, entity: list[str], payload: bytes) -> _SetRequest:
-        if not entity:
-            data = _decode_json(payload)
-            if not isinstance(data, dict):
-                raise _BadInput("the payload must be a JSON object")
-            try:
-                request = _SetRequest.model_validate(data)
-            except ValidationError as err:
-                raise _BadInput(
-                    "; ".join(
-                        f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}"
-                        for e in err.errors()
-                    )
-                ) from None
-        elif len(entity) > 1:
-            raise _BadInput("unknown entity")
-        elif entity[0] == "program":
-            try:
-                request = _SetRequest(program=_text(payload))
-            except ValidationError as err:
-                raise _BadInput(f"program: {err.errors()[0]['msg']}") from None
-        elif entity[0] == "scale":
-            text = _text(payload)
-            try:
-                value = float(text)
-            except ValueError:
-                raise _BadInput(f"scale must be a number, not {text!r:.40}") from None
-            if not math.isfinite(value) or not SCALE_MIN <= value <= SCALE_MAX:
-                raise _BadInput(f"scale must be {SCALE_MIN}..{SCALE_MAX}, not {text:.40}")
-            request = _SetRequest(scale=value)
-        elif entity[0] == "heater":
-            text = _text(payload)
-            if text not in ("ON", "OFF"):
-                raise _BadInput(f"heater takes ON or OFF, not {text!r:.40}")
-            request = _SetRequest(heater=text == "ON")
-        elif entity[0] in BUTTONS:
-            text = _text(payload)
-            if text not in ("", PAYLOAD_PRESS):
-                raise _BadInput(f"a button takes {PAYLOAD_PRESS!r}, not {text!r:.40}")
-            request = _SetRequest.model_validate({"action": entity[0]})
-        else:
-            raise _BadInput(f"unknown entity {entity[0]!r:.40}")
-        if request.program is not None and request.program not in self._programs:
-            raise _BadInput(f"unknown program {request.program!r:.60}")
-        return request
-
-    def _apply_set(self, name: str, request: _SetRequest) -> None:
+    async def _apply_set(self, topic: str, name: str, request: SetRequest) -> None:
+        """Choose the program and scale at once; the API calls (in order) in a task of their own."""
+        calls: list[tuple[str, dict[str, Any]]] = []
         if request.program is not None:
             self._selected_program[name] = request.program
         if request.scale is not None:
             self._selected_scale[name] = round(request.scale, 4)
             if self._full_state(name)["running"]:
-                self._spawn(
-                    self._entity_call(name, "scale", {"scale": request.scale}), "mqtt-scale"
-                )
+                calls.append(("scale", {"scale": request.scale}))
         self._mark_dirty(name)
         if request.heater is not None:
             # Through the API like everything else; see docs/mqtt.md for when it is refused.
-            self._spawn(
-                self._entity_call(name, "heater", {"device": name, "on": request.heater}),
-                "mqtt-heater",
-            )
+            calls.append(("heater", {"device": name, "on": request.heater}))
         if request.action is not None:
-            command, payload = self._action(name, request.action)
-            self._spawn(self._entity_call(name, command, payload), f"mqtt-{command}")
+            calls.append(self._action(name, request.action))
+        if not calls:
+            await self._answer_set(topic, ok({"done": []}))
+            return
+        self._spawn(self._set_calls(topic, name, calls), f"mqtt-set-{calls[-1][0]}")
 
     def _action(self, name: str, action: str) -> tuple[str, dict[str, Any]]:
         """The API command a button means for this device."""
@@ -856,9 +801,20 @@ class MqttBridge:
             "scale": self._selected_scale.get(name, SCALE_MAX),
         }
 
-    async def _entity_call(self, name: str, command: str, payload: dict[str, Any]) -> None:
-        answer = await self._call(command, payload)
-        if answer["status"] == "ok":
-            logger.info("MQTT: %s: %s done", name, command)
+    async def _set_calls(
+        self, topic: str, name: str, calls: Sequence[tuple[str, dict[str, Any]]]
+    ) -> None:
+        done: list[str] = []
+        refused: list[str] = []
+        for command, payload in calls:
+            answer = await self._call(command, payload)
+            if answer["status"] == "ok":
+                logger.info("MQTT: %s: %s done", name, command)
+                done.append(command)
+            else:
+                logger.warning("MQTT: %s: %s refused: %s", name, command, answer.get("error"))
+                refused.append(f"{command} refused: {answer.get('error')}")
+        if refused:
+            await self._answer_set(topic, error(f"{topic}: {'; '.join(refused)}"))
         else:
-            logger.warning("MQTT: %s: %s refused: %s", name, command, answer.get("error"))
+            await self._answer_set(topic, ok({"done": done}))

@@ -17,6 +17,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from controller.mqtt.commands import (
+    BUTTONS,
+    ENTITIES,
+    PAYLOAD_OFF,
+    PAYLOAD_ON,
+    REQUEST_PRESS,
+    SCALE_MAX,
+    SCALE_MIN,
+    SCALE_STEP,
+)
 from controller.profiles import Audience
 from controller.safety import DEVICE_MAXIMA, HEATER_LIMITS_S, SESSION_LIMITS_S
 from devices.capabilities import Capabilities, DeviceKind
@@ -27,15 +37,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 ORIGIN_NAME: Final = "massaged"
-SCALE_MIN: Final = 0.1
-SCALE_MAX: Final = 1.0
-SCALE_STEP: Final = 0.05
 DEFAULT_PROGRAM: Final = "collar-zone"
 SESSION_EVENT_TYPES: Final = ("finished", "stopped", "emergency_stop", "fault")
 """The event entity's event types: how a session ended."""
-BUTTONS: Final = ("start", "pause", "stop", "emergency_stop", "gentler")
-"""The per-device buttons; each is a command topic <base>/<device>/set/<button>."""
-PAYLOAD_PRESS: Final = "PRESS"
 BRIDGE_ID: Final = "bridge"
 """The bridge's own topic level; never used for a device."""
 
@@ -168,6 +172,11 @@ class Topics:
         return f"{self.base}/bridge/response/{command}"
 
     @property
+    def set_response(self) -> str:
+        """Where every message on a device's set topics is answered."""
+        return f"{self.base}/bridge/response/set"
+
+    @property
     def set_filter(self) -> str:
         """Subscription for <base>/<device>/set and every <base>/<device>/set/<entity>."""
         return f"{self.base}/+/set/#"
@@ -252,7 +261,7 @@ def bridge_discovery(
                 "name": "Emergency stop all",
                 "unique_id": f"{uid}_emergency_stop",
                 "command_topic": topics.request("emergency_stop"),
-                "payload_press": "{}",
+                "payload_press": REQUEST_PRESS,
                 "icon": "mdi:alert-octagon",
             },
             "stop": {
@@ -260,7 +269,7 @@ def bridge_discovery(
                 "name": "Stop all",
                 "unique_id": f"{uid}_stop",
                 "command_topic": topics.request("stop"),
-                "payload_press": "{}",
+                "payload_press": REQUEST_PRESS,
                 "icon": "mdi:stop",
             },
             "version": {
@@ -341,27 +350,29 @@ def device_discovery(
     def uid(entity: str) -> str:
         return f"{object_id}_{entity}"
 
+    def command(entity: str) -> dict[str, Any]:
+        # The platform, topic and payloads come from the table the bridge accepts by.
+        handler = ENTITIES[entity]
+        return {
+            "platform": handler.platform,
+            "unique_id": uid(entity),
+            "command_topic": topics.device_set(tid, entity),
+            **handler.discovery(options),
+        }
+
     components: dict[str, dict[str, Any]] = {
         "program": {
-            "platform": "select",
+            **command("program"),
             "name": "Program",
-            "unique_id": uid("program"),
-            "command_topic": topics.device_set(tid, "program"),
             "state_topic": state,
             "value_template": "{{ value_json.selected_program }}",
-            "options": options,
             "icon": "mdi:playlist-play",
         },
         "scale": {
-            "platform": "number",
+            **command("scale"),
             "name": "Intensity scale",
-            "unique_id": uid("scale"),
-            "command_topic": topics.device_set(tid, "scale"),
             "state_topic": state,
             "value_template": "{{ value_json.selected_scale }}",
-            "min": SCALE_MIN,
-            "max": SCALE_MAX,
-            "step": SCALE_STEP,
             "mode": "slider",
             "icon": "mdi:tune-vertical",
             # The real limits (protocol maximum, the device's cap, time limits) as attributes.
@@ -384,14 +395,7 @@ def device_discovery(
         "gentler": "Gentler",
     }
     for button in BUTTONS:
-        components[button] = {
-            "platform": "button",
-            "name": titles[button],
-            "unique_id": uid(button),
-            "command_topic": topics.device_set(tid, button),
-            "payload_press": PAYLOAD_PRESS,
-            "icon": icons[button],
-        }
+        components[button] = {**command(button), "name": titles[button], "icon": icons[button]}
     components.update(
         {
             "running": {
@@ -449,14 +453,11 @@ def device_discovery(
     )
     if description.heater:
         components["heater"] = {
-            "platform": "switch",
+            **command("heater"),
             "name": "Heater",
-            "unique_id": uid("heater"),
-            "command_topic": topics.device_set(tid, "heater"),
             "state_topic": state,
-            "value_template": "{{ 'ON' if value_json.heater else 'OFF' }}",
-            "payload_on": "ON",
-            "payload_off": "OFF",
+            # The state in the switch's own payloads, so HA shows what it would send.
+            "value_template": f"{{{{ '{PAYLOAD_ON}' if value_json.heater else '{PAYLOAD_OFF}' }}}}",
             "icon": "mdi:heat-wave",
         }
     device: dict[str, Any] = {

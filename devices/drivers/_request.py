@@ -14,7 +14,13 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Generic, TypeVar
 
 from devices.drivers.base import Device
-from devices.errors import DeviceTimeoutError, LinkError, LinkLostError, MassagedError
+from devices.errors import (
+    DeviceTimeoutError,
+    LinkError,
+    LinkLostError,
+    MassagedError,
+    SafetyError,
+)
 from devices.events import LinkLost
 from devices.links.base import Hex, Link
 
@@ -246,10 +252,23 @@ class LinkDevice(Device):
         self._mark_lost(str(error))
         await self._close_link()
 
-    async def _write(self, data: bytes, *, target: str | None = None) -> None:
-        """Write one message, logged in hex; a failed write means the link is lost."""
+    async def _write(
+        self, data: bytes, *, target: str | None = None, generation: int | None = None
+    ) -> None:
+        """Write one message, logged in hex; a failed write means the link is lost.
+
+        generation: the lease generation the frame was built under, for a frame that puts
+        something out or keeps it on; checked right before the bytes go, so a frame built
+        before a gap in service is never sent after it (SafetyError). None: a frame that
+        is always safe to send (a stop, a zeroing, a query, the handshake).
+        """
         if not self._link_up:
             raise LinkLostError("link is not open", device=self.name)
+        if generation is not None:
+            self.check_lease()
+            if generation != self._lease_gen:
+                logger.info("%s: dropped %s, built before a gap in service", self.name, Hex(data))
+                raise SafetyError(f"{self.name}: a frame built before a gap in service: not sent")
         logger.debug("%s -> %s", self.name, Hex(data))
         try:
             await self.link.write(data, target=target or self._write_target, timeout=WRITE_TIMEOUT)

@@ -3,6 +3,13 @@
 The owner (the session runner) holds a *lease*: the driver keeps the device's
 watchdog fed only while the lease is valid, so a stalled or dead owner lets
 the firmware stop the device by itself, exactly as the protocols intend.
+
+A lease that ran out without being revoked is a *gap in service* (the owner
+stalled, its loop was blocked, its process suspended), found by whoever looks
+first: renew_lease, the driver's own task, or a write. After a gap the driver
+forgets what it held, zeroes the device at once, drops every frame built before
+the gap, and reports :class:`~devices.events.ServiceGap`: the device comes back
+only through a fresh ramp from zero, never at a held level.
 """
 
 from __future__ import annotations
@@ -15,8 +22,8 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from devices.capabilities import Capabilities, DeviceKind
-from devices.errors import LinkError
-from devices.events import DeviceEvent, StatusReport
+from devices.errors import LinkError, SafetyError
+from devices.events import DeviceEvent, ServiceGap, StatusReport
 from devices.links.base import Link
 from devices.outputs import Output
 
@@ -76,6 +83,8 @@ class Device(abc.ABC):
         self.name = name or link.address
         self._listeners: list[EventListener] = []
         self._lease_until = 0.0
+        self._lease_gen = 0
+        """Counts the gaps in service: a frame stamped with an older count is never sent."""
         self._capabilities: Capabilities | None = None
         self._wake = Wakeup()
         """What the driver's background task (feeding the device under the lease) sleeps on."""
@@ -129,7 +138,12 @@ class Device(abc.ABC):
     # -- lease: feed the watchdog only while the owner says all is well -------
 
     def renew_lease(self, seconds: float) -> None:
-        """Keep the device fed for this many more seconds (called by a healthy owner)."""
+        """Keep the device fed for this many more seconds (called by a healthy owner).
+
+        A lease that lapsed since the last renewal is not extended: that was a gap in
+        service (see the module doc), and the new lease starts on a device at zero.
+        """
+        self.check_lease()
         now = asyncio.get_running_loop().time()
         was_valid = now < self._lease_until
         self._lease_until = max(self._lease_until, now + seconds)
@@ -143,6 +157,50 @@ class Device(abc.ABC):
         """Stop feeding at once: the firmware's own watchdog takes over."""
         self._lease_until = 0.0
         self._lease_changed()
+
+    def check_lease(self) -> bool:
+        """Look at the lease now: True when it lapsed unrevoked, a gap found just now."""
+        if self._lease_until == 0.0 or asyncio.get_running_loop().time() < self._lease_until:
+            return False
+        self._service_gap("the lease lapsed")
+        return True
+
+    def lapse_lease(self, reason: str) -> None:
+        """The owner saw a gap in its own service: end the lease as a lapsed one, now."""
+        if self._lease_until != 0.0:
+            self._service_gap(reason)
+
+    @property
+    def lease_generation(self) -> int:
+        """Gaps in service so far: what a frame built now is stamped with."""
+        return self._lease_gen
+
+    def _stamp(self, output: Output) -> int:
+        """The generation for a frame of a new request; SafetyError if a gap is found now.
+
+        A request handled after a gap was made before it (its owner has not renewed the
+        lease since), so it is dropped, unless it asks for zero: the owner starts the
+        device again from zero.
+        """
+        if self.check_lease() and not output.is_zero:
+            raise SafetyError(f"{self.name}: request dropped: it predates a gap in service")
+        return self._lease_gen
+
+    def _service_gap(self, reason: str) -> None:
+        """The lease lapsed: end it, forget what was held, tell the owner (never blocks)."""
+        logger.warning("%s: gap in service (%s): back to zero", self.name, reason)
+        self._lease_until = 0.0
+        self._lease_gen += 1
+        self._forget_held_outputs()
+        self._wake.set()
+        self._emit(ServiceGap(self.name, self.kind, reason))
+
+    def _forget_held_outputs(self) -> None:  # noqa: B027 - a driver with no task keeps nothing
+        """After a gap: forget the held targets and let the task zero the device at once.
+
+        Called synchronously, wherever the gap was found; the background task, woken
+        right after, does the zeroing under the protocol's own rules.
+        """
 
     def _lease_changed(self) -> None:
         """The lease was revoked or started again: wake the background task (never blocks).

@@ -33,6 +33,7 @@ from devices.errors import (
     IdentificationError,
     LinkLostError,
     MassagedError,
+    SafetyError,
 )
 from devices.events import EmsWheelChanged, StatusReport
 from devices.links.base import DEFAULT_READ_TIMEOUT, Hex, Link
@@ -65,6 +66,8 @@ class _Change:
     sent_at: float
     misses: int = 0
     done: asyncio.Future[eb1.B1] | None = field(default=None)
+    generation: int | None = None
+    """The lease generation of a change towards a session target (None: a zeroing one)."""
 
 
 B0_INTERVAL = 0.090
@@ -212,11 +215,11 @@ class EB1Driver(LinkDevice):
         except BaseException:
             await self._abort_connect()
             raise
-        channels = tuple(
-            ch.model_copy(update={"max_strength": limit, "max_raise_per_100ms": self.max_raise})
-            for ch, limit in zip(butterfly_channels(), self.soft_limits, strict=True)
+        # What the unit can do: the soft limits and the ramp are a session's rules, set
+        # apart (set_soft_limits, set_max_raise), so no session inherits a stale copy.
+        caps = Capabilities(
+            kind=DeviceKind.BUTTERFLY, model="EB1", ems_channels=butterfly_channels()
         )
-        caps = Capabilities(kind=DeviceKind.BUTTERFLY, model="EB1", ems_channels=channels)
         self._capabilities = caps
         self._connected = True
         logger.info("%s: EB1 butterfly, soft limits %s", self.name, self.soft_limits)
@@ -227,6 +230,12 @@ class EB1Driver(LinkDevice):
         await self._tasks.cancel_and_wait()
         self._change = None
         await self._close_link()
+
+    def set_max_raise(self, max_raise_per_100ms: int) -> None:
+        """Rule 2 from now on: at most this raise per 100 ms (a session's profile may slow it)."""
+        if not 1 <= max_raise_per_100ms <= eb1.MAX_RAISE_PER_B0:
+            raise ValueError(f"max_raise_per_100ms must be 1..{eb1.MAX_RAISE_PER_B0}")
+        self.max_raise = max_raise_per_100ms
 
     async def set_soft_limits(self, limits: tuple[int, int]) -> None:
         """Write new soft limits (BF) and check the BE; the unit then never exceeds them."""
@@ -266,6 +275,17 @@ class EB1Driver(LinkDevice):
     def _forget_outputs(self) -> None:
         self._target = None
 
+    def _forget_held_outputs(self) -> None:
+        # The unit keeps its strengths through the silence of a gap: zero them before any
+        # raise (at once while B0s were being written), so the ramp starts from 0 again.
+        self._target = None
+        self._zero_first = True
+        change = self._change
+        if change is not None and change.generation is not None:
+            # A change towards a target from before the gap is never resent after it.
+            self._resolve_superseded(change)
+            self._change = None
+
     # -- outputs --------------------------------------------------------------
 
     async def apply(self, output: Output) -> None:
@@ -285,6 +305,7 @@ class EB1Driver(LinkDevice):
                 raise ValueError(
                     f"{self.name}: intensity {name} must be 0..100, not {ch.intensity}"
                 )
+        self._stamp(output)  # a request handled after a gap was made before it: dropped
         previous = self._target or ButterflyOutput.off()
         for i, (old, new) in enumerate(zip((previous.a, previous.b), channels, strict=True)):
             if new.strength != old.strength:
@@ -345,10 +366,15 @@ class EB1Driver(LinkDevice):
         waves: _Waves,
         *,
         done: asyncio.Future[eb1.B1] | None = None,
+        generation: int | None = None,
     ) -> None:
-        """Write a B0 that sets strengths, registered before the write so its B1 is not missed."""
+        """Write a B0 that sets strengths, registered before the write so its B1 is not missed.
+
+        generation: the lease generation of a change towards a session target (None for a
+        zeroing one, which is always safe to send).
+        """
         now = asyncio.get_running_loop().time()
-        change = _Change(self._next_seq(), values, now, done=done)
+        change = _Change(self._next_seq(), values, now, done=done, generation=generation)
         if self._change is not None:
             # Only a zeroing B0 (stop, pause, lease end) is sent with a B1 outstanding: it
             # must not wait, and as every change is "set to", the last one written wins.
@@ -357,16 +383,16 @@ class EB1Driver(LinkDevice):
         # The pump resends the change when its B1 does not come, so it must learn the
         # deadline, also when it sleeps without one (stop() writes its B0 from outside).
         self._wake.set()
-        await self._write_b0(change.seq, change.values, waves)
+        await self._write_b0(change.seq, change.values, waves, generation)
 
-    async def _resend(self, change: _Change, waves: _Waves) -> None:
+    async def _resend(self, change: _Change, waves: _Waves, generation: int | None) -> None:
         """Write an unanswered change again under its own sequence number (idempotent)."""
         if self._change is not change:
             return
         change.misses += 1
         logger.info("%s: no B1 for sequence %d, resend", self.name, change.seq)
         change.sent_at = asyncio.get_running_loop().time()
-        await self._write_b0(change.seq, change.values, waves)
+        await self._write_b0(change.seq, change.values, waves, generation)
 
     def _resolve_superseded(self, change: _Change) -> None:
         if change.done is not None and not change.done.done():
@@ -388,8 +414,13 @@ class EB1Driver(LinkDevice):
                 done.cancel()
 
     async def _write_b0(
-        self, seq: int, values: tuple[int | None, int | None], waves: _Waves
+        self,
+        seq: int,
+        values: tuple[int | None, int | None],
+        waves: _Waves,
+        generation: int | None,
     ) -> None:
+        """Write one B0; generation: as LinkDevice._write (None only for a silent zeroing)."""
         (freq_a, int_a), (freq_b, int_b) = waves
         b0 = eb1.B0(
             seq=seq,
@@ -406,7 +437,11 @@ class EB1Driver(LinkDevice):
             # The cadence and the minimum gap count from the moment the B0 is handed over.
             self._last_b0_at = asyncio.get_running_loop().time()
             self._wire_waves = waves
-            await self._write(eb1.encode(b0))
+            try:
+                await self._write(eb1.encode(b0), generation=generation)
+            except SafetyError:
+                self._wire_waves = None  # built before a gap in service, and not sent
+                raise
         self.b0_written += 1
 
     def _waves(self, target: ButterflyOutput) -> _Waves:
@@ -486,6 +521,10 @@ class EB1Driver(LinkDevice):
     async def _tick(self) -> float | None:
         """Write the B0 due now, if any; return when to look again (None: only when woken)."""
         loop = asyncio.get_running_loop()
+        # A lease that ran out unrevoked is a gap in service: the target is forgotten, a
+        # zeroing B0 follows below, and every B0 with a waveform carries this generation.
+        self.check_lease()
+        generation = self._lease_gen
         now = loop.time()
         change = self._change
         resend_due = change is not None and now >= self._resend_at(change)
@@ -518,7 +557,7 @@ class EB1Driver(LinkDevice):
             if change is None:
                 return None
             if resend_due:
-                await self._resend(change, (_SILENT, _SILENT))
+                await self._resend(change, (_SILENT, _SILENT), change.generation)
                 return loop.time()
             return self._resend_at(change)
 
@@ -542,15 +581,15 @@ class EB1Driver(LinkDevice):
         if news:
             self._last_news_at = now
         if resend_due and change is not None:
-            await self._resend(change, waves)
+            await self._resend(change, waves, generation)
         elif values is not None:
             self._zero_first = False
             for i, value in enumerate(values):
                 if value is not None and value > self._strength[i]:
                     self._spend_raise(i, value - self._strength[i], now)
-            await self._send_change(values, waves)
+            await self._send_change(values, waves, generation=generation)
         else:
-            await self._write_b0(0, (None, None), waves)
+            await self._write_b0(0, (None, None), waves, generation)
         return loop.time()  # look again: what is due next depends on what was just written
 
     # -- receiving ------------------------------------------------------------

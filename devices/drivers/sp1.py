@@ -50,6 +50,8 @@ class SP1Driver(LinkDevice):
         self._lock = asyncio.Lock()
         self._output = PillowOutput.off()
         self._state: sp1.State | None = None
+        self._stop_due = False
+        """A gap in service was found: the lease task sends STOP at once."""
 
     # -- state ----------------------------------------------------------------
 
@@ -74,6 +76,7 @@ class SP1Driver(LinkDevice):
         """Open the link, QUERY_INFO -> INFO, QUERY_STATE; STOP if anything runs."""
         self._connected = False
         self._state = None
+        self._stop_due = False
 
         async def handshake() -> sp1.Info:
             info = await self._command(sp1.query_info(), sp1.Command.INFO, "QUERY_INFO")
@@ -113,6 +116,13 @@ class SP1Driver(LinkDevice):
     def _forget_outputs(self) -> None:
         self._output = PillowOutput.off()
 
+    def _forget_held_outputs(self) -> None:
+        # No watchdog: the pillow kneads and heats on through any gap, and a SET on its
+        # way may have reached it. STOP it at once; it comes back from speed 0, heater
+        # off, when the owner asks again.
+        self._output = PillowOutput.off()
+        self._stop_due = self._connected
+
     # -- outputs --------------------------------------------------------------
 
     async def apply(self, output: Output) -> None:
@@ -141,7 +151,13 @@ class SP1Driver(LinkDevice):
             )
 
         frame = sp1.set_state(output.speed, output.direction, output.heat)
-        answer = await self._command(frame, sp1.Command.STATE, "SET", accept=shows)
+        generation = self._stamp(output)
+        answer = await self._command(
+            frame, sp1.Command.STATE, "SET", accept=shows, generation=generation
+        )
+        if generation != self._lease_gen:
+            # A gap while the SET was on its way: not held; the STOP is due.
+            raise SafetyError(f"{self.name}: a gap in service while setting the pillow: stopped")
         # Rule 4: an overheated pillow kneads but leaves its heater off; say so.
         heat = output.heat and isinstance(answer, sp1.State) and answer.heat
         before = self._output
@@ -162,6 +178,7 @@ class SP1Driver(LinkDevice):
             return isinstance(answer, sp1.State) and answer.speed == 0 and not answer.heat
 
         self._output = PillowOutput.off()
+        self._stop_due = False
         await self._command(sp1.stop(), sp1.Command.STATE, "STOP", accept=stopped)
 
     async def status(self) -> StatusReport:
@@ -196,14 +213,19 @@ class SP1Driver(LinkDevice):
         what: str,
         *,
         accept: Accept[sp1.State | sp1.Info] | None = None,
+        generation: int | None = None,
     ) -> sp1.State | sp1.Info:
-        """Write one frame and wait for the notification that answers it (rule 1)."""
+        """Write one frame and wait for the notification that answers it (rule 1).
+
+        generation: the lease generation of a frame that puts something out (see
+        LinkDevice._write); its resends are dropped after a gap too.
+        """
         if not self._link_up:
             raise LinkError("not connected", device=self.name)
         data = sp1.encode(frame)
 
         async def send() -> None:
-            await self._write(data)
+            await self._write(data, generation=generation)
 
         async with self._lock:
             try:
@@ -258,6 +280,7 @@ class SP1Driver(LinkDevice):
         self._requests.fail_all(error)
         # Rule 5: the pillow stops by itself within a second of a dropped link.
         self._output = PillowOutput.off()
+        self._stop_due = False
         # The lease task ends with the link (its task is cancelled too): let it see that now.
         self._wake.set()
 
@@ -268,15 +291,17 @@ class SP1Driver(LinkDevice):
 
         The task wakes at the lease's expiry while something is on, and when
         apply() or the lease reports a change; with every output at zero it
-        sleeps until woken.
+        sleeps until woken. A lease that ran out unrevoked is a gap in service:
+        the driver forgot the output and STOP is due at once.
         """
         loop = asyncio.get_running_loop()
         while self._connected:
             # Armed before looking: a change from here on wakes the sleep below at once.
             self._wake.arm()
             deadline: float | None = None
-            if not self._output.is_zero:
-                if self.lease_valid:
+            self.check_lease()
+            if self._stop_due or not self._output.is_zero:
+                if self.lease_valid and not self._stop_due:
                     # renew_lease only moves the expiry later: waking at the old one and
                     # looking again is right.
                     deadline = self._lease_until
@@ -288,6 +313,7 @@ class SP1Driver(LinkDevice):
                         return
                     except MassagedError as exc:
                         logger.warning("%s: STOP at lease end failed: %s", self.name, exc)
+                        self._stop_due = True  # the output reads zero already: try again
                         deadline = loop.time() + RETRY_DELAY
                     else:
                         continue

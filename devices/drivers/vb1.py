@@ -83,6 +83,8 @@ class VB1Driver(LinkDevice):
         self._lock = asyncio.Lock()
         self._output = BeltOutput(levels=())
         self._stop_latched = False
+        self._stop_due = False
+        """A gap in service was found: the keepalive sends STOP at once."""
         self._last_tx = 0.0
 
     # -- state ----------------------------------------------------------------
@@ -121,6 +123,7 @@ class VB1Driver(LinkDevice):
         self._connected = False
         self._parser.reset()
         self._stop_latched = False
+        self._stop_due = False
 
         async def handshake() -> Capabilities:
             caps = self._identify(await self._command(vb1.hello, "HELLO"))
@@ -175,6 +178,12 @@ class VB1Driver(LinkDevice):
     def _forget_outputs(self) -> None:
         self._output = self._off()
 
+    def _forget_held_outputs(self) -> None:
+        # The belt may still run at the held level (a gap shorter than its watchdog), or a
+        # SET_LEVELS on its way may have reached it: STOP it at once, whatever we held.
+        self._output = self._off()
+        self._stop_due = self._connected
+
     # -- outputs --------------------------------------------------------------
 
     async def apply(self, output: Output) -> None:
@@ -202,12 +211,19 @@ class VB1Driver(LinkDevice):
                 device=self.name,
             )
         levels = tuple(output.levels)
-        await self._command(lambda seq: vb1.set_levels(seq, levels), "SET_LEVELS")
+        generation = self._stamp(output)
+        await self._command(
+            lambda seq: vb1.set_levels(seq, levels), "SET_LEVELS", generation=generation
+        )
+        self._check_generation(generation)
         before = self._output
         self._output = BeltOutput(levels=levels, heat=self._output.heat)
         self._output_changed(before)
         if caps.heater and output.heat != self._output.heat:
-            await self._command(lambda seq: vb1.set_heat(seq, output.heat), "SET_HEAT")
+            await self._command(
+                lambda seq: vb1.set_heat(seq, output.heat), "SET_HEAT", generation=generation
+            )
+            self._check_generation(generation)
             before = self._output
             self._output = BeltOutput(levels=levels, heat=output.heat)
             self._output_changed(before)
@@ -222,9 +238,15 @@ class VB1Driver(LinkDevice):
         self._require_connected()
         await self._stop_outputs()
 
+    def _check_generation(self, generation: int) -> None:
+        """A gap while a command was on its way: its level is not held (the STOP is due)."""
+        if generation != self._lease_gen:
+            raise SafetyError(f"{self.name}: a gap in service while setting the belt: stopped")
+
     async def _stop_outputs(self) -> None:
         # Zero first: even unanswered, the belt's watchdog stops it within a second.
         self._output = self._off()
+        self._stop_due = False
         await self._command(vb1.stop, "STOP")
 
     async def status(self) -> StatusReport:
@@ -252,8 +274,14 @@ class VB1Driver(LinkDevice):
 
     # -- commands -------------------------------------------------------------
 
-    async def _command(self, build: Callable[[int], vb1.Frame], what: str) -> vb1.Frame:
-        """Send one command and return its answer; NAK -> DeviceRefusedError."""
+    async def _command(
+        self, build: Callable[[int], vb1.Frame], what: str, *, generation: int | None = None
+    ) -> vb1.Frame:
+        """Send one command and return its answer; NAK -> DeviceRefusedError.
+
+        generation: the lease generation of a command that puts something out or keeps
+        it on (see LinkDevice._write); its resends are dropped after a gap too.
+        """
         if not self._link_up:
             raise LinkError("not connected", device=self.name)
         async with self._lock:
@@ -261,7 +289,7 @@ class VB1Driver(LinkDevice):
             data = vb1.encode(build(seq))
 
             async def send() -> None:
-                await self._write(data)
+                await self._write(data, generation=generation)
                 self._last_tx = asyncio.get_running_loop().time()
 
             try:
@@ -326,6 +354,7 @@ class VB1Driver(LinkDevice):
     def _on_lost(self, error: LinkLostError) -> None:
         self._requests.fail_all(error)
         self._output = self._off()
+        self._stop_due = False
         # The keepalive ends with the link (its task is cancelled too): let it see that now.
         self._wake.set()
 
@@ -345,7 +374,8 @@ class VB1Driver(LinkDevice):
 
         The task wakes only when something is due: the next feed, the end of the
         lease, or a change that apply() or the lease reports. With every output at
-        zero, or the lease revoked, it sleeps until woken.
+        zero, or the lease revoked, it sleeps until woken. A lease that ran out
+        unrevoked is a gap in service: the belt is stopped at once, not in a second.
         """
         loop = asyncio.get_running_loop()
         while self._connected:
@@ -353,22 +383,25 @@ class VB1Driver(LinkDevice):
             self._wake.arm()
             deadline: float | None = None
             try:
-                if not self._output.is_zero:
-                    if self.lease_valid:
-                        due = self._last_tx + self._keepalive_interval
-                        if loop.time() >= due:
-                            await self._command(vb1.ping, "PING")
-                            continue
-                        # renew_lease only moves the expiry later: waking at the old one
-                        # and looking again is right.
-                        deadline = min(due, self._lease_until)
-                    elif not self.lease_revoked:
-                        # The lease ran out but we are alive: stop at once, not in a second.
-                        logger.info("%s: lease expired, STOP", self.name)
+                self.check_lease()  # a lapsed lease: the output is forgotten, STOP due
+                if self._stop_due:
+                    logger.info("%s: gap in service, STOP", self.name)
+                    try:
                         await self._stop_outputs()
+                    except MassagedError:
+                        self._stop_due = True
+                        raise
+                    continue
+                if not self._output.is_zero and self.lease_valid:
+                    due = self._last_tx + self._keepalive_interval
+                    if loop.time() >= due:
+                        await self._command(vb1.ping, "PING", generation=self._lease_gen)
                         continue
-                    # Revoked: stay silent, the belt's watchdog stops it (rule 4); a renewed
-                    # lease wakes us.
+                    # renew_lease only moves the expiry later: waking at the old one and
+                    # looking again is right.
+                    deadline = min(due, self._lease_until)
+                # Revoked: stay silent, the belt's watchdog stops it (rule 4); a renewed
+                # lease wakes us.
             except LinkLostError:
                 return
             except MassagedError as exc:

@@ -2,13 +2,19 @@
 
 The same code drives hardware (bleak's platform backend) and the simulator
 (``client_backend=SimBleakClient``); only the backend class differs.
+
+Every open link is also listed in :data:`HELD_LINKS`, with how another process
+can end it: on Linux BlueZ keeps a connection up after the process that opened
+it dies or freezes, so the host guard (``controller.guard``) must be able to
+end it from outside.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +41,70 @@ NotificationHandler = Callable[[BleakGATTCharacteristic, bytearray], None]
 
 CLOSE_TIMEOUT = 2.0
 """Seconds close() waits for a clean BLE disconnect before giving up on it."""
+DEFAULT_ADAPTER = "hci0"
+"""The BlueZ adapter a client uses when none is named."""
+
+HeldLinksListener = Callable[[str, str | None], None]
+"""Called with (address, route) when a link is held, (address, None) when it is let go."""
+
+
+class HeldLinks:
+    """The BLE links this process holds, and how another process can end each one."""
+
+    def __init__(self) -> None:
+        self._links: dict[str, str] = {}
+        self._listeners: list[HeldLinksListener] = []
+
+    def hold(self, address: str, route: str) -> None:
+        """Note a link as held; route says how to end it ("bluez:<path>" or "sim:<radio>")."""
+        self._links[address] = route
+        self._tell(address, route)
+
+    def free(self, address: str) -> None:
+        """Note a link as ended (disconnected or lost)."""
+        if self._links.pop(address, None) is not None:
+            self._tell(address, None)
+
+    def snapshot(self) -> dict[str, str]:
+        """Every held link: address -> route."""
+        return dict(self._links)
+
+    def subscribe(self, listener: HeldLinksListener) -> Callable[[], None]:
+        """Call listener on every change; returns the function that unsubscribes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _tell(self, address: str, route: str | None) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(address, route)
+            except Exception:
+                # The link itself must not fail because a watcher did.
+                logger.exception("held-links listener failed for %s", address)
+
+
+HELD_LINKS = HeldLinks()
+"""This process's held BLE links (one process-wide list: the host guard reads it)."""
+
+
+def system_disconnect_route(
+    client: BleakClient, address: str, client_kwargs: Mapping[str, Any]
+) -> str | None:
+    """How a process other than this one ends client's link, or None where none is needed."""
+    backend = getattr(client, "_backend", None)
+    route = getattr(backend, "system_disconnect_route", None)
+    if isinstance(route, str):
+        return route  # the simulator's radio
+    if not sys.platform.startswith("linux"):
+        # CoreBluetooth and WinRT end a process's connections when it exits.
+        return None
+    path = getattr(backend, "_device_path", None)
+    if not isinstance(path, str) or not path:
+        bluez = client_kwargs.get("bluez")
+        adapter = bluez.get("adapter") if isinstance(bluez, Mapping) else None
+        adapter = adapter or client_kwargs.get("adapter") or DEFAULT_ADAPTER
+        path = f"/org/bluez/{adapter}/dev_{address.upper().replace(':', '_')}"
+    return f"bluez:{path}"
 
 
 class BleLink(Link):
@@ -84,6 +154,10 @@ class BleLink(Link):
         try:
             async with asyncio.timeout(timeout):
                 await client.connect()
+                # Listed before anything else can fail or hang: the link is up from here.
+                route = system_disconnect_route(client, self.address, self.client_kwargs)
+                if route is not None:
+                    HELD_LINKS.hold(self.address, route)
                 for uuid in self.notify_uuids:
                     await client.start_notify(uuid, self._notification_handler(uuid))
         except TimeoutError as err:
@@ -159,6 +233,7 @@ class BleLink(Link):
         if client is not self._client:
             return  # a client already given up by close() or a new open()
         was_open, self._open = self._open, False
+        HELD_LINKS.free(self.address)
         if self._closing or self._lost_reported or not was_open:
             return
         self._lost_reported = True
@@ -173,7 +248,10 @@ class BleLink(Link):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 await client.disconnect()
         except Exception as err:
+            # The link may still be up (BlueZ keeps it): it stays listed for the guard.
             logger.debug("%s: BLE disconnect failed: %r", self.address, err)
+        else:
+            HELD_LINKS.free(self.address)
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,19 @@
 Ports with a file descriptor are read with ``loop.add_reader`` and written
 with non-blocking ``os.write``; ports without one (``loop://``, ``rfc2217://``)
 are polled by a task and written from an executor thread.
+
+A port is opened exclusively (pyserial's ``exclusive=True``: an ``flock`` on
+the open port, released by the kernel when its holder dies), so two massaged
+processes never drive one device: the second is refused with
+:class:`LinkBusyError`. TIOCEXCL is not used: root (a service often runs as
+root) is exempt from it, so it would not stop the case that matters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -17,7 +24,7 @@ from typing import Protocol, cast
 import serial
 import serial.tools.list_ports
 
-from devices.errors import DeviceTimeoutError, LinkError, LinkLostError
+from devices.errors import DeviceTimeoutError, LinkBusyError, LinkError, LinkLostError
 from devices.links.base import (
     DEFAULT_OPEN_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,
@@ -32,6 +39,8 @@ READ_CHUNK = 4096
 """Bytes asked for in one read; far more than any frame."""
 POLL_INTERVAL = 0.005
 """Seconds between polls of a port without a file descriptor (well inside a 20 ms answer)."""
+_BUSY_ERRNOS = frozenset({errno.EWOULDBLOCK, errno.EAGAIN, errno.EBUSY})
+"""How opening a port fails when another program holds it (its flock, or TIOCEXCL)."""
 
 
 class _Port(Protocol):
@@ -134,6 +143,8 @@ class SerialLink(Link):
             attempt.abandon()
             raise
         except (serial.SerialException, OSError, ValueError) as err:
+            if getattr(err, "errno", None) in _BUSY_ERRNOS:
+                raise LinkBusyError(self.url) from err
             raise LinkError(f"cannot open serial port: {err}", device=self.url) from err
         if port is None:
             raise LinkError("serial port opened after open() gave up", device=self.url)
@@ -160,6 +171,8 @@ class SerialLink(Link):
                 baudrate=self.baudrate,
                 timeout=0,
                 write_timeout=DEFAULT_WRITE_TIMEOUT,
+                # One controller per device: a second opener is refused (URL ports ignore it).
+                exclusive=True,
             ),
         )
         return port if attempt.keep(port) else None

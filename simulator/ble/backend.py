@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_POLL_INTERVAL = 0.2
 """Seconds between two scans of the radio while a scanner runs."""
+ABANDON_TIMEOUT = 0.5
+"""Seconds to end a half-made link when a connect is cancelled or times out."""
 MIN_MTU = 23
 """The ATT MTU before a connection negotiates a larger one."""
 _PROPERTY_NAMES: frozenset[str] = frozenset(get_args(CharacteristicPropertyName))
@@ -234,8 +236,9 @@ class SimBleakClient(BaseBleakClient):
                 ) from err
             raise BleakError(f"cannot connect to {self.address}: {err}") from err
         except BaseException:
-            # Time-out or cancellation: closing the socket also drops a half-made link.
-            await connection.close()
+            # Time-out or cancellation: the radio keeps a link whose process let go of it
+            # (as BlueZ does), so a half-made one is ended explicitly before the socket closes.
+            await self._abandon(connection)
             raise
         self._connection = connection
         self._mtu = int(reply.get("mtu", MIN_MTU))
@@ -268,6 +271,20 @@ class SimBleakClient(BaseBleakClient):
     async def unpair(self) -> None:
         """Simulated peripherals keep no bond: nothing to do."""
         logger.debug("unpairing simulated %s: nothing to do", self.address)
+
+    async def _abandon(self, connection: RadioConnection) -> None:
+        """End a link that connect() gave up on, bounded in time; never raises."""
+        if connection.is_open:
+            with contextlib.suppress(RadioError, TimeoutError):
+                await connection.request(
+                    "disconnect", timeout=ABANDON_TIMEOUT, address=self.address
+                )
+        await connection.close()
+
+    @property
+    def system_disconnect_route(self) -> str:
+        """How another process ends this link (the host guard): the radio's Disconnect op."""
+        return f"sim:{self.radio_path}"
 
     async def _release(self) -> None:
         """Finish a connection the radio dropped earlier."""

@@ -135,6 +135,8 @@ class Central(Protocol):
     """What a peripheral needs of the central connected to it."""
 
     connected: dict[str, Peripheral]
+    closed: bool
+    """The central's process let go of its socket (its links may live on, orphaned)."""
 
     def post(self, message: dict[str, Any]) -> None:
         """Queue a message for the central."""

@@ -1,10 +1,21 @@
 """The simulated BLE radio: serves firmware models as GATT peripherals on a Unix socket.
 
 Centrals are bleak backend objects (``simulator.ble.backend``) in any process;
-each opens one socket connection (protocol: ``simulator.ble.wire``). A
-central's socket closing, as when its process dies, is a dropped BLE link for
-every peripheral it held. The radio also lists the simulator's serial
-endpoints and takes fault injection for every simulated device by id.
+each opens one socket connection (protocol: ``simulator.ble.wire``).
+
+What happens to a link when the process that opened it dies is BlueZ's rule
+by default: the link outlives its host. BlueZ keeps an LE connection up after
+the process that asked for it exits or is killed (bleak issues #1222, #315),
+so the peripheral stays connected and a device without a watchdog of its own
+(the SP1 pillow) goes on running. Here a central's socket closing without a
+``disconnect`` leaves its links *orphaned*: the firmware still sees a
+connection, nobody hears its notifications, and any process may take the link
+over with ``connect`` (as a new process may connect to a device BlueZ already
+holds) or end it with ``device_disconnect`` (``org.bluez.Device1.Disconnect``,
+which any process on the system bus may call). ``SimRadio(...,
+links_outlive_host=False)`` gives the kinder, older model instead: a central's
+socket closing drops every link it held. The radio also lists the simulator's
+serial endpoints and takes fault injection for every simulated device by id.
 """
 
 from __future__ import annotations
@@ -131,9 +142,17 @@ class _Session:
 class SimRadio:
     """Serves simulated BLE peripherals (and lists serial endpoints) on a Unix socket."""
 
-    def __init__(self, socket_path: Path, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        socket_path: Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        links_outlive_host: bool = True,
+    ) -> None:
         self.socket_path = socket_path
         self.clock = clock
+        self.links_outlive_host = links_outlive_host
+        """BlueZ's rule (the default): a central's socket closing leaves its links up."""
         self.peripherals: dict[str, Peripheral] = {}
         """Address (upper case) -> peripheral."""
         self.serial: dict[str, SerialEndpoint] = {}
@@ -360,6 +379,13 @@ class SimRadio:
         handle = loop.call_later(max(0.0, delay), deliver)
         timers.add(handle)
 
+    def _forget_pending(self, p: Peripheral) -> None:
+        """Cancel notifications still on their way (delay fault) to p's central."""
+        for handle in self._timers[p.address]:
+            handle.cancel()
+        self._timers[p.address].clear()
+        self._last_due.pop(p.address, None)
+
     def _drop_central(self, p: Peripheral, reason: str, *, tell_central: bool) -> None:
         """End p's connection: the firmware sees link_down, pending notifications are lost."""
         session = p.central
@@ -367,10 +393,7 @@ class SimRadio:
             return
         p.central = None
         p.subscriptions.clear()
-        for handle in self._timers[p.address]:
-            handle.cancel()
-        self._timers[p.address].clear()
-        self._last_due.pop(p.address, None)
+        self._forget_pending(p)
         logger.info("%s: link to %r down (%s)", p.address, session, reason)
         session.connected.pop(p.address, None)
         if tell_central:
@@ -412,9 +435,16 @@ class SimRadio:
             if self._server is not None:
                 raise
         finally:
-            # The central is gone (closed, or its process died): its links drop.
+            # The central is gone (closed, or its process died) without a disconnect.
+            session.closed = True
             for peripheral in list(session.connected.values()):
-                self._drop_central(peripheral, "central gone", tell_central=False)
+                if self.links_outlive_host and self._server is not None:
+                    # BlueZ keeps the connection: the peripheral runs on, orphaned.
+                    logger.info(
+                        "%s: %r gone, its link stays up (orphaned)", peripheral.address, session
+                    )
+                else:
+                    self._drop_central(peripheral, "central gone", tell_central=False)
             session.finish()
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 async with asyncio.timeout(SEND_TIMEOUT):
@@ -488,13 +518,21 @@ class SimRadio:
             raise RadioError("unreachable", f"{p.address} is out of range (link_down)")
         if p.central is session:
             raise RadioError("busy", f"already connected to {p.address}")
-        if p.central is not None:
+        orphan = p.central
+        if orphan is not None and not orphan.closed:
             raise RadioError("busy", f"{p.address} is connected to another central")
         p.central = session
         p.subscriptions.clear()
         session.connected[p.address] = p
         now = self.clock()
-        p.firmware.link_up(now)
+        if orphan is None:
+            p.firmware.link_up(now)
+        else:
+            # The radio link never went down: the peripheral sees no new connection, the new
+            # process simply uses the one its dead predecessor left (as BlueZ shares it).
+            orphan.connected.pop(p.address, None)
+            self._forget_pending(p)
+            logger.info("%s: %r takes over the link %r left", p.address, session, orphan)
         self._flush(p, now)
         p.wake.set()
         logger.info("%s: %r connected", p.address, session)
@@ -505,6 +543,16 @@ class SimRadio:
         if p.central is session:
             self._drop_central(p, "central disconnected", tell_central=False)
         return {}
+
+    def _op_device_disconnect(self, session: _Session, message: Message) -> Message:
+        """org.bluez.Device1.Disconnect: any process ends a device's link, whoever holds it."""
+        p = self._peripheral(message)
+        holder = p.central
+        if holder is None:
+            return {"was_connected": False}
+        # A live holder hears of it as BlueZ's Connected=false; an orphan's socket is gone.
+        self._drop_central(p, "disconnected through the system", tell_central=holder is not session)
+        return {"was_connected": True}
 
     def _op_write(self, session: _Session, message: Message) -> Message:
         p = self._connected(session, message)
@@ -581,6 +629,7 @@ class SimRadio:
         "scan": _op_scan,
         "connect": _op_connect,
         "disconnect": _op_disconnect,
+        "device_disconnect": _op_device_disconnect,
         "write": _op_write,
         "read": _op_read,
         "start_notify": _op_start_notify,
@@ -602,6 +651,7 @@ class SimRadio:
                 "address": p.address,
                 "name": p.name,
                 "connected": p.central is not None,
+                "orphaned": p.central is not None and p.central.closed,
             }
             for p in self.peripherals.values()
         ]

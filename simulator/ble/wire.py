@@ -26,30 +26,37 @@ Every request gets exactly one reply with the same ``id``::
 
 Ops and their results:
 
-=================  ===========================================  ==========================
-op                 arguments                                    result
-=================  ===========================================  ==========================
-``scan``           —                                            ``adverts``: list of
-                                                                {address, name,
-                                                                service_uuids, rssi}
-``connect``        address                                      ``name``, ``mtu``,
-                                                                ``services``: list of
-                                                                {uuid, handle,
-                                                                characteristics: list of
-                                                                {uuid, handle,
-                                                                properties}}
-``disconnect``     address                                      —
-``write``          address, uuid, data, response                —
-``read``           address, uuid                                ``data``
-``start_notify``   address, uuid                                —
-``stop_notify``    address, uuid                                —
-``list_serial``    —                                            ``serial``: list of
-                                                                {kind, path, id}
-``list_devices``   —                                            ``devices``: list of
-                                                                {id, kind, transport,
-                                                                address, name, connected}
-``fault``          device (id or address), name, value          —
-=================  ===========================================  ==========================
+=======================  ===========================================  ==========================
+op                       arguments                                    result
+=======================  ===========================================  ==========================
+``scan``                 —                                            ``adverts``: list of
+                                                                      {address, name,
+                                                                      service_uuids, rssi}
+``connect``              address                                      ``name``, ``mtu``,
+                                                                      ``services``: list of
+                                                                      {uuid, handle,
+                                                                      characteristics: list of
+                                                                      {uuid, handle,
+                                                                      properties}}
+``disconnect``           address                                      —
+``device_disconnect``    address (ends the link whoever holds it)     ``was_connected``
+                         (``org.bluez.Device1.Disconnect``)
+``write``                address, uuid, data, response                —
+``read``                 address, uuid                                ``data``
+``start_notify``         address, uuid                                —
+``stop_notify``          address, uuid                                —
+``list_serial``          —                                            ``serial``: list of
+                                                                      {kind, path, id}
+``list_devices``         —                                            ``devices``: list of
+                                                                      {id, kind, transport,
+                                                                      address, name, connected,
+                                                                      orphaned}
+``fault``                device (id or address), name, value          —
+=======================  ===========================================  ==========================
+
+A central's socket closing without ``disconnect`` (its process died) leaves
+its links up by default, as BlueZ does; ``connect`` from another central then
+takes such an orphaned link over, and ``device_disconnect`` ends it.
 
 Error codes: ``bad_request``, ``unknown_op``, ``not_found`` (no such
 peripheral), ``unreachable`` (its link is cut), ``busy`` (another central holds

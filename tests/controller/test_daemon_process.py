@@ -26,6 +26,7 @@ import pytest
 
 from controller.control import call
 from controller.store import Store
+from simulator.ble.wire import radio_request
 from tests.simulator.recording_checks import check_stopped_in_time
 
 
@@ -135,7 +136,12 @@ def test_sigkill_mid_session_devices_stop_and_restart_finds_them(setup: Setup) -
     daemon.send_signal(signal.SIGKILL)
     daemon.wait(timeout=5)
     time.sleep(2.5)
+    # The simulator keeps a dead host's BLE links up, as BlueZ does: the daemon's host guard
+    # ended them (through the radio's Disconnect), so the pillow stopped too.
     check_stopped_in_time(setup.rows(), killed_at)
+    radio = Path(setup.env["MASSAGED_SIM_RADIO"])
+    listed = asyncio.run(radio_request(radio, "list_devices"))["devices"]
+    assert not [d["id"] for d in listed if d["transport"] == "ble" and d["connected"]]
 
     # A new daemon, no user action: it finds the paired devices again.
     setup.start("daemon", "--simulator")
@@ -185,3 +191,46 @@ def test_cli_run_stop_and_sigterm(setup: Setup) -> None:
     with Store.open(setup.folder / "data" / "massaged.db") as store:
         outcomes = [s.outcome.value if s.outcome else None for s in store.list_sessions(5)]
     assert outcomes[:2] == ["stopped", "stopped"]
+
+
+def test_a_second_controller_is_refused_with_one_line(setup: Setup) -> None:
+    # Finding 7: a second daemon on the same database, and `run --no-daemon --device`,
+    # drove the belt the running daemon drove. Each is refused, in one line, exit 1.
+    daemon = setup.start("daemon", "--simulator", "--auto-pair")
+    devices = setup.wait_devices_up(3)
+    belt = next(d for d in devices if d["kind"] == "belt")
+    db = setup.folder / "data" / "massaged.db"
+
+    def refused(*args: str) -> str:
+        answer = setup.cli(*args)
+        assert answer.returncode == 1, answer
+        assert "Traceback" not in answer.stderr
+        lines = answer.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert lines[0].startswith("massaged: error: "), lines
+        return lines[0]
+
+    # Another daemon on the same database, on another socket: refused before anything.
+    other = setup.folder / "other.sock"
+    line = refused("daemon", "--simulator", "--socket", str(other))
+    assert f"another massaged daemon (pid {daemon.pid}) already uses {db}" in line
+    assert not other.exists()
+    # A run of its own on the daemon's devices (the same database): the daemon's alone.
+    line = refused("run", "collar-zone", "--no-daemon", "--device", f"belt={belt['address']}")
+    assert f"another massaged daemon (pid {daemon.pid}) already uses {db}" in line
+    assert "drives belt" in line
+    # Even from another database, the belt's port is the daemon's.
+    line = refused(
+        "run",
+        "collar-zone",
+        "--no-daemon",
+        "--device",
+        f"belt={belt['address']}",
+        "--db",
+        str(setup.folder / "other.db"),
+    )
+    assert f"belt: {belt['address']} is in use by another program" in line
+    assert "is the massaged daemon running?" in line
+    # The daemon served throughout, its belt still up.
+    assert all(d["link"] == "up" for d in setup.api("devices")["data"])
+    assert daemon.poll() is None

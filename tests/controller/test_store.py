@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from controller.profiles import Audience, Profile
 from controller.store import (
     MIGRATIONS,
     SCHEMA_VERSION,
+    WRITE_RETRY_DELAYS,
     DeviceRecord,
     NotFoundError,
     Outcome,
@@ -194,6 +196,167 @@ def test_a_finished_record_survives_a_killed_process(tmp_path: Path) -> None:
         assert [e.detail["i"] for e in ticks] == list(range(len(ticks)))
         assert s.close_unfinished() == [running_id]
         assert s.get_session(running_id).outcome == Outcome.FAULT
+
+
+OWNER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    from controller.store import Store
+
+    store = Store.open(sys.argv[1])
+    print(store.begin_session("collar-zone", ["belt"], "default"), flush=True)
+    sys.stdin.read()  # runs the session until told to go (or killed)
+    """
+)
+
+
+@contextmanager
+def owner_process(db: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Another process running a session on db: the process and the session's id."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT, str(db)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdin is not None
+    try:
+        yield proc, int(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        proc.stdin.close()
+        proc.stdout.close()
+
+
+def test_only_a_session_whose_owner_is_gone_is_closed(tmp_path: Path) -> None:
+    # Finding 9: a daemon starting on the database marked a session another process was
+    # still running as a fault. Only its owner closes a row, or whoever proves it gone.
+    db = tmp_path / "owned.db"
+    with owner_process(db) as (proc, running_id):
+        with Store.open(db) as s:
+            assert s.close_unfinished() == []  # its owner is alive: not ours to close
+            assert s.get_session(running_id).outcome is None
+            # This store's own running session is not closed by itself either.
+            mine = s.begin_session("p", ["pillow"], "default")
+            assert s.close_unfinished() == []
+            s.finish_session(mine, Outcome.COMPLETED)
+        proc.kill()  # the owner dies as a crash does: the kernel drops its lock
+        proc.wait(timeout=10)
+        with Store.open(db) as s:
+            assert s.close_unfinished() == [running_id]
+            record = s.get_session(running_id)
+            assert record.outcome == Outcome.FAULT
+            assert "ended before its end was recorded" in record.detail["reason"]
+            assert s.close_unfinished() == []
+    assert list((tmp_path / "owned.db-owners").iterdir()) == []  # its lock file is tidied
+
+
+async def test_a_daemon_starting_closes_only_what_a_crash_left(tmp_path: Path) -> None:
+    # The finding's path: Daemon.start() on a database where `run --simulate` is running.
+    from controller.daemon import Daemon
+
+    db = tmp_path / "m.db"
+    with owner_process(db) as (crashed, left), owner_process(db) as (_, running):
+        crashed.kill()
+        crashed.wait(timeout=10)
+        with Store.open(db) as store:
+            daemon = Daemon(store)
+            await daemon.start()
+            await daemon.close()
+            assert store.get_session(left).outcome == Outcome.FAULT
+            assert store.get_session(running).outcome is None
+
+
+def test_a_store_closed_with_its_session_unfinished_leaves_it_to_the_next_start(
+    tmp_path: Path,
+) -> None:
+    # Another owner in this process (another store) is as alive as another process.
+    db = tmp_path / "m.db"
+    with Store.open(db) as owner, Store.open(db) as other:
+        running = owner.begin_session("p", ["belt"], "default")
+        assert other.close_unfinished() == []
+        owner.close()  # its end was never written: the owner is gone now
+        assert other.close_unfinished() == [running]
+
+
+def test_a_version_1_database_gains_owners_and_keeps_its_rows(tmp_path: Path) -> None:
+    db = tmp_path / "v1.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO sessions (program, devices, profile, started_at) "
+        "VALUES ('old', '[\"belt\"]', 'default', '2024-05-01T09:00:00.000000+00:00')"
+    )
+    conn.close()
+    with Store.open(db) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        (old,) = s.list_sessions()
+        assert old.program == "old"
+        # A row from before owners were recorded names none: nobody can hold it.
+        assert s.close_unfinished() == [old.id]
+        new = s.begin_session("new", ["belt"], "default")
+        assert s.close_unfinished() == []
+        assert s.get_session(new).outcome is None
+
+
+@pytest.fixture
+def fast_busy(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """A short busy time-out; returns the list of pauses the store took between attempts."""
+    monkeypatch.setattr("controller.store.BUSY_TIMEOUT_S", 0.05)
+    pauses: list[float] = []
+    monkeypatch.setattr("controller.store._backoff_sleep", pauses.append)
+    return pauses
+
+
+def exclusive_lock(db: Path) -> sqlite3.Connection:
+    """Another connection holding the database's write lock, as another process would."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("BEGIN EXCLUSIVE")
+    return conn
+
+
+def test_a_write_finding_the_database_busy_is_tried_again(
+    tmp_path: Path, fast_busy: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "busy.db"
+    with Store.open(db) as s:
+        sid = s.begin_session("p", ["belt"], "default")
+        blocker = exclusive_lock(db)
+
+        def pause(seconds: float) -> None:
+            fast_busy.append(seconds)
+            blocker.execute("COMMIT")  # the other process finishes its transaction
+
+        monkeypatch.setattr("controller.store._backoff_sleep", pause)
+        record = s.finish_session(sid, Outcome.COMPLETED)
+        blocker.close()
+        assert record.outcome == Outcome.COMPLETED
+        assert fast_busy == [WRITE_RETRY_DELAYS[0]]
+
+
+def test_a_write_the_database_stays_too_busy_for_raises_after_its_retries(
+    tmp_path: Path, fast_busy: list[float]
+) -> None:
+    db = tmp_path / "busy.db"
+    with Store.open(db) as s:
+        sid = s.begin_session("p", ["belt"], "default")
+        blocker = exclusive_lock(db)
+        try:
+            with pytest.raises(StoreError, match="busy in another process") as info:
+                s.finish_session(sid, Outcome.COMPLETED)
+        finally:
+            blocker.close()
+        assert str(db) in str(info.value)
+        assert fast_busy == list(WRITE_RETRY_DELAYS)  # every attempt, with a growing pause
+        assert s.get_session(sid).outcome is None  # nothing half-written
+        s.finish_session(sid, Outcome.COMPLETED)  # and the store still works after it
 
 
 # -- errors ---------------------------------------------------------------------

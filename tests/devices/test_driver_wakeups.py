@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import math
 import random
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -23,11 +24,14 @@ from devices.capabilities import KneadDirection
 from devices.drivers.eb1 import B0_INTERVAL, MIN_B0_GAP, EB1Driver
 from devices.drivers.sp1 import SP1Driver
 from devices.drivers.vb1 import VB1Driver
+from devices.errors import SafetyError
+from devices.events import DeviceEvent, ServiceGap
 from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, Output, PillowOutput
 from devices.protocols import eb1, sp1, vb1
 from simulator.endpoints.memory import MemoryLink
 from simulator.faults import LinkFaults
 from simulator.firmware.base import Firmware
+from simulator.firmware.eb1 import EB1Firmware
 from tests.devices.behaviour import wait_until
 from tests.devices.test_driver_eb1 import b0s, connected, drive_to, is_zeroing, out
 from tests.devices.test_drivers_memory import belt_pair, butterfly_pair, pillow_pair
@@ -203,6 +207,131 @@ async def test_a_revoked_butterfly_writes_no_more_b0s_and_sleeps() -> None:
         await assert_idle(driver, link)
         # The unit's own rule: no B0 for 100 ms, no output.
         assert firmware.is_quiet
+
+
+# -- a gap in service: a stall past the lease ----------------------------------------------
+
+STALL_S = 0.7
+"""A stall past the lease (0.5 s) but within the belt's 1 s watchdog: it still runs."""
+OWNER_LEASE_S = 0.5
+"""The session runner's lease, renewed every OWNER_PASS_S as the runner does."""
+OWNER_PASS_S = 0.05
+
+OUTPUT_FRAME: dict[str, Callable[[bytes], bool]] = {
+    "belt": lambda data: (
+        vb1.decode(data).cmd in (vb1.Command.SET_LEVELS, vb1.Command.SET_HEAT, vb1.Command.PING)
+    ),
+    "pillow": lambda data: sp1.decode(data).cmd == sp1.Command.SET,
+    "butterfly": lambda data: isinstance(b0 := eb1.decode(data), eb1.B0) and not is_zeroing(b0),
+}
+"""Per kind: True for a frame that puts something out or keeps it on (not a stop)."""
+
+
+async def freeze(seconds: float, then: Callable[[], None] | None = None) -> float:
+    """Block the event loop for seconds from inside it (a stalled daemon); when it ended.
+
+    then: called at once after the stall, before anything else on the loop runs.
+    """
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[float] = loop.create_future()
+
+    def block() -> None:
+        time.sleep(seconds)  # deliberate: nothing on this loop may run meanwhile
+        resumed = loop.time()
+        if then is not None:
+            then()
+        ended.set_result(resumed)
+
+    loop.call_soon(block)
+    return await ended
+
+
+@contextlib.asynccontextmanager
+async def owner(driver: Driver) -> AsyncIterator[None]:
+    """A healthy owner meanwhile: the lease renewed on every pass, as the runner does."""
+
+    async def renew() -> None:
+        while True:
+            driver.renew_lease(OWNER_LEASE_S)
+            await asyncio.sleep(OWNER_PASS_S)
+
+    task = asyncio.get_running_loop().create_task(renew())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def gaps(events: list[DeviceEvent]) -> int:
+    """How many ServiceGap events were reported."""
+    return sum(isinstance(e, ServiceGap) for e in events)
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
+async def test_renewing_a_lapsed_lease_is_a_gap_the_device_is_zeroed_first(kind: Kind) -> None:
+    """Promises 2 and 4: the owner's first act after a stall is to renew (as the runner's
+    is). That renewal does not extend the lease: it reports ServiceGap and the driver has
+    forgotten what it held before anything else runs; the first frame after the stall
+    stops the device, and nothing brings the held output back."""
+    events: list[DeviceEvent] = []
+    seen: list[tuple[int, bool, bool]] = []
+    async with opened(kind.make, lease=None) as (driver, firmware, link):
+        driver.add_listener(events.append)
+        async with owner(driver):
+            await driver.apply(kind.on)
+            await wait_until(lambda: not firmware.is_quiet, what="the device on")
+            await asyncio.sleep(0.25)  # the keepalive or the B0 cadence under way
+
+            def renew() -> None:
+                driver.renew_lease(OWNER_LEASE_S)
+                seen.append((gaps(events), driver.output.is_zero, driver.lease_valid))
+
+            resumed = await freeze(STALL_S, then=renew)
+            # Right inside renew_lease: the gap reported, the targets gone, a new lease.
+            assert seen == [(1, True, True)]
+            await wait_until(lambda: firmware.is_quiet, timeout=PROMPT_S, what="the device off")
+            await asyncio.sleep(0.3)  # still leased: nothing comes back by itself
+        after = [m for m in link.written if m.t >= resumed]
+        assert after, "nothing was sent after the stall: the device ran on"
+        assert kind.is_stop(after[0].data), "the first frame after the stall is not a stop"
+        assert not any(OUTPUT_FRAME[kind.name](m.data) for m in after)
+        assert firmware.is_quiet
+        assert driver.output.is_zero
+        assert gaps(events) == 1
+        if isinstance(firmware, EB1Firmware):
+            # The unit keeps a strength through silence: zeroed, so none comes back.
+            assert firmware.strengths == (0, 0)
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.name)
+async def test_a_frame_awaiting_its_answer_through_a_stall_is_never_resent(kind: Kind) -> None:
+    """Promise 2: no frame built before a gap in service is sent after it. The answer to
+    the first output frame is lost, so its resend is due during the stall; after it the
+    driver finds the lapsed lease, drops the resend and stops the device instead."""
+    events: list[DeviceEvent] = []
+    async with opened(kind.make, lease=None) as (driver, firmware, link):
+        driver.add_listener(events.append)
+        async with owner(driver):
+            start = len(link.written)
+            link.drop_next_answers = 1
+            applying = asyncio.ensure_future(driver.apply(kind.on))
+            await wait_until(
+                lambda: any(OUTPUT_FRAME[kind.name](m.data) for m in link.written[start:]),
+                timeout=PROMPT_S,
+                what="the output frame",
+            )
+            resumed = await freeze(STALL_S)
+            (outcome,) = await asyncio.gather(applying, return_exceptions=True)
+            await wait_until(lambda: firmware.is_quiet, timeout=PROMPT_S, what="the device off")
+            await asyncio.sleep(0.3)
+        # The belt's and the pillow's apply was waiting for its answer: it is refused.
+        assert outcome is None or isinstance(outcome, SafetyError), outcome
+        after = [m for m in link.written if m.t >= resumed]
+        assert not any(OUTPUT_FRAME[kind.name](m.data) for m in after), "a stale frame was sent"
+        assert gaps(events) == 1
+        assert driver.output.is_zero
 
 
 # -- the butterfly's B0s -------------------------------------------------------------------

@@ -4,13 +4,23 @@ Written against the recording format (docs/simulator.md), independently of
 the safety layer's own code, so a bug there cannot hide itself here. Used by
 the fault matrix (on a whole recording) and by ``bench/soak.py`` (fed row by
 row, so a long run keeps no rows in memory).
+
+Besides the standing rules (caps, the EMS ramp) the audit is told of two
+moments and judges what follows them:
+
+- a service gap (the host stalled past its 0.5 s lease: a blocked loop, a
+  stopped process): every device that was on must be back at zero within
+  GAP_FRESH_S (a fresh start), never go on at its held level, and an EB1 comes
+  back through the ramp from zero (5 per 100 ms) counted from that zero;
+- a lowered cap: once CAP_GRACE_S has passed, no output above the new cap,
+  neither a new one nor one held from before.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +38,14 @@ PROTOCOL_STOP_S = {"belt": 1.0, "pillow": 1.0, "butterfly": 0.1}
 EB1 waveform expiry)."""
 STOP_MARGIN_S = 0.5
 """Margin over PROTOCOL_STOP_S for a shared, noisy machine."""
+LEASE_S = 0.5
+"""The host's lease (Timing.lease_s): a stall longer than this is a service gap."""
+GAP_FRESH_S = 1.0 + STOP_MARGIN_S
+"""Real seconds after a service gap by which a device that was on is at zero again: the
+host notices the gap at its next pass and stops every device before it starts afresh."""
+CAP_GRACE_S = 0.5
+"""Real seconds after a lowered cap by which no output is above it (the host clamps at
+its next pass; the EB1's own soft limit follows its strength down)."""
 
 
 def cap_units(fraction: float, maximum: int) -> int:
@@ -53,6 +71,29 @@ class _Channel:
     history: deque[tuple[float, int]] = field(default_factory=deque)
 
 
+@dataclass
+class _Gap:
+    """One device after a service gap, until it has come back through zero."""
+
+    end: float
+    """Session time the gap ended (the host ran again)."""
+    deadline: float
+    """Session time by which a device on at the gap must have been at zero."""
+    zero_at: float | None
+    """Session time of its latest zero since the gap; None while it is on at a held level."""
+
+
+@dataclass
+class _LoweredCap:
+    """A cap lowered mid-session: the old one holds until the grace has passed."""
+
+    old: int
+    new: int
+    effective: float
+    """Session time from which the new cap holds (held outputs included)."""
+    checked: bool = False
+
+
 class OutputAudit:
     """Checks every recorded output against its device's cap and the EMS ramp.
 
@@ -72,6 +113,12 @@ class OutputAudit:
         self._channels: dict[tuple[str, str], _Channel] = {}
         self._user: set[str] = set()
         self._no_ramp: set[str] = set()
+        self._state: dict[str, dict[str, Any]] = {}
+        self._gaps: dict[str, _Gap] = {}
+        self._lowered: dict[str, _LoweredCap] = {}
+        self._latest = 0.0
+        self.gaps = 0
+        self.cap_changes = 0
 
     # -- exemptions -----------------------------------------------------------------
 
@@ -97,6 +144,64 @@ class OutputAudit:
             if name == device:
                 channel.history.clear()
 
+    # -- moments to judge what follows ----------------------------------------------------
+
+    def gap(self, end: float, devices: Iterable[str] | None = None) -> None:
+        """The host's service stopped for longer than its lease and resumed at session time end.
+
+        Call it before feeding any row that arrived after the host ran again: rows
+        stamped earlier may still come (a firmware catching up on its own timers).
+        """
+        self.gaps += 1
+        for device in self.kinds if devices is None else devices:
+            on = is_on(self.kinds[device], self._state.get(device, {}))
+            self._gaps[device] = _Gap(
+                end=end,
+                deadline=end + GAP_FRESH_S * self.speed,
+                zero_at=None if on else end,
+            )
+
+    def lower_cap(self, device: str, cap: int, at: float) -> None:
+        """A cap of this device lowered to cap (device units) at session time at."""
+        self.cap_changes += 1
+        old = self.caps.get(device, cap)
+        if cap >= old:
+            return
+        self.caps[device] = cap
+        self._lowered[device] = _LoweredCap(old, cap, at + CAP_GRACE_S * self.speed)
+
+    def set_cap(self, device: str, cap: int) -> None:
+        """A device's cap between its sessions (a raised cap counts from the next one)."""
+        self.caps[device] = cap
+        self._lowered.pop(device, None)
+
+    def check_due(self, now: float) -> None:
+        """Judge the deadlines that have passed by session time now (nothing may be held)."""
+        now = max(now, self._latest)
+        for device, gap in list(self._gaps.items()):
+            if gap.zero_at is None and now > gap.deadline:
+                del self._gaps[device]
+                self._problem(
+                    f"t={now:.3f} {device} still on {GAP_FRESH_S:g} s (real) after a service "
+                    f"gap that ended at t={gap.end:.3f}: it went on at its held level, "
+                    f"never back through zero: {self._on_channels(device)}"
+                )
+        for device, lowered in self._lowered.items():
+            if lowered.checked or now < lowered.effective:
+                continue
+            lowered.checked = True
+            kind = self.kinds.get(device, "")
+            for channel, value in self._state.get(device, {}).items():
+                capped = isinstance(value, int) and _capped_channel(kind, channel)
+                if capped and value > lowered.new:
+                    self._problem(
+                        f"t={now:.3f} {device} {channel} held at {value}, "
+                        f"{CAP_GRACE_S:g} s (real) after its cap was lowered to {lowered.new}"
+                    )
+
+    def _on_channels(self, device: str) -> dict[str, Any]:
+        return {c: v for c, v in self._state.get(device, {}).items() if isinstance(v, int) and v}
+
     # -- checking -------------------------------------------------------------------
 
     def feed(self, row: Mapping[str, Any], *, user: bool = False) -> None:
@@ -106,24 +211,96 @@ class OutputAudit:
         channel = str(row["channel"])
         value = row["value"]
         kind = self.kinds.get(device, str(row.get("kind", "")))
+        t = float(row["t"])
+        self._state.setdefault(device, {})[channel] = value
+        self.check_due(t)
+        self._latest = max(self._latest, t)
+        gap = self._gaps.get(device)
+        if gap is not None:
+            self._after_gap(gap, device, kind, t, user=user)
         if not isinstance(value, int) or not _capped_channel(kind, channel):
             return
-        t = float(row["t"])
         cap = self.caps.get(device)
         if cap is None:
             self._problem(f"t={t:.3f} {device}: no cap known for this device")
             return
+        lowered = self._lowered.get(device)
+        if lowered is not None and t < lowered.effective:
+            cap = max(cap, lowered.old)
         if value > cap:
             self._problem(f"t={t:.3f} {device} {channel}={value} is past its cap {cap}")
         if kind == "butterfly" and channel.startswith("strength_"):
             self._ramp(device, channel, t / self.speed, value, user=user)
 
+    def _after_gap(self, gap: _Gap, device: str, kind: str, t: float, *, user: bool) -> None:
+        """A row of a device after a service gap: back only through zero, the EMS by its ramp."""
+        state = self._state[device]
+        if user or device in self._user:
+            # The user's own setting on the device (the EMS wheel) is their word.
+            del self._gaps[device]
+            return
+        if not is_on(kind, state):
+            if gap.zero_at is None:
+                gap.zero_at = max(t, gap.end)
+            return
+        if gap.zero_at is None:
+            # On since before the gap: a frame that was on its way as the host stopped may
+            # still land (in-process, the firmware reads it once the loop runs again), but
+            # the host must bring the device to zero by the deadline (check_due).
+            return
+        if kind != "butterfly":
+            # Started afresh from zero: the session's own rules take over.
+            del self._gaps[device]
+            return
+        since = (t - gap.zero_at) / self.speed
+        if since > RAMP_WINDOW_S:
+            del self._gaps[device]
+            return
+        if device in self._no_ramp:
+            return
+        for name in ("a", "b"):
+            strength = state.get(f"strength_{name}", 0)
+            if state.get(f"output_{name}") and isinstance(strength, int):
+                allowed = allowed_rise(since)
+                if strength > allowed and t > gap.deadline:
+                    del self._gaps[device]
+                    self._problem(
+                        f"t={t:.3f} {device} channel {name} at strength {strength} "
+                        f"{since:.3f} s (real) after its zero following a service gap; "
+                        f"a fresh ramp from zero allows {allowed}"
+                    )
+                    return
+                if strength > allowed:
+                    # Not a fresh ramp: held from before the gap. Zero must still come.
+                    gap.zero_at = None
+                    return
+
     def feed_all(
-        self, rows: Iterable[Mapping[str, Any]], *, user: Collection[int] = ()
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        user: Collection[int] = (),
+        marks: Mapping[int, Sequence[Callable[[OutputAudit], None]]] | None = None,
+        now: float | None = None,
     ) -> list[str]:
-        """Check every row (user: indices of rows the user set); the problems found so far."""
+        """Check every row; the problems found so far.
+
+        user: indices of rows the user set; marks: calls made on the audit before the
+        row of that index (a gap, a lowered cap); now: the session time the rows end
+        at, by which held outputs are judged too.
+        """
+        marks = marks or {}
+        count = 0
         for i, row in enumerate(rows):
+            for mark in marks.get(i, ()):
+                mark(self)
             self.feed(row, user=i in user)
+            count = i + 1
+        for i in sorted(k for k in marks if k >= count):
+            for mark in marks[i]:
+                mark(self)
+        if now is not None:
+            self.check_due(now)
         return self.problems
 
     def _ramp(self, device: str, channel: str, t: float, value: int, *, user: bool) -> None:

@@ -10,16 +10,20 @@ simulator, injects one fault mid-session and checks the same three things:
 3. the history says what happened: the session's outcome and events are in
    the store.
 
-Cells that need real processes live elsewhere and are only named here (see
-PROCESS_CELLS); docs/safety.md lists every cell with the invariant it proves.
+The daemon as a process (tests/reliability/world.py, daemon_process) is used
+where only a process will do: stopped with SIGSTOP, its descriptors flooded.
+Other cells that need real processes live elsewhere and are only named here
+(see PROCESS_CELLS); docs/safety.md lists every cell with the invariant it
+proves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +34,25 @@ from controller.store import Outcome, Store, StoreError
 from simulator.firmware.base import Firmware
 from simulator.firmware.vb1 import VB1Firmware
 from tests.reliability.checks import (
+    CAP_GRACE_S,
     PROTOCOL_STOP_S,
     STOP_MARGIN_S,
     OutputAudit,
+    is_on,
     on_since,
     quiet_from,
     values_after,
 )
-from tests.reliability.world import WAIT, World, kind_of, mqtt, world
+from tests.reliability.world import (
+    PROGRAM_ID,
+    WAIT,
+    Simulated,
+    World,
+    daemon_process,
+    kind_of,
+    mqtt,
+    world,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +64,14 @@ PROCESS_CELLS = {
     "host killed with SIGKILL: every device stops by its own rule": (
         "tests/simulator/test_dead_host.py",
         "test_sigkilled_host_leaves_every_device_stopped",
+    ),
+    "daemon stopped with SIGSTOP mid-session: every device at zero within 5 s": (
+        "tests/controller/test_host_guard.py",
+        "test_sigstopped_daemon_every_device_at_zero_within_5_s",
+    ),
+    "daemon and its host guard both killed: a new daemon takes the links over": (
+        "tests/controller/test_host_guard.py",
+        "test_links_left_by_a_dead_daemon_and_guard_are_taken_over",
     ),
 }
 """Cells proven by process-level tests elsewhere (not duplicated here)."""
@@ -579,3 +602,251 @@ async def test_command_line_and_mqtt_at_once() -> None:
             other_run=lambda: m.request("run", {"program": "fault-matrix"}),
             stop=lambda: m.request("stop", {}),
         )
+
+
+# -- a stalled daemon ---------------------------------------------------------------------
+
+CHANNEL = {"belt": "motor1", "pillow": "speed", "butterfly": "strength_a"}
+"""The channel each kind's comeback is judged on."""
+EMS_UNDER_WAY = 25
+"""An EMS strength well up its ramp (5 per 100 ms), above the lowered cap of 20 below."""
+GUARD_S = 5.0
+"""docs/safety.md: a frozen or dead daemon leaves every device at zero within 5 s (the pillow,
+which has no watchdog, through the host guard ending its link)."""
+
+
+def peaks(w: Simulated) -> dict[str, int]:
+    """The highest value each device's judged channel reached so far."""
+    return {n: max(values_after(w.rows, n, CHANNEL[kind_of(n).value], 0.0)) for n in ALL}
+
+
+def back_from_zero(w: Simulated, name: str, since: int) -> list[int]:
+    """The non-zero values of a device's judged channel once it had been at zero, from row since.
+
+    A device at zero at row since counts as at zero from there.
+    """
+    kind = kind_of(name).value
+    channel = CHANNEL[kind]
+    rows = w.rows
+    state: dict[str, Any] = {}
+    for row in rows[:since]:
+        if row["device"] == name:
+            state[row["channel"]] = row["value"]
+    zero = not is_on(kind, state)
+    values: list[int] = []
+    for row in rows[since:]:
+        if row["device"] != name:
+            continue
+        state[row["channel"]] = row["value"]
+        if not zero:
+            zero = not is_on(kind, state)
+        elif row["channel"] == channel and isinstance(row["value"], int) and row["value"]:
+            values.append(row["value"])
+    return values
+
+
+async def comeback_checks(w: Simulated, peak: dict[str, int], since: int) -> None:
+    """After a gap: every device back, through zero and a fresh ramp (the start is low)."""
+    await w.wait_for(
+        lambda: all(back_from_zero(w, n, since) for n in ALL), "every device back from zero"
+    )
+    for name in ("belt-1", "butterfly-1"):  # 3 pillow speeds are too coarse to show a ramp
+        back = back_from_zero(w, name, since)
+        assert back[0] <= peak[name] // 2, f"{name}: no fresh ramp: {back[:6]} (was at {peak})"
+    # Let the EMS ramp run a while: the audit judges it from its zero after the gap.
+    await asyncio.sleep(1.0)
+
+
+def strength_at_least(w: Simulated, value: int) -> Callable[[], bool]:
+    """A condition: the butterfly's channel A is at value or more (the ramp under way)."""
+    return lambda: strength(w.firmware("butterfly-1")) >= value
+
+
+@pytest.mark.parametrize("seconds", [0.7, 1.5])
+async def test_a_blocked_loop_brings_every_device_back_through_a_fresh_ramp(
+    seconds: float,
+) -> None:
+    """The daemon's loop blocked past its 0.5 s lease (shorter and longer than the belt's
+    1 s watchdog): no device goes on at its held level, each comes back from zero."""
+    async with world(speed=5.0, program_seconds=300.0) as w:
+        await w.run()
+        await w.wait_on()
+        await w.wait_for(strength_at_least(w, EMS_UNDER_WAY), "the EMS ramp well under way")
+        peak = peaks(w)
+        since = len(w.rows)
+        await w.freeze(seconds)
+        await comeback_checks(w, peak, since)
+        assert w.session_running()
+        assert (await w.call("stop"))["status"] == "ok"
+        result = await w.wait_ended()
+        # The audit judges the gap: every device at zero soon after it, the EMS ramp from zero.
+        await end_checks(w, result, Outcome.STOPPED, ("stop",))
+
+
+@pytest.mark.parametrize("stall", ["brief", "long"])
+async def test_a_stopped_daemon_stops_every_device_and_resumes_from_zero(stall: str) -> None:
+    """kill -STOP of the daemon process, then kill -CONT.
+
+    brief: 1 s, past the lease, before the host guard acts. long: until every device is
+    off, which must be within its own rule (the belt's watchdog, the EMS waveform's
+    expiry) or, for the pillow, within 5 s through the host guard. Afterwards every
+    device comes back through zero and a fresh ramp, no pre-stall frame in between.
+    """
+    async with daemon_process(speed=5.0, program_seconds=300.0) as w:
+        answer = await w.call("run", {"program": PROGRAM_ID})
+        assert answer["status"] == "ok", answer
+        await w.wait_on()
+        await w.wait_for(strength_at_least(w, EMS_UNDER_WAY), "the EMS ramp well under way")
+        peak = peaks(w)
+        stopped = w.sigstop()
+        if stall == "long":
+            await w.wait_for(w.quiet, "every device off, the daemon stopped", GUARD_S + WAIT)
+            for name in ALL:
+                kind = kind_of(name).value
+                off = quiet_from(w.rows, name, stopped)
+                assert off is not None, name
+                bound = GUARD_S if kind == "pillow" else PROTOCOL_STOP_S[kind]
+                took = (off - stopped) / w.speed
+                assert took <= bound + STOP_MARGIN_S, (name, took)
+        else:
+            await asyncio.sleep(1.0)
+        since = len(w.rows)
+        w.sigcont()
+        await comeback_checks(w, peak, since)
+        assert (await w.call("stop"))["status"] == "ok"
+        last = await w.wait_ended()
+        assert last["outcome"] == Outcome.STOPPED.value, last
+        await w.wait_for(w.quiet, "every device off")
+        problems = w.audit()
+        assert not problems, problems[:5]
+        assert await w.terminate() == 0, w.log_text()[-3000:]
+        with w.store() as store:
+            record = store.list_sessions(1)[0]
+        assert record.outcome == Outcome.STOPPED, record
+        assert record.ended_at is not None
+
+
+# -- a cap changed mid-session ----------------------------------------------------------------
+
+LOWERED = {"belt-1": 0.2, "pillow-1": 0.34, "butterfly-1": 0.1}
+"""Caps under the registry's and the profile's, each a visible step down for its device."""
+
+
+@pytest.mark.parametrize("path", ["control socket", "mqtt"])
+async def test_a_lowered_cap_holds_at_once_and_a_raised_one_waits(path: str) -> None:
+    """set_caps mid-session: a lowered cap holds on every running device within a short
+    grace (the host's clamp and the EB1's own soft limit, which the wheel then meets);
+    raised again, the running session stays under the lowered one."""
+    async with world(program_seconds=300.0) as w, contextlib.AsyncExitStack() as stack:
+        set_caps: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+        if path == "mqtt":
+            m = await stack.enter_async_context(mqtt(w))
+            set_caps = lambda payload: m.request("set_caps", payload)  # noqa: E731
+        else:
+            set_caps = lambda payload: w.call("set_caps", payload)  # noqa: E731
+        await w.run()
+        await w.wait_on()
+        ems = w.firmware("butterfly-1")
+        await w.wait_for(strength_at_least(w, EMS_UNDER_WAY), "the EMS above the cap to come")
+        units: dict[str, int] = {}
+        for name, fraction in LOWERED.items():
+            units[name] = w.cap_lowered(name, fraction)
+            answer = await set_caps({"name": name, "max_intensity": fraction})
+            assert answer["status"] == "ok", answer
+        await asyncio.sleep(CAP_GRACE_S * 2)
+        for name, cap in units.items():
+            outputs = w.firmware(name).outputs
+            held = {c: v for c, v in outputs.items() if c != "heater" and isinstance(v, int)}
+            assert max(held.values()) <= cap or not w.session_running(), (name, held, cap)
+        # The EB1's own soft limit came down too: the wheel turned up stops at the new cap.
+        w.user_fault("butterfly-1", "turn_wheel", [150, None])
+        assert strength(ems) <= units["butterfly-1"], ems.outputs
+        # Raised again: nothing of the running session rises (the audit holds the lower cap).
+        for name in LOWERED:
+            answer = await set_caps({"name": name, "max_intensity": 1.0})
+            assert answer["status"] == "ok", answer
+        await asyncio.sleep(1.0)
+        assert w.session_running()
+        assert (await w.call("stop"))["status"] == "ok"
+        result = await w.wait_ended()
+        await end_checks(w, result, Outcome.STOPPED, ("stop",))
+
+
+# -- a flood of connections -------------------------------------------------------------------
+
+FLOOD_NOFILE = 128
+"""The daemon's limit of open files in the flood cell: a few hundred connections exhaust it."""
+FLOOD = 400
+"""Idle connections the flood holds open (more than the daemon has descriptors)."""
+
+
+@contextlib.asynccontextmanager
+async def flood(path: Path, held: int) -> AsyncIterator[list[int]]:
+    """Keep up to held idle connections open to the control socket, re-opening those the
+    daemon closes, for as long as the context lasts; yields [attempts, open now]."""
+    counts = [0, 0]
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def hold() -> None:
+        try:
+            async with asyncio.timeout(1.0):
+                reader, writer = await asyncio.open_unix_connection(path)
+        except (OSError, TimeoutError):
+            return
+        counts[1] += 1
+        try:
+            await reader.read()  # silent until the daemon closes it
+        except OSError:
+            pass
+        finally:
+            counts[1] -= 1
+            writer.close()
+
+    async def keep() -> None:
+        while True:
+            if len(tasks) >= held:
+                await asyncio.sleep(0.01)
+                continue
+            counts[0] += 1
+            task = asyncio.get_running_loop().create_task(hold())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            await asyncio.sleep(0.002)
+
+    keeper = asyncio.get_running_loop().create_task(keep())
+    try:
+        yield counts
+    finally:
+        keeper.cancel()
+        for task in (keeper, *tasks):
+            task.cancel()
+        await asyncio.gather(keeper, *tasks, return_exceptions=True)
+
+
+async def test_an_emergency_stop_gets_through_a_flood_of_idle_connections() -> None:
+    """Hundreds of idle connections held against a daemon process with 128 descriptors: an
+    emergency stop still puts every device at zero within 1 s, the daemon goes on serving,
+    and its log stays short (repeated errors are rate-limited)."""
+    async with daemon_process(nofile=FLOOD_NOFILE) as w:
+        answer = await w.call("run", {"program": PROGRAM_ID})
+        assert answer["status"] == "ok", answer
+        await w.wait_on()
+        async with flood(w.socket, FLOOD) as counts:
+            await w.wait_for(lambda: counts[0] >= FLOOD, "the flood under way")
+            sent = w.t()
+            answer = await w.call("emergency_stop")
+            assert answer["status"] == "ok", answer
+            await w.wait_for(w.quiet, "every device off")
+            for name in ALL:
+                off = quiet_from(w.rows, name, sent)
+                assert off is not None, name
+                took = (off - sent) / w.speed
+                assert took <= ESTOP_S + STOP_MARGIN_S, (name, took)
+        last = await w.wait_ended()
+        assert last["outcome"] == Outcome.EMERGENCY_STOP.value, last
+        problems = w.audit()
+        assert not problems, problems[:5]
+        assert (await w.status())["session"] is None
+        log = w.log_text()
+        assert log.count("Too many open files") <= 20, log[-3000:]
+        assert len(log.splitlines()) <= 200, log[-3000:]

@@ -1,7 +1,9 @@
 """A short soak run (bench/soak.py) as part of the suite: zero unsafe outputs, zero lost rows.
 
 The long run is documented in docs/safety.md; this one runs the same script,
-as a user would, for a few seconds and reads its final JSON line.
+as a user would, for a few seconds and reads its final JSON line, with the
+faults of issue 11 in its mix: stalls (the event loop blocked past the lease)
+and caps changed mid-session.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ def test_a_short_soak_is_safe_and_loses_no_history() -> None:
     assert done.returncode == 0, done.stderr
     assert result["sessions"] >= 2
     assert result["faults_total"] >= 1
+    # The stalls (a blocked loop past the lease) and the cap changes are in its mix, and
+    # every stall was judged as a service gap.
+    assert result["stalls"] >= 1, result["faults"]
+    assert result["gaps_judged"] == result["stalls"]
+    assert sum(result["cap_changes"].values()) >= 1, result["faults"]
     assert result["outputs_checked"] > 0
     assert sum(result["outcomes"].values()) == result["sessions"] - result["refused"]
     assert result["rss_end_mib"] > 0

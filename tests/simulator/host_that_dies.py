@@ -1,8 +1,12 @@
-"""A host process for the dead-host test: drives every device, feeds them, waits to be killed."""
+"""A host process for the dead-host test: drives every device, feeds them, waits to be killed.
+
+With ``--guard`` it runs under a host guard, as the daemon and ``massaged run`` do.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 
@@ -12,8 +16,18 @@ from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, Pillo
 from simulator.ble.backend import SimBleakClient
 
 
-async def main(radio: str, devices: list[dict[str, str]]) -> None:
+async def main(radio: str, devices: list[dict[str, str]], guard: bool) -> None:
     """Connect to each device, switch it on, and keep the lease fed until killed."""
+    async with contextlib.AsyncExitStack() as stack:
+        if guard:
+            from controller.guard import HostGuard
+
+            await stack.enter_async_context(HostGuard())
+        await drive(radio, devices)
+
+
+async def drive(radio: str, devices: list[dict[str, str]]) -> None:
+    """Switch every device on and keep the lease fed, forever."""
     drivers = []
     for spec in devices:
         kind = DeviceKind(spec["kind"])
@@ -42,4 +56,4 @@ async def main(radio: str, devices: list[dict[str, str]]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
+    asyncio.run(main(sys.argv[1], json.loads(sys.argv[2]), "--guard" in sys.argv[3:]))

@@ -150,6 +150,17 @@ async def rig(sock_dir: Path) -> AsyncIterator[Rig]:
         yield Rig(radio, path, firmware, peripheral)
 
 
+@pytest.fixture
+async def dropping_rig(sock_dir: Path) -> AsyncIterator[Rig]:
+    """A radio with the older, kinder model: a link drops when its host's socket closes."""
+    path = sock_dir / "radio.sock"
+    radio = SimRadio(path, links_outlive_host=False)
+    firmware = EchoFirmware()
+    peripheral = radio.add_peripheral(firmware, address=ADDRESS, rssi=-61, gatt=ECHO_GATT)
+    async with radio:
+        yield Rig(radio, path, firmware, peripheral)
+
+
 def sim_client(
     rig: Rig,
     address: str = ADDRESS,
@@ -398,7 +409,10 @@ async def test_wire_fault_link_down_fires_the_callback_once(rig: Rig) -> None:
     assert calls == [client]
 
 
-async def test_closing_the_central_socket_is_a_dropped_link(rig: Rig) -> None:
+async def test_closing_the_central_socket_is_a_dropped_link_when_asked(
+    dropping_rig: Rig,
+) -> None:
+    rig = dropping_rig
     connection = RadioConnection(rig.path)
     await connection.open()
     await connection.request("connect", address=ADDRESS)
@@ -591,7 +605,8 @@ async def test_radio_in_another_process(sock_dir: Path) -> None:
         await _kill(process)
 
 
-async def test_central_process_death_is_a_dropped_link(rig: Rig) -> None:
+async def test_central_process_death_is_a_dropped_link_when_asked(dropping_rig: Rig) -> None:
+    rig = dropping_rig
     process = await _python("-c", CENTRAL_SCRIPT, ADDRESS, str(rig.path), WRITE)
     try:
         assert process.stdout is not None

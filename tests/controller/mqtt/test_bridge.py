@@ -12,6 +12,7 @@ import pytest
 from controller import api as api_module
 from controller.api import COMMANDS, Request
 from controller.mqtt.bridge import MqttBridge, snapshot_states
+from controller.mqtt.commands import BUTTONS, ENTITIES
 from controller.mqtt.discovery import DeviceDescription, topic_id
 from controller.mqtt.settings import MqttSettings
 from controller.session import DeviceSnapshot, DeviceState, SessionSnapshot, SessionState
@@ -23,11 +24,13 @@ from tests.controller.mqtt.conftest import (
     Broker,
     FakeAPI,
     Received,
+    Spy,
     SpyFactory,
     bridge_settings,
     sample_devices,
 )
 
+SET_RESPONSE = "massaged/bridge/response/set"
 VALID: dict[str, dict[str, Any]] = {
     "run": {"program": "collar-zone", "devices": ["belt"], "scale": 0.7},
     "scale": {"scale": 0.5},
@@ -225,13 +228,52 @@ async def test_an_api_error_is_answered(
     }
 
 
-async def test_an_empty_payload_means_no_arguments(
-    make_bridge: BridgeFactory, spy: SpyFactory, api: FakeAPI
+async def set_answer(
+    watcher: Spy, topic: str, payload: bytes, *, retain: bool = False
+) -> dict[str, Any]:
+    """Publish on a set topic; the answer to it on massaged/bridge/response/set."""
+    since = len(watcher.messages)
+    await watcher.publish(topic, payload, retain=retain)
+    answer = await watcher.wait_for(
+        lambda m: m.topic == SET_RESPONSE and m.json()["data"].get("topic") == topic, since=since
+    )
+    data: dict[str, Any] = answer.json()
+    return data
+
+
+EMPTY_PAYLOADS = [
+    pytest.param(b"", False, id="empty"),
+    pytest.param(b"", True, id="retained-delete"),
+    pytest.param(b" \n\t", False, id="whitespace"),
+    pytest.param(b"null", False, id="null"),
+    pytest.param(b" null ", False, id="spaced-null"),
+]
+"""Payloads that say nothing; mosquitto_pub -r -n (a retained delete) sends the second."""
+
+
+@pytest.mark.parametrize(("payload", "retain"), EMPTY_PAYLOADS)
+@pytest.mark.parametrize("command", ["run", "resume", "stop", "status"])
+async def test_an_empty_or_null_request_is_refused_with_an_answer(
+    make_bridge: BridgeFactory,
+    spy: SpyFactory,
+    api: FakeAPI,
+    command: str,
+    payload: bytes,
+    retain: bool,
 ) -> None:
+    """An empty payload is also how a retained request is deleted: it asks for nothing."""
     await make_bridge()
     client = await spy("massaged/bridge/response/#")
-    assert (await client.request("status", ""))["status"] == "ok"
-    assert api.commands() == ["status"]
+    since = len(client.messages)
+    await client.publish(f"massaged/bridge/request/{command}", payload, retain=retain)
+    message = await client.wait_topic(f"massaged/bridge/response/{command}", since=since)
+    answer = message.json()
+    assert answer["status"] == "error", answer
+    assert f"massaged/bridge/request/{command}" in answer["error"]
+    assert "JSON object" in answer["error"]
+    await asyncio.sleep(0.1)
+    assert api.calls == []
+    assert (await client.request("status", b"{}"))["status"] == "ok"
 
 
 @pytest.mark.parametrize(
@@ -280,57 +322,152 @@ async def test_a_wrong_type_error_still_echoes_the_transaction(
     assert api.calls == []
 
 
-async def test_bad_entity_commands_are_logged_and_change_nothing(
+ENTITY_TOPICS = [
+    "massaged/pillow/set",
+    *(f"massaged/pillow/set/{entity}" for entity in ENTITIES),
+]
+"""Every command topic of a device with a heater: the JSON one and each entity's."""
+
+
+@pytest.mark.parametrize(("payload", "retain"), EMPTY_PAYLOADS)
+async def test_an_empty_payload_starts_nothing_on_any_entity_topic(
+    make_bridge: BridgeFactory, spy: SpyFactory, api: FakeAPI, payload: bytes, retain: bool
+) -> None:
+    """Issue 11, finding 5: mosquitto_pub -t massaged/pillow/set/start -n started the pillow."""
+    bridge = await make_bridge()
+    watcher = await spy(SET_RESPONSE)
+    for topic in ENTITY_TOPICS:
+        await watcher.publish(topic, payload, retain=retain)
+    await asyncio.sleep(0.3)
+    assert api.calls == []
+    assert bridge.selection("pillow") == ("collar-zone", 1.0)
+    # Each one is answered with an error naming the topic and what it takes.
+    answers: dict[str, dict[str, Any]] = {}
+    while len(answers) < len(ENTITY_TOPICS):
+        message = await watcher.wait_topic(SET_RESPONSE, since=len(answers))
+        answers[message.json()["data"]["topic"]] = message.json()
+    for topic in ENTITY_TOPICS:
+        answer = answers[topic]
+        assert answer["status"] == "error", (topic, answer)
+        assert answer["error"].startswith(f"{topic}: "), answer
+        assert "it takes" in answer["error"], answer
+
+
+async def test_bad_entity_commands_are_answered_logged_and_change_nothing(
     make_bridge: BridgeFactory, spy: SpyFactory, api: FakeAPI
 ) -> None:
     bridge = await make_bridge()
-    watcher = await spy("massaged/bridge/logging", "massaged/belt")
+    watcher = await spy("massaged/bridge/logging", "massaged/bridge/response/#", "massaged/belt")
     await watcher.wait_topic("massaged/belt")
     bad = [
-        ("massaged/belt/set/scale", b"loud"),
-        ("massaged/belt/set/scale", b"5"),
-        ("massaged/belt/set/scale", b"nan"),
-        ("massaged/belt/set/program", b"no-such-program"),
-        ("massaged/belt/set/start", b"BOOM"),
-        ("massaged/belt/set/heater", b"maybe"),
-        ("massaged/belt/set/self_destruct", b"PRESS"),
-        ("massaged/belt/set/start/now", b"PRESS"),
-        ("massaged/belt/set", b"{garbage"),
-        ("massaged/belt/set", b'{"action": "explode"}'),
-        ("massaged/belt/set", b'{"program": "collar-zone", "scale": 7}'),
-        ("massaged/belt/set", b'{"scale": "0.5"}'),
-        ("massaged/belt/set", b"[]"),
-        ("massaged/toaster/set/start", b"PRESS"),
-        ("massaged/bridge/set", b"{}"),
-        ("massaged/bridge/request/a/b", b"{}"),
+        ("massaged/belt/set/scale", b"loud", "decimal number"),
+        ("massaged/belt/set/scale", b"5", "decimal number"),
+        ("massaged/belt/set/scale", b"nan", "decimal number"),
+        ("massaged/belt/set/scale", b"0.5 ", "decimal number"),
+        ("massaged/belt/set/scale", b"1e-1", "decimal number"),
+        ("massaged/belt/set/scale", b"PRESS", "decimal number"),
+        ("massaged/belt/set/program", b"no-such-program", "program ids"),
+        ("massaged/belt/set/program", b" collar-zone", "program ids"),
+        ("massaged/belt/set/start", b"BOOM", "exactly PRESS"),
+        ("massaged/belt/set/start", b"press", "exactly PRESS"),
+        ("massaged/belt/set/start", b"PRESS\n", "exactly PRESS"),
+        ("massaged/belt/set/start", b"ON", "exactly PRESS"),
+        ("massaged/belt/set/start", b'{"action": "start"}', "exactly PRESS"),
+        ("massaged/belt/set/start", b"\xff\xfe", "UTF-8"),
+        ("massaged/belt/set/start", b"P" * 300, "too large"),
+        ("massaged/belt/set/heater", b"maybe", "exactly ON or OFF"),
+        ("massaged/belt/set/heater", b"on", "exactly ON or OFF"),
+        ("massaged/belt/set/heater", b"true", "exactly ON or OFF"),
+        ("massaged/belt/set/heater", b"PRESS", "exactly ON or OFF"),
+        ("massaged/belt/set/self_destruct", b"PRESS", "unknown entity"),
+        ("massaged/belt/set/start/now", b"PRESS", "unknown entity"),
+        ("massaged/belt/set", b"{garbage", "not valid JSON"),
+        ("massaged/belt/set", b"{}", "sets nothing"),
+        ("massaged/belt/set", b"[]", "JSON object"),
+        ("massaged/belt/set", b'"start"', "JSON object"),
+        ("massaged/belt/set", b"[" * 30_000, "nested too deeply"),
+        ("massaged/belt/set", b'{"action": "explode"}', "action"),
+        ("massaged/belt/set", b'{"action": null}', "sets nothing"),
+        ("massaged/belt/set", b'{"program": "collar-zone", "scale": 7}', "scale"),
+        ("massaged/belt/set", b'{"scale": "0.5"}', "scale"),
+        ("massaged/belt/set", b'{"heater": "ON"}', "heater"),
+        ("massaged/toaster/set/start", b"PRESS", "no such device"),
+        ("massaged/bridge/set", b"{}", "no such device"),
     ]
-    for topic, payload in bad:
-        since = len(watcher.messages)
-        await watcher.publish(topic, payload)
-        entry = await watcher.wait_topic("massaged/bridge/logging", since=since)
-        assert entry.json()["level"] == "warning", (topic, entry.json())
+    for topic, payload, says in bad:
+        answer = await set_answer(watcher, topic, payload)
+        assert answer["status"] == "error", (topic, payload, answer)
+        assert answer["error"].startswith(f"{topic}: "), answer
+        assert says in answer["error"], (topic, payload, answer)
+    # Each is also a warning (the first few of a kind on bridge/logging too: it is rate-limited).
+    entry = await watcher.wait_topic("massaged/bridge/logging")
+    assert entry.json()["level"] == "warning"
+    assert bad[0][0] in entry.json()["message"]
+    since = len(watcher.messages)
+    await watcher.publish("massaged/bridge/request/a/b", b"{}")
+    refused = await watcher.wait_topic("massaged/bridge/response/a/b", since=since)
+    assert "not a request topic" in refused.json()["error"]
     await asyncio.sleep(0.3)
     assert api.calls == []
     state = watcher.on("massaged/belt")[-1].json()
     assert (state["selected_program"], state["selected_scale"]) == ("collar-zone", 1.0)
+    assert bridge.selection("belt") == ("collar-zone", 1.0)
     assert bridge.connected
 
 
-async def test_retained_commands_are_ignored(
+DOCUMENTED = {
+    "massaged/pillow/set": b'{"program": "evening-pillow", "scale": 0.5, "action": "start"}',
+    "massaged/pillow/set/program": b"evening-pillow",
+    "massaged/pillow/set/scale": b"0.5",
+    **{f"massaged/pillow/set/{button}": b"PRESS" for button in BUTTONS},
+    "massaged/pillow/set/heater": b"ON",
+}
+"""A payload each pillow command topic takes (it would act if it were not retained)."""
+
+
+async def test_retained_commands_are_never_carried_out(
     broker: Broker, make_bridge: BridgeFactory, spy: SpyFactory, api: FakeAPI
 ) -> None:
     # Retained commands would be carried out again at every reconnect: they are refused
-    # when the broker hands them over at subscribe time.
-    watcher = await spy("massaged/bridge/logging")
+    # (and answered) when the broker hands them over at subscribe time.
+    assert set(DOCUMENTED) == set(ENTITY_TOPICS)
+    watcher = await spy("massaged/bridge/logging", "massaged/bridge/response/#")
     await watcher.publish("massaged/bridge/request/run", b'{"program": "collar-zone"}', retain=True)
-    await watcher.publish("massaged/belt/set/start", b"PRESS", retain=True)
-    await make_bridge()
-    first = await watcher.wait_topic("massaged/bridge/logging")
-    second = await watcher.wait_topic("massaged/bridge/logging", since=1)
-    assert "retained" in first.json()["message"]
-    assert "retained" in second.json()["message"]
+    for topic, payload in DOCUMENTED.items():
+        await watcher.publish(topic, payload, retain=True)
+    bridge = await make_bridge()
+    run = await watcher.wait_topic("massaged/bridge/response/run")
+    assert run.json()["status"] == "error"
+    assert "retained" in run.json()["error"]
+    answered: set[str] = set()
+    while answered != set(DOCUMENTED):
+        message = await watcher.wait_for(
+            lambda m: m.topic == SET_RESPONSE and m.json()["data"]["topic"] not in answered
+        )
+        answer = message.json()
+        assert answer["status"] == "error", answer
+        assert "retained" in answer["error"], answer
+        answered.add(answer["data"]["topic"])
+    # And a warning (on bridge/logging too).
+    entry = await watcher.wait_topic("massaged/bridge/logging")
+    assert "retained" in entry.json()["message"], entry.json()
     await asyncio.sleep(0.3)
     assert api.calls == []
+    assert bridge.selection("pillow") == ("collar-zone", 1.0)
+
+
+async def test_every_documented_payload_is_taken_and_answered(
+    make_bridge: BridgeFactory, spy: SpyFactory, api: FakeAPI
+) -> None:
+    bridge = await make_bridge()
+    watcher = await spy(SET_RESPONSE)
+    for topic, payload in DOCUMENTED.items():
+        answer = await set_answer(watcher, topic, payload)
+        assert answer["status"] == "ok", (topic, answer)
+    # Each button once, the heater, and the JSON topic's start; the scale and program only
+    # chose what the next start uses.
+    assert sorted(api.commands()) == sorted(["run", "run", *BUTTONS[1:], "heater"])
+    assert bridge.selection("pillow") == ("evening-pillow", 0.5)
 
 
 async def test_entities_map_onto_the_api(

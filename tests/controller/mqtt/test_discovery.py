@@ -8,6 +8,13 @@ from typing import Any
 
 import pytest
 
+from controller.mqtt.commands import (
+    ENTITIES,
+    BadPayload,
+    SetRequest,
+    parse_entity,
+    request_fields,
+)
 from controller.mqtt.discovery import (
     SESSION_EVENT_TYPES,
     DeviceDescription,
@@ -201,3 +208,63 @@ def test_topic_ids_are_safe_and_distinct(name: str) -> None:
 def test_safe_names_are_kept() -> None:
     assert topic_id("belt") == "belt"
     assert topic_id("pillow-2") == "pillow-2"
+
+
+def home_assistant_sends(component: dict[str, Any]) -> list[str]:
+    """Every payload Home Assistant may publish on a component's command topic."""
+    platform = component["platform"]
+    if platform == "button":
+        return [component.get("payload_press", "PRESS")]
+    if platform == "switch":
+        return [component.get("payload_on", "ON"), component.get("payload_off", "OFF")]
+    if platform == "select":
+        return list(component["options"])
+    assert platform == "number", platform
+    low, high, step = component["min"], component["max"], component["step"]
+    values = [round(low + k * step, 6) for k in range(round((high - low) / step) + 1)]
+    # HA's MQTT number sends an integral value as an int ("1"), any other as str(float).
+    return [str(int(v)) if float(v).is_integer() else str(v) for v in values]
+
+
+def test_discovery_announces_exactly_what_the_bridge_takes() -> None:
+    """One definition: what HA is told to send is what the bridge accepts, and nothing else."""
+    for description in sample_devices():
+        components = device_discovery(TOPICS, description, PROGRAMS, "1")[1]["components"]
+        commands = {
+            cid: c for cid, c in components.items() if c.get("command_topic", "").count("/set/")
+        }
+        assert set(commands) <= set(ENTITIES)
+        sends = {cid: home_assistant_sends(c) for cid, c in commands.items()}
+        for cid, component in commands.items():
+            assert component["command_topic"] == TOPICS.device_set(topic_id(description.name), cid)
+            assert component["platform"] == ENTITIES[cid].platform
+            for payload in sends[cid]:
+                request = parse_entity([cid], payload.encode(), PROGRAMS)
+                assert isinstance(request, SetRequest)
+                assert not request.empty
+            for payloads in sends.values():
+                for payload in payloads:
+                    if payload in sends[cid]:
+                        continue
+                    with pytest.raises(BadPayload):
+                        parse_entity([cid], payload.encode(), PROGRAMS)
+            for nothing in (b"", b" ", b"\n", b"null", b'""', b"{}", b"[]"):
+                with pytest.raises(BadPayload, match="it takes"):
+                    parse_entity([cid], nothing, PROGRAMS)
+    # The bridge's own buttons send a request without fields.
+    bridge = bridge_discovery(TOPICS, "1")[1]["components"]
+    for cid in ("stop", "emergency_stop"):
+        assert request_fields(bridge[cid]["payload_press"].encode()) == {}
+
+
+def test_every_set_topic_is_documented() -> None:
+    """docs/mqtt.md names what each command topic takes, as the table defines it."""
+    from pathlib import Path
+
+    docs = (Path(__file__).parents[3] / "docs" / "mqtt.md").read_text(encoding="utf-8")
+    for entity, handler in ENTITIES.items():
+        row = next((line for line in docs.splitlines() if line.startswith(f"| `set/{entity}`")), "")
+        assert row, f"docs/mqtt.md has no row for set/{entity}"
+        for word in handler.discovery(PROGRAMS).values():
+            if isinstance(word, str):
+                assert f"`{word}`" in row, (entity, word, row)

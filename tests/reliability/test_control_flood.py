@@ -1,0 +1,271 @@
+"""An emergency stop through a flood of idle connections to the control socket.
+
+The attack of issue 11: thousands of connections opened to the control socket
+and held silent. Before the fix they took every file descriptor the daemon
+had, ``massaged emergency-stop`` timed out while the session ran on, and the
+log grew by a line per failed accept. Here the daemon runs beside
+``massaged simulate`` with its descriptor limit lowered (so the flood is small
+and fast), a thread keeps opening connections as fast as it can for the whole
+test, and the stop must still arrive: every device at zero on the simulator's
+recording (docs/safety.md promise 3, with a margin for a loaded machine), the
+session over, the daemon still serving, and the log short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+
+from controller.control import call
+
+ROOT = Path(__file__).resolve().parents[2]
+PROMISE_S = 1.0
+"""docs/safety.md promise 3: every output at zero within 1 s of the request."""
+MARGIN_S = 2.0
+"""A busy machine's margin: two cores shared with the flood and the other tests."""
+HELD = 2000
+"""The flood holds at most this many connections (more than the daemon's descriptors)."""
+LOG_LINES = 200
+"""The daemon's log after the flood has at most this many lines (it had one per accept)."""
+
+
+@dataclass
+class Processes:
+    """The folder, environment and processes of one test."""
+
+    folder: Path
+    env: dict[str, str]
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    t0: float = 0.0
+
+    @property
+    def socket(self) -> Path:
+        return self.folder / "control.sock"
+
+    @property
+    def record(self) -> Path:
+        return self.folder / "rec.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "daemon.log"
+
+    def start(self, *args: str, stderr: IO[str] | int = subprocess.PIPE) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controller", *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=self.env,
+            cwd=ROOT,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def api(self, command: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        return asyncio.run(call(self.socket, command, payload))
+
+    def wait_devices_up(self, count: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        devices: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # not listening yet
+                devices = self.api("devices")["data"]
+                if len(devices) == count and all(d["link"] == "up" for d in devices):
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"devices not up in {timeout} s: {devices}")
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.record.read_text().splitlines() if line]
+
+
+@pytest.fixture
+def procs() -> Iterator[Processes]:
+    folder = Path(tempfile.mkdtemp(prefix="msd-f-"))
+    env = {
+        **os.environ,
+        "MASSAGED_DATA_DIR": str(folder / "data"),
+        "MASSAGED_CONFIG_DIR": str(folder / "config"),
+        "MASSAGED_SIM_RADIO": str(folder / "radio.sock"),
+        "MASSAGED_DAEMON_SOCKET": str(folder / "control.sock"),
+    }
+    p = Processes(folder, env)
+    sim = p.start("simulate", "--record", str(p.record))
+    assert sim.stdout is not None
+    assert sim.stderr is not None
+    for _ in range(3):
+        json.loads(sim.stdout.readline())
+    match = re.search(r"monotonic ([0-9.]+)", sim.stderr.readline())
+    assert match
+    p.t0 = float(match.group(1))
+    try:
+        yield p
+    finally:
+        for proc in reversed(p.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class Flood:
+    """A thread that opens connections to a socket as fast as it can and holds them silent.
+
+    It holds at most HELD (closing the oldest beyond that, so this process keeps
+    its own descriptors), and drops those the daemon has closed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.opened = 0
+        self.held: deque[socket.socket] = deque()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Flood:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30.0)
+        while self.held:
+            self.held.popleft().close()
+
+    def wait_opened(self, count: int, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.opened < count:
+            assert time.monotonic() < deadline, f"only {self.opened} connections in {timeout} s"
+            time.sleep(0.05)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.setblocking(False)
+            try:
+                client.connect(str(self.path))
+            except OSError:  # the backlog is full (EAGAIN): the daemon is behind
+                client.close()
+                time.sleep(0.0005)
+                continue
+            self.opened += 1
+            self.held.append(client)
+            if len(self.held) > HELD:
+                self.held.popleft().close()
+
+
+def lower_descriptors(pid: int, limit: int) -> None:
+    """The daemon's RLIMIT_NOFILE soft limit to limit (its hard limit unchanged)."""
+    _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit, hard))
+
+
+def open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def quiet_times(rows: list[dict[str, Any]]) -> tuple[dict[str, float | None], set[str]]:
+    """Per device, the recording time its outputs last all became zero (None: still on)."""
+    state: dict[tuple[str, str], Any] = {}
+    quiet: dict[str, float | None] = {}
+    was_on: set[str] = set()
+    for row in rows:
+        device = row["device"]
+        state[(device, row["channel"])] = row["value"]
+        values = [v for (d, c), v in state.items() if d == device and isinstance(v, int)]
+        if row["kind"] == "butterfly":  # what the body feels: the outputs, not the settings
+            values = [v for (d, c), v in state.items() if d == device and c.startswith("output")]
+        if any(values):
+            was_on.add(device)
+            quiet[device] = None
+        elif quiet.get(device) is None:
+            quiet[device] = row["t"]
+    return quiet, was_on
+
+
+@pytest.mark.parametrize(
+    ("headroom", "said"),
+    [
+        (256, "connections (the most served at once)"),
+        (8, "control socket: out of file descriptors"),
+    ],
+    ids=["descriptors-to-spare", "descriptors-exhausted"],
+)
+def test_an_emergency_stop_gets_through_a_connection_flood(
+    procs: Processes, headroom: int, said: str
+) -> None:
+    """Promise 3 under a flood: the stop arrives and every device is at zero on the recording.
+
+    headroom 256: the daemon's limit is 256 descriptors, more than its
+    connection cap needs, so the cap and its eviction of idle connections are
+    what let the stop in. headroom 8: the limit is 8 above what the daemon has
+    open, so the flood exhausts the descriptors before the cap and the reserve
+    descriptor is what lets the stop in.
+    """
+    with procs.log.open("w") as log:
+        daemon = procs.start("daemon", "--simulator", "--auto-pair", stderr=log)
+    procs.wait_devices_up(3)
+    limit = headroom if headroom > 64 else open_descriptors(daemon.pid) + headroom
+    lower_descriptors(daemon.pid, limit)
+    answer = procs.api("run", {"program": "collar-zone"})
+    assert answer["status"] == "ok", answer
+    time.sleep(2.0)  # the first stroke is under way on every device
+    log_before = procs.log.read_text().count("\n")
+
+    with Flood(procs.socket) as flood:
+        flood.wait_opened(limit)  # as many as the daemon has descriptors, and more to come
+        asked_at = time.monotonic() - procs.t0
+        stop = subprocess.run(
+            [sys.executable, "-m", "controller", "emergency-stop"],
+            capture_output=True,
+            text=True,
+            env=procs.env,
+            cwd=ROOT,
+            timeout=60,
+        )
+        answered_at = time.monotonic() - procs.t0
+        time.sleep(PROMISE_S + MARGIN_S)  # the recording has every stop by then
+        opened = flood.opened
+
+    assert stop.returncode == 0, (stop.stderr, opened, procs.log.read_text()[-3000:])
+    assert answered_at - asked_at <= PROMISE_S + MARGIN_S, answered_at - asked_at
+    quiet, was_on = quiet_times(procs.rows())
+    assert was_on == set(quiet) == {"belt-1", "pillow-1", "butterfly-1"}, was_on
+    for device, since in quiet.items():
+        assert since is not None, f"{device} still running after the emergency stop"
+        assert since - asked_at <= PROMISE_S + MARGIN_S, (device, since - asked_at)
+    # The daemon still serves once the flood is gone, and the session is over.
+    status = procs.api("status")
+    assert status["status"] == "ok", status
+    assert status["data"]["session"] is None
+    assert daemon.poll() is None
+    log = procs.log.read_text()
+    assert said in log  # the case took the path it is about
+    assert log.count("\n") - log_before <= LOG_LINES, (opened, log[-3000:])
