@@ -388,8 +388,10 @@ class VB1Driver(LinkDevice):
                     logger.info("%s: gap in service, STOP", self.name)
                     try:
                         await self._stop_outputs()
+                    except LinkLostError:
+                        raise
                     except MassagedError:
-                        self._stop_due = True
+                        self._stop_due = True  # the output reads zero already: try again
                         raise
                     continue
                 if not self._output.is_zero and self.lease_valid:

@@ -31,7 +31,7 @@ from programs import library
 from programs.render import render
 from simulator.firmware.eb1 import EB1Firmware
 from simulator.recording import read_recording
-from tests.reliability.world import PROGRAM_ID, World, world
+from tests.reliability.world import PROGRAM_ID, World, mqtt, world
 
 BELT, PILLOW, BUTTERFLY = "belt-1", "pillow-1", "butterfly-1"
 SPEED = 20.0
@@ -111,6 +111,19 @@ async def test_a_lowered_belt_cap_reaches_the_running_session_at_once() -> None:
         after = _values(w.rows[settled:], BELT, "motor")
         assert after, "the session went on driving the belt"
         assert all(value <= 51 for value in after), after
+
+
+async def test_a_cap_lowered_over_mqtt_reaches_the_running_session() -> None:
+    async with world(program_seconds=LONG) as w, mqtt(w) as m:
+        await w.run()
+        firmware = _butterfly(w)
+        await w.wait_for(lambda: min(firmware.strengths) >= 20, "the butterfly at strength 20")
+        answer = await m.request("set_caps", {"name": BUTTERFLY, "max_intensity": 0.05})
+        assert answer.get("status") == "ok", answer
+        await w.wait_for(
+            lambda: max(firmware.strengths) <= 10 and firmware.soft_limits == (10, 10),
+            "the butterfly at or below the cap set over MQTT",
+        )
 
 
 async def test_a_raised_cap_never_raises_the_running_session() -> None:

@@ -965,3 +965,89 @@ def test_the_request_line_is_what_json_would_write(command: str) -> None:
 def test_a_command_that_is_not_an_identifier_is_refused(command: str) -> None:
     with pytest.raises(quick_control.ControlError, match="not a control command"):
         quick_control._request_line(command)
+
+
+# -- a daemon that closes connections unserved ------------------------------------------
+
+BUSY = answer_line({"status": "error", "error": "closed: too many connections", "busy": True})
+
+
+class ScriptedDaemon:
+    """Serves one connection per entry of a script, in a thread: an answer, or None to hang up."""
+
+    def __init__(self, path: Path, script: list[bytes | None]) -> None:
+        self.path = path
+        self.script = script
+        self.requests: list[bytes] = []
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen(len(script) + 1)
+        self._server.settimeout(WAIT)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> ScriptedDaemon:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.close()
+        self._thread.join(WAIT)
+        self.path.unlink()
+
+    def _serve(self) -> None:
+        for answer in self.script:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return  # the client gave up: the test says what it expected
+            with conn:
+                conn.settimeout(WAIT)
+                request = b""
+                while not request.endswith(b"\n"):
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        break
+                    request += chunk
+                self.requests.append(request)
+                if answer is not None:
+                    conn.sendall(answer)
+
+
+OK_ANSWER = answer_line({"status": "ok", "data": STOPPED})
+
+
+@pytest.mark.parametrize("unserved", [BUSY, None], ids=["told-busy", "hung-up"])
+async def test_an_emergency_stop_closed_unserved_is_sent_again(
+    short: Path, unserved: bytes | None
+) -> None:
+    """A flooded daemon closes idle connections to make room: the stop tries again."""
+    path = short / "control.sock"
+    with ScriptedDaemon(path, [unserved, unserved, OK_ANSWER]) as fake:
+        answer = await asyncio.to_thread(quick_control.call, path, "emergency_stop")
+    assert answer == {"status": "ok", "data": STOPPED}
+    assert fake.requests == [b'{"command": "emergency_stop", "payload": {}}\n'] * 3
+    # The asyncio client (massaged run's "e" key, the benchmarks) does the same.
+    with ScriptedDaemon(path, [unserved, OK_ANSWER]) as fake:
+        assert await control.call(path, "emergency_stop") == answer
+    assert len(fake.requests) == 2
+
+
+@pytest.mark.parametrize("command", ["gentler", "stop", "pause", "resume"])
+def test_a_request_not_safe_to_repeat_is_sent_once(short: Path, command: str) -> None:
+    """A second gentler would lower once more; a second stop would say no session runs."""
+    path = short / "control.sock"
+    with ScriptedDaemon(path, [None, OK_ANSWER]) as fake:
+        with pytest.raises(quick_control.ControlError, match="without an answer"):
+            quick_control.call(path, command)
+        assert len(fake.requests) == 1
+    with ScriptedDaemon(path, [BUSY, OK_ANSWER]) as fake:
+        answer = quick_control.call(path, command)
+    assert answer["busy"] is True
+    assert len(fake.requests) == 1
+
+
+def test_retries_end_with_the_time_out(short: Path) -> None:
+    path = short / "control.sock"
+    with ScriptedDaemon(path, [BUSY] * 1000):
+        answer = quick_control.call(path, "emergency_stop", timeout=0.3)
+    assert answer["busy"] is True

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from typing import cast
 
 import pytest
@@ -31,23 +30,11 @@ from tests.controller.test_session import (
     steady,
     wait_until,
 )
+from tests.devices.test_driver_wakeups import freeze
 
 EMS_STEP = 5
 """EB1 rule 2: a strength rises by at most 5 per 100 ms."""
 EMS_WINDOW = 0.1
-
-
-async def freeze(seconds: float) -> float:
-    """Block the event loop for seconds from inside it (a stalled daemon); when it ended."""
-    loop = asyncio.get_running_loop()
-    ended: asyncio.Future[float] = loop.create_future()
-
-    def block() -> None:
-        time.sleep(seconds)  # deliberate: nothing on this loop may run meanwhile
-        ended.set_result(loop.time())
-
-    loop.call_soon(block)
-    return await ended
 
 
 def recorded(

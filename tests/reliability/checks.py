@@ -153,6 +153,10 @@ class OutputAudit:
         stamped earlier may still come (a firmware catching up on its own timers).
         """
         self.gaps += 1
+        for lowered in self._lowered.values():
+            if not lowered.checked:
+                # A stalled host could not act on a lowered cap: its grace counts from now.
+                lowered.effective = max(lowered.effective, end + CAP_GRACE_S * self.speed)
         for device in self.kinds if devices is None else devices:
             on = is_on(self.kinds[device], self._state.get(device, {}))
             self._gaps[device] = _Gap(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import string
 import tempfile
@@ -32,12 +33,13 @@ from typing import Any, cast
 
 import aiomqtt
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from controller import api
 from controller.config import load_config, sections
 from controller.daemon import Daemon
+from controller.mqtt.commands import ENTITIES, BadPayload, parse_entity, request_fields
 from devices.drivers.base import Device
 from devices.drivers.eb1 import EB1Driver
 from devices.drivers.sp1 import SP1Driver
@@ -52,7 +54,7 @@ from simulator.firmware.base import Firmware
 from simulator.firmware.eb1 import EB1Firmware
 from simulator.firmware.sp1 import SP1Firmware
 from simulator.firmware.vb1 import VB1Firmware
-from tests.reliability.world import World, world
+from tests.reliability.world import WAIT, Mqtt, World, mqtt, world
 
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW_FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -470,31 +472,95 @@ def test_a_bad_request_changes_nothing_on_a_real_daemon(
 
 # -- MQTT messages ---------------------------------------------------------------------------
 
+ENTITY_TOPICS = [
+    f"massaged/{device}/set{f'/{entity}' if entity else ''}"
+    for device in ("belt", "pillow", "butterfly")
+    for entity in ("", *ENTITIES)
+]
+"""Every command topic of the sample devices: the JSON one and each entity's."""
 MQTT_TOPICS = [
     *(f"massaged/bridge/request/{command}" for command in api.COMMANDS),
     "massaged/bridge/request/",
     "massaged/bridge/request/run/x",
     "massaged/bridge/request/nope",
-    "massaged/belt/set",
-    "massaged/belt/set/program",
-    "massaged/belt/set/scale",
-    "massaged/belt/set/heater",
-    "massaged/pillow/set/heater",
-    "massaged/butterfly/set/start",
-    "massaged/butterfly/set/emergency_stop",
+    *ENTITY_TOPICS,
     "massaged/butterfly/set/x/y",
     "massaged/nobody/set",
+    "massaged/nobody/set/start",
     "homeassistant/status",
     "massaged/belt",
 ]
+NOTHING = [
+    b"",
+    b" ",
+    b"\n",
+    b" \t\r\n ",
+    b"null",
+    b" null\n",
+    b"NULL",
+    b"None",
+    b'""',
+    b"{}",
+    b"[]",
+]
+"""Payloads that say nothing: empty (a retained delete), whitespace, null in its spellings."""
+WORDS = [b"ON", b"OFF", b"PRESS", b"press", b"PRESS ", b" PRESS", b"PRESS\n", b"on", b"true"]
+WORDS += [b"1", b"0", b"0.5", b"1.0", b"0.05", b"-0.5", b"NaN", b"1e-1", b"online"]
+WORDS += [b"collar-zone", b"fault-matrix", b"evening-pillow", b"start", b"emergency_stop"]
+"""The documented payloads and their near misses, on every topic (each is wrong on most)."""
 mqtt_payloads = st.one_of(
+    st.sampled_from(NOTHING + WORDS),
     st.binary(max_size=80),
     payloads.map(lambda value: json.dumps(value).encode()),
-    st.sampled_from([b"", b"ON", b"OFF", b"PRESS", b"0.5", b"NaN", b"online", b"collar-zone"]),
+    # Huge, and nested far past any request.
+    st.integers(257, 70_000).map(lambda n: b"P" * n),
+    st.integers(17, 40_000).map(lambda n: b"[" * n + b"]" * n),
+    st.integers(17, 40_000).map(lambda n: b'{"action": ' + b"[" * n),
 )
+"""What a client can publish: nothing, near misses, bytes, any JSON, huge, deeply nested."""
 
 
-async def _mqtt_message(topic: str, payload: bytes, retained: bool) -> list[tuple[str, Any]]:
+def _documented(
+    topic: str,
+    payload: bytes,
+    programs: list[str],
+    devices: tuple[str, ...] = ("belt", "pillow", "butterfly"),
+) -> bool:
+    """True when a message on a device's set topic is one its table takes (it would act)."""
+    parts = topic.split("/")
+    if len(parts) < 3 or parts[2] != "set" or parts[1] not in devices:
+        return False
+    try:
+        parse_entity(parts[3:], payload, programs)
+    except BadPayload:
+        return False
+    return True
+
+
+def _valid_request(topic: str, payload: bytes) -> bool:
+    """True when a request topic and payload make a request the API takes."""
+    command = topic.removeprefix("massaged/bridge/request/")
+    try:
+        api.parse_request(command, request_fields(payload))
+    except (BadPayload, api.RequestError):
+        return False
+    return True
+
+
+def _request_object(payload: bytes) -> bool:
+    """True when a request payload is a JSON object (what a request topic takes)."""
+    try:
+        request_fields(payload)
+    except BadPayload:
+        return False
+    return True
+
+
+async def _mqtt_message(
+    topic: str, payload: bytes, retained: bool
+) -> tuple[list[tuple[str, Any]], list[tuple[str, Any]], tuple[str, float]]:
+    """One message through a bridge over a recording API: the API calls, the answers sent
+    and the pillow's selection afterwards."""
     from controller.mqtt.bridge import MqttBridge
     from controller.mqtt.settings import MqttSettings
     from tests.controller.mqtt.conftest import sample_devices
@@ -504,13 +570,19 @@ async def _mqtt_message(topic: str, payload: bytes, retained: bool) -> list[tupl
         MqttSettings(enabled=True, port=1), fake, programs=["collar-zone"], version="fuzz"
     )
     bridge.set_devices(sample_devices())
+    sent: list[tuple[str, Any]] = []
+
+    async def publish(topic: str, payload: Any, **_: Any) -> None:
+        sent.append((topic, json.loads(payload)))
+
+    bridge.client.publish = publish  # type: ignore[method-assign]
     # As the MQTT client hands over a received message: through its delivery, which
     # logs whatever a message makes the bridge raise and goes on serving.
     message = SimpleNamespace(topic=SimpleNamespace(value=topic), payload=payload, retain=retained)
     await bridge.client._deliver(cast(aiomqtt.Message, message))
     while bridge._tasks:
         await asyncio.gather(*bridge._tasks, return_exceptions=True)
-    return list(fake.calls)
+    return list(fake.calls), sent, bridge.selection("pillow")
 
 
 @FUZZ
@@ -518,10 +590,262 @@ async def _mqtt_message(topic: str, payload: bytes, retained: bool) -> list[tupl
 def test_any_mqtt_message_reaches_the_api_only_as_a_valid_request(
     topic: str, payload: bytes, retained: bool
 ) -> None:
-    calls = asyncio.run(_mqtt_message(topic, payload, retained))
+    calls, answers, selection = asyncio.run(_mqtt_message(topic, payload, retained))
     for command, request in calls:
         # Whatever came in, the API saw only requests its own models validated.
         assert command in api.REQUEST_MODELS, command
         assert type(request) is api.REQUEST_MODELS[command]
     if retained:
         assert calls == [], "a retained command is never carried out"
+    if payload.strip() in (b"", b"null"):
+        assert calls == [], "an empty, whitespace or null payload starts nothing"
+    is_request = topic.startswith("massaged/bridge/request/")
+    is_set = "/set" in topic and topic.split("/")[2:3] == ["set"]
+    if is_request and calls:
+        assert _request_object(payload), "a request acts only on a JSON object"
+    if is_set and (calls or selection != ("collar-zone", 1.0)):
+        assert _documented(topic, payload, ["collar-zone"]), "an entity acts only on its payloads"
+    if is_request or is_set:
+        # Every command message is answered, once, on its response topic.
+        expected = (
+            "massaged/bridge/response/set"
+            if is_set
+            else topic.replace("/bridge/request/", "/bridge/response/", 1)
+        )
+        assert [t for t, _ in answers] == [expected], answers
+        answer = answers[0][1]
+        if is_set:
+            takes = _documented(topic, payload, ["collar-zone"])
+        else:
+            takes = _valid_request(topic, payload)
+        # The recording API says yes to all it gets: only what the topic refused is an error.
+        assert answer["status"] == ("ok" if takes and not retained else "error"), answer
+        if answer["status"] == "error":
+            assert answer["error"], answer
+            assert calls == []
+    else:
+        assert answers == []
+
+
+# -- MQTT and the control socket on a real daemon --------------------------------------------
+
+BUS = ("belt-1", "pillow-1", "butterfly-1")
+"""The world's devices (their names are their topic levels)."""
+
+
+class _Errors(logging.Handler):
+    """Keeps every ERROR record: an exception out of the bridge or the server is logged so."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep it."""
+        self.records.append(record)
+
+
+@pytest.fixture(scope="module")
+def live_mqtt(
+    live: tuple[asyncio.AbstractEventLoop, World],
+) -> Iterator[tuple[asyncio.AbstractEventLoop, World, Mqtt, _Errors]]:
+    """The live daemon's MQTT bridge on a broker of its own, and a client, for the module."""
+    loop, w = live
+    stack = contextlib.AsyncExitStack()
+    errors = _Errors()
+    logging.getLogger("controller").addHandler(errors)
+
+    async def enter() -> Mqtt:
+        return await stack.enter_async_context(mqtt(w))
+
+    try:
+        yield loop, w, loop.run_until_complete(enter()), errors
+    finally:
+        logging.getLogger("controller").removeHandler(errors)
+        loop.run_until_complete(stack.aclose())
+
+
+def _unchanged(w: World) -> tuple[Any, ...]:
+    """What a refused message must leave as it was: sessions, registry, outputs."""
+    return (
+        len(w.store.list_sessions(None)),
+        w.store.list_devices(),
+        w.daemon.runner is None,
+        w.quiet(),
+    )
+
+
+async def _reset(w: World) -> None:
+    """Stop whatever an earlier failing example started, so each example starts at rest."""
+    if w.session_running():
+        await w.call("emergency_stop")
+        await w.wait_ended()
+
+
+real_targets = st.sampled_from(
+    [
+        *(f"massaged/{d}/set{f'/{e}' if e else ''}" for d in BUS for e in ("", *ENTITIES)),
+        *(f"massaged/bridge/request/{command}" for command in api.COMMANDS),
+        "massaged/nobody/set/start",
+        "massaged/bridge/request/",
+        "massaged/bridge/request/run/now",
+    ]
+)
+
+
+@SLOW_FUZZ
+@given(real_targets, mqtt_payloads, st.booleans())
+def test_no_bad_mqtt_command_moves_a_device_on_a_real_daemon(
+    live_mqtt: tuple[asyncio.AbstractEventLoop, World, Mqtt, _Errors],
+    topic: str,
+    payload: bytes,
+    retained: bool,
+) -> None:
+    """Issue 11: entity and request topics, fuzzed over a broker: nothing but an error answer."""
+    loop, w, m, errors = live_mqtt
+    bridge = m.bridge
+    loop.run_until_complete(_reset(w))
+    is_set = "/set" in topic
+    if is_set:
+        assume(not _documented(topic, payload, bridge.programs, BUS))
+    else:
+        assume(not _valid_request(topic, payload))  # a valid one: the other tests' business
+    before = _unchanged(w)
+    selections = {name: bridge.selection(name) for name in BUS}
+    logged = len(errors.records)
+
+    async def exchange() -> dict[str, Any]:
+        client = m.client
+        since = len(client.messages)
+        await client.publish(topic, payload, retain=retained)
+        if is_set:
+            answer = await client.wait_for(
+                lambda r: (
+                    r.topic == "massaged/bridge/response/set"
+                    and r.json()["data"].get("topic") == topic
+                ),
+                since=since,
+            )
+        else:
+            answer = await client.wait_topic(
+                topic.replace("/bridge/request/", "/bridge/response/", 1), since=since
+            )
+        await asyncio.sleep(0.02)  # anything it set off would be on its way now
+        data: dict[str, Any] = answer.json()
+        return data
+
+    answer = loop.run_until_complete(exchange())
+    assert answer["status"] == "error", answer
+    assert answer["error"], answer
+    assert _unchanged(w) == before
+    assert {name: bridge.selection(name) for name in BUS} == selections
+    assert errors.records[logged:] == [], "an exception escaped while handling a message"
+    assert bridge.connected
+
+
+# The control socket: raw lines, as any local process can write them.
+
+HUGE = b'{"command": "status", "payload": "' + b"x" * (64 * 1024) + b'"}'
+"""Longer than any request line may be."""
+bad_lines = st.one_of(
+    st.sampled_from(NOTHING + WORDS),
+    st.sampled_from(
+        [
+            b'{"command": 5}',
+            b'{"command": null}',
+            b'{"command": ["run"]}',
+            b'{"command": {"run": 1}}',
+            b'{"payload": {}}',
+            b'{"command": "run"}',
+            b'{"command": "run", "payload": null}',
+            b'{"command": "run", "payload": ""}',
+            b'{"command": "run", "payload": []}',
+            b'{"command": "run", "payload": "fault-matrix"}',
+            b'{"command": "scale", "payload": {"scale": "0.5"}}',
+            b'{"command": "emergency-stop"}',
+            b'{"command": "__init__"}',
+        ]
+    ),
+    st.integers(17, 40_000).map(lambda n: b"[" * n),
+    st.integers(17, 40_000).map(lambda n: b'{"command": "run", "payload": ' + b"[" * n),
+    st.integers(17, 40_000).map(lambda n: b'{"command": "status", "payload": ' + b"{" * n),
+    st.binary(max_size=60).map(lambda b: b"\xff" + b.replace(b"\n", b"")),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.tuples(st.sampled_from([*api.COMMANDS, "", "nope"]), payloads).map(
+        lambda cp: json.dumps({"command": cp[0], "payload": cp[1]}).encode()
+    ),
+).filter(lambda line: not _valid_line(line))
+"""Lines that are not a valid request (a valid one would do what it says)."""
+
+
+def _valid_line(line: bytes) -> bool:
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(message, dict) or not isinstance(message.get("command"), str):
+        return False
+    try:
+        api.parse_request(message["command"], message.get("payload"))
+    except api.RequestError:
+        return False
+    return True
+
+
+async def _read_answer(reader: asyncio.StreamReader, sent: bytes) -> dict[str, Any]:
+    async with asyncio.timeout(WAIT):
+        line = await reader.readline()
+    assert line.endswith(b"\n"), f"no answer to {sent[:60]!r}... ({len(sent)} bytes): {line!r}"
+    answer = json.loads(line)
+    assert isinstance(answer, dict), answer
+    return answer
+
+
+@SLOW_FUZZ
+@given(
+    st.lists(bad_lines, min_size=1, max_size=4),
+    st.sampled_from(["status", "huge", "partial"]),
+)
+def test_any_line_on_the_control_socket_is_answered_and_moves_nothing(
+    live: tuple[asyncio.AbstractEventLoop, World], lines: list[bytes], ending: str
+) -> None:
+    """Issue 11: every bad line gets a one-line error; the connection and the daemon go on."""
+    loop, w = live
+    loop.run_until_complete(_reset(w))
+    before = _unchanged(w)
+
+    async def exchange() -> None:
+        async with asyncio.timeout(WAIT):
+            reader, writer = await asyncio.open_unix_connection(str(w.socket), limit=2**20)
+        try:
+            for line in lines:
+                writer.write(line + b"\n")
+                answer = await _read_answer(reader, line)
+                assert answer["status"] == "error", (line[:60], answer)
+                assert answer["error"], answer
+            if ending == "status":
+                # The same connection still serves.
+                writer.write(b'{"command": "status"}\n')
+                assert (await _read_answer(reader, b"status"))["status"] == "ok"
+            elif ending == "huge":
+                # Refused with an answer; the server may close this connection (it says so).
+                writer.write(HUGE + b"\n")
+                answer = await _read_answer(reader, HUGE)
+                assert answer["status"] == "error", answer
+            else:
+                # Half a request, then the client goes: it is answered, never carried out.
+                writer.write(b'{"command": "emergency_st')
+                writer.write_eof()
+                answer = await _read_answer(reader, b"partial")
+                assert answer["status"] == "error", answer
+                async with asyncio.timeout(WAIT):
+                    assert await reader.read() == b""
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        # The daemon serves a new connection.
+        assert (await w.call("status"))["status"] == "ok"
+
+    loop.run_until_complete(exchange())
+    assert _unchanged(w) == before
