@@ -150,9 +150,9 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 
 async def _demonstrate(devices: list[dict[str, Any]], radio: Path) -> None:
     from controller.commands.selftest import check_device
+    from controller.guard import guarded
     from devices.capabilities import DeviceKind
     from devices.kinds import make_device
-    from controller.guard import guarded
     from simulator.ble.backend import SimBleakClient
 
     # This process drives the devices here (the daemon later has its own guard).

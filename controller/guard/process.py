@@ -24,7 +24,6 @@ signals the whole unit on stop) and keeps watching until its parent is gone.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -86,7 +85,8 @@ def end_sim_links(radio: str, addresses: list[str], timeout: float = END_TIMEOUT
 
 
 async def _bluez_disconnect(paths: list[str], timeout: float) -> list[str]:
-    # Imported only here: the guard stays small where no real BlueZ link is held.
+    import asyncio
+
     from dbus_fast import BusType, Message, MessageType
     from dbus_fast.aio import MessageBus
 
@@ -120,6 +120,9 @@ async def _bluez_disconnect(paths: list[str], timeout: float) -> list[str]:
 
 def end_bluez_links(paths: list[str], timeout: float = END_TIMEOUT_S) -> list[str]:
     """org.bluez.Device1.Disconnect on each device object path; the paths ended."""
+    # Imported only here: the guard stays small where no real BlueZ link is held.
+    import asyncio
+
     try:
         return asyncio.run(_bluez_disconnect(paths, timeout))
     except Exception as err:  # no system bus, no dbus-fast, BlueZ gone: say so, retry later

@@ -267,3 +267,12 @@ async def test_guarded_starts_a_guard_and_ends_it_with_the_block() -> None:
         assert process is not None
         assert process.poll() is None
     assert process.poll() is not None
+
+
+def test_bluez_unreachable_leaves_the_link_for_a_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    from controller.guard import process
+
+    # No system bus here (or in a test sandbox): the failure is logged, never raised.
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/massaged-test-bus")
+    links = {ADDRESS: "bluez:/org/bluez/hci0/dev_5A_1D_02_00_00_01", "AA": "carrier:pigeon"}
+    assert process.end_links(links) == {"AA"}  # an unknown route cannot be retried
