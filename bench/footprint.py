@@ -77,7 +77,7 @@ async def measure(args: argparse.Namespace) -> h.Json:
         daemon, startup = await start_daemon(ws)
         await asyncio.sleep(SETTLE_S)
         idle = await h.meter(daemon.pid, args.idle_seconds)
-        answer = await control.call(ws.socket, "run", {"program": args.program})
+        answer = await control.call(ws.socket, "run", {"program": args.program, "well_today": True})
         if answer.get("status") != "ok":
             raise RuntimeError(f"the daemon refused the session: {answer.get('error')}")
         session = await h.meter(daemon.pid, args.session_seconds)

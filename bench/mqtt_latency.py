@@ -183,7 +183,7 @@ async def measure(args: argparse.Namespace, binary: str, nodelay: bool) -> h.Jso
         for listener in (echo, replies):
             listeners.append(listener)
             await listener.start()
-        answer = await control.call(ws.socket, "run", {"program": PROGRAM_ID})
+        answer = await control.call(ws.socket, "run", {"program": PROGRAM_ID, "well_today": True})
         if answer.get("status") != "ok":
             raise RuntimeError(f"the daemon refused the session: {answer.get('error')}")
         await asyncio.sleep(args.settle)

@@ -129,7 +129,7 @@ async def session_on(ws: h.Workspace, sim: h.SimServer, program: str) -> bool:
     """Start a session; True once every device is on."""
     from controller import control
 
-    answer = await control.call(ws.socket, "run", {"program": program})
+    answer = await control.call(ws.socket, "run", {"program": program, "well_today": True})
     if answer.get("status") != "ok":
         raise RuntimeError(f"the daemon refused the session: {answer.get('error')}")
     return await wait_on(sim, timeout=15.0) == len(sim.devices)

@@ -157,7 +157,9 @@ async def trials_through(
     gaps: list[float] = []
     missed = partial = 0
     for _ in range(trials):
-        answer = await control.call(front.ws.socket, "run", {"program": program})
+        answer = await control.call(
+            front.ws.socket, "run", {"program": program, "well_today": True}
+        )
         if answer.get("status") != "ok":
             raise RuntimeError(f"the daemon refused the session: {answer.get('error')}")
         if await wait_on(sim) < len(sim.devices):

@@ -56,6 +56,12 @@ class RunRequest(Request):
     profile: str | None = None
     scale: float = Field(default=1.0, gt=0.0, le=1.0)
     """Overall intensity scale; never above 1 (the caps apply on top)."""
+    well_today: bool = False
+    """The person confirms they are well today; without it the session is refused."""
+    accept_caution: bool = False
+    """The person accepts the caution of a profile flagged for complex osteochondrosis."""
+    override_spacing: bool = False
+    """Start although it is earlier than the course's spacing or the rest after the last."""
 
 
 class EmptyRequest(Request):

@@ -60,8 +60,9 @@ MAX_CONNECTIONS = 64
 BACKLOG = 64
 """Connections the kernel queues for accept."""
 ACCEPT_BATCH = 8
-"""Connections accepted per turn of the event loop: a newcomer's line is read before
-MAX_CONNECTIONS / ACCEPT_BATCH turns have passed, so a flood cannot evict it first."""
+"""Connections accepted per turn of the event loop. A newcomer is the last to be closed
+for room: that takes MAX_CONNECTIONS more arrivals, at least MAX_CONNECTIONS / ACCEPT_BATCH
+turns, and its waiting line is read in two or three."""
 EXHAUSTED_RETRY_S = 0.05
 """When out of descriptors with no connection of ours to close, try again this often.
 (When one is closing, accepting resumes as soon as its descriptor is free.)"""

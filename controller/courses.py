@@ -3,10 +3,17 @@
 Progress counts the *completed* sessions of the course's profile since the
 course started, at most one per calendar day (local time): a course session
 is a day's session, and a second one the same day does not bring the course
-to an end sooner. Stopped, emergency-stopped and faulty sessions do not count.
+to an end sooner. Stopped, emergency-stopped, faulty and cut sessions (a limit
+ended them before the program did) do not count, nor does any session on
+simulated devices: nobody was massaged.
 The next session is due ``every_days`` after the last counted one (the start
 day while none is done); when it lies in the past, the course is overdue and
 the next session is simply due now.
+
+Before a session, :func:`spacing_warnings` says what a start now would break:
+a session earlier than the course's spacing, or within the rest time after the
+last real session (the method: stay seated 10–15 minutes afterwards). Either
+asks the user for an explicit override (controller.readiness).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from controller.profiles import Audience
 from controller.store import CourseRecord, Outcome, SessionRecord, Store
@@ -26,6 +33,9 @@ COURSE_SESSIONS = 15
 """The method: a course of 15 sessions for the best effect."""
 COURSE_INTERVALS = (1, 2, 3)
 """The method: sessions every 1, 2 or 3 days, depending on the problem and purpose."""
+
+REST_AFTER_S = 15 * 60.0
+"""The method: rest 10–15 minutes after a session; a new one inside the longer bound is early."""
 
 AFTER_SESSION_ADVICE = (
     "Rest for 10–15 minutes before getting up, then get up slowly, without sudden movements."
@@ -61,6 +71,7 @@ def course_session_days(
         _local_date(s.started_at, tz)
         for s in sessions
         if s.outcome == Outcome.COMPLETED
+        and not s.simulated
         and s.profile == course.profile
         and s.started_at >= course.started_at
         and (course.ended_at is None or s.started_at < course.ended_at)
@@ -157,6 +168,39 @@ def course_status(
     if course is None:
         return None
     history = store.list_sessions(
-        None, profile=profile, since=course.started_at, outcome=Outcome.COMPLETED
+        None, profile=profile, since=course.started_at, outcome=Outcome.COMPLETED, simulated=False
     )
     return course_progress(course, history, today=today, tz=tz)
+
+
+def spacing_warnings(
+    store: Store, profile: str, *, now: datetime | None = None, tz: tzinfo | None = None
+) -> list[str]:
+    """Why a real session of this profile starting now is too early (empty: it is not).
+
+    Two rules of the method: the rest after the last real session (REST_AFTER_S, whatever
+    its outcome: the body was massaged), and the spacing of the profile's course (the
+    next session is due every_days after the last counted one). Simulated sessions are
+    not looked at: nobody was massaged.
+    """
+    moment = now if now is not None else datetime.now(UTC)
+    warnings: list[str] = []
+    last = next(
+        (s for s in store.list_sessions(5, profile=profile, simulated=False) if s.ended_at),
+        None,
+    )
+    if last is not None and last.ended_at is not None:
+        since = (moment - last.ended_at).total_seconds()
+        if 0 <= since < REST_AFTER_S:
+            warnings.append(
+                f"the last session ended {since / 60:.0f} min ago: the method asks for "
+                f"{REST_AFTER_S / 60:.0f} minutes of rest after a session"
+            )
+    progress = course_status(store, profile, today=_local_date(moment, tz), tz=tz)
+    if progress is not None and progress.next_due is not None and not progress.due_now:
+        course = progress.course
+        warnings.append(
+            f"the course has a session every {course.every_days} day(s): the next one is due "
+            f"on {progress.next_due.isoformat()}, not today"
+        )
+    return warnings

@@ -20,6 +20,7 @@ from typing import Any
 
 from controller import api, pairing
 from controller.profiles import Profile, painful_body_side
+from controller.readiness import check_ready
 from controller.safety import SafetyLimits, write_device_limits
 from controller.session import SessionRunner, SessionSnapshot, SessionState
 from controller.store import DeviceRecord, Store, StoreError
@@ -80,6 +81,11 @@ class Daemon:
         """A run request is being prepared (rendering, soft limits): one at a time."""
         self._estops = 0
         """Emergency stops so far; a session being prepared across one is not started."""
+
+    @property
+    def simulated(self) -> bool:
+        """True on the simulator: its sessions are marked simulated and count toward no course."""
+        return self.radio_path is not None
 
     # -- life cycle -------------------------------------------------------------
 
@@ -271,6 +277,13 @@ class Daemon:
         # By id only: a front end never makes the daemon read an arbitrary file.
         program = library.get(request.program).program
         profile = self._profile(request.profile)
+        # Before anything else: is today a day for a session, and is now the time?
+        check_ready(
+            profile,
+            self.store,
+            lambda confirm: bool(getattr(request, confirm.value)),
+            simulated=self.simulated,
+        )
         names = request.devices or list(self.supervisor.devices)
         unknown = [n for n in names if n not in self.supervisor.devices]
         if unknown:
@@ -300,11 +313,13 @@ class Daemon:
             speed=self.speed,
             scale=request.scale,
             device_limits=device_limits,
+            simulated=self.simulated,
         )
         # Contraindications are checked before anything moves; refuse here with the reason.
-        from controller.session import check_profile
+        from controller.session import check_fits, check_profile
 
-        check_profile(profile, {d.capabilities.kind for d in devices.values()})
+        check_profile(profile, {d.capabilities.kind for d in devices.values()}, plan.audience)
+        check_fits(plan, runner.limits)
         if self._estops != estops:
             # An emergency stop came while this session was being prepared: it wins.
             raise SafetyError("emergency stop while the session was starting: not started")

@@ -76,6 +76,8 @@ class RepeatLimit(logging.Filter):
                         f"{window.held} more like the next one held back "
                         f"in the last {now - window.began:.0f} s"
                     )
+                # Last in order, so that the oldest windows are the first forgotten.
+                self._windows.pop(site, None)
                 window = self._windows[site] = _Window(now)
                 self._forget_old(now)
             if window.passed < self.burst:

@@ -12,6 +12,13 @@ method but belong to electrical muscle stimulation: implanted electronics
 (a pacemaker and the like), pregnancy and epilepsy. They block only the EMS
 butterfly; the belt and the pillow may still run.
 
+A contraindication can also be recorded *for today* only (a cold, a bad
+night): it postpones every session of that local day and lapses by itself the
+next day. A profile may say that the person has a complex case of
+osteochondrosis: the method warns that hardware massage does not suit every
+such case, so every session then shows the caution and asks for a confirmation
+(controller.readiness).
+
 The built-in profile "default" is an adult with caps belt 0.8, pillow 1.0 and
 butterfly 0.5: the belt's top levels are harsh on the neck, the pillow's
 three speeds are all gentle, and EMS starts at half strength because the
@@ -24,6 +31,7 @@ import logging
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -215,6 +223,31 @@ class KindCaps(BaseModel):
         return value
 
 
+OSTEOCHONDROSIS_CAUTION = (
+    "hardware massage does not suit every case of complex osteochondrosis: the devices "
+    "cannot work the areas the way an experienced therapist can (the method); "
+    "ask your doctor whether it suits yours"
+)
+"""Shown before every session of a profile flagged complex_osteochondrosis."""
+
+
+class ForToday(BaseModel):
+    """Contraindications that hold for one local day only: they postpone that day's sessions."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    day: date
+    items: frozenset[Contraindication] = frozenset()
+
+    @field_serializer("items")
+    def _sorted(self, value: frozenset[Contraindication]) -> list[str]:
+        return sorted(c.value for c in value)
+
+    def active(self, today: date) -> frozenset[Contraindication]:
+        """The items in force on today (none on any other day)."""
+        return self.items if self.day == today else frozenset()
+
+
 class Profile(BaseModel):
     """One person's settings: audience, caps, EMS ramp, painful side, contraindications."""
 
@@ -226,6 +259,16 @@ class Profile(BaseModel):
     ems_max_raise_per_100ms: int = Field(default=EMS_MAX_RAISE_PER_100MS, ge=1, le=5)
     painful_side: PainfulSide = PainfulSide.NONE
     contraindications: frozenset[Contraindication] = frozenset()
+    for_today: ForToday | None = None
+    """Contraindications recorded for one day only; they postpone that day's sessions."""
+    complex_osteochondrosis: bool = False
+    """The method's caution is shown, and confirmed, before every session."""
+
+    def today_contraindications(self, today: date | None = None) -> frozenset[Contraindication]:
+        """The contraindications recorded for today (local date when None)."""
+        if self.for_today is None:
+            return frozenset()
+        return self.for_today.active(today if today is not None else datetime.now().date())
 
     @field_serializer("contraindications")
     def _sorted(self, value: frozenset[Contraindication]) -> list[str]:

@@ -13,6 +13,7 @@ import logging
 import shutil
 import signal
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -172,10 +173,16 @@ async def run_remote(
     profile: str | None = None,
     scale: float = 1.0,
     live: bool = True,
+    confirmed: Collection[str] = (),
 ) -> dict[str, Any] | None:
-    """Start a session on the daemon and follow it to its end; returns how it ended."""
+    """Start a session on the daemon and follow it to its end; returns how it ended.
+
+    confirmed names what the person confirmed before it (run request fields such as
+    "well_today", controller.readiness); the daemon refuses a session without them.
+    """
     remote = RemoteSession(socket, live=live)
     payload: dict[str, Any] = {"program": program, "scale": scale}
+    payload.update(dict.fromkeys(confirmed, True))
     if devices:
         payload["devices"] = devices
     if profile:

@@ -35,7 +35,13 @@ at every session start and on every lowering. On top of the clamp, with state:
    overrun by at most the gap between two calls;
 7. **empty pillow** (SP1 rule 6): no kneading while nobody rests on the pillow
    (the driver refuses too);
-8. **time limit**: after the audience's session limit (30 minutes adult, 15
+8. **vibration bursts** (the method: vibration up to 15 s): no belt motor runs
+   longer than :data:`BURST_MAX_S` without a rest at zero of at least
+   :data:`BURST_REST_S`, whatever the program asks (see :func:`burst_step`);
+   the runner calls apply or tick at :meth:`SafeDevice.next_burst_change`;
+9. **a child's rules**: a child audience (the profile's or the program's) gets
+   :data:`CHILD_CAPS` on top of the profile's caps, so no EMS at all;
+10. **time limit**: after the audience's session limit (30 minutes adult, 15
    child: the method), after an emergency stop, or after the user pressed a
    device's own stop button (VB1 rule 6), every request is refused: the
    device is stopped, a zero output is returned, and a :class:`Violation` is
@@ -92,6 +98,24 @@ SESSION_LIMITS_S: Mapping[Audience, float] = {Audience.ADULT: 1800.0, Audience.C
 HEATER_LIMITS_S: Mapping[Audience, float] = {Audience.ADULT: 1200.0, Audience.CHILD: 600.0}
 """Heater on-time per session: 20 minutes adult, 10 child (ours; see the module doc)."""
 
+CHILD_CAPS = KindCaps(belt=0.6, pillow=2 / 3, butterfly=0.0)
+"""A child's ceilings, whatever the program: massaged's product decision, not the method's.
+
+The method asks for shorter sessions for children, not for a figure. The belt's 0.6
+is the ceiling a children's program may ask for (programs.model.CHILD_MAX_INTENSITY),
+the pillow's speed 2 of 3 is what such a step renders to, and EMS is not used on a
+child at all (0: the butterfly is left out of a child's session)."""
+
+BURST_MAX_S = 15.0
+"""The method: vibration up to 15 s; then a rest at zero."""
+BURST_GUARD_S = 0.25
+"""The safety layer stops a burst this much sooner (session seconds), so that what the
+motor physically does, after the link's latency, stays within BURST_MAX_S."""
+BURST_REST_S = 3.0
+"""The shortest rest at zero between two bursts (session seconds). Ours: long enough to be
+felt as a pause rather than a flicker, a fifth of a full burst; a shorter zero does not
+end a burst."""
+
 GENTLER_STEP = 0.7
 """Each "gentler" press multiplies every intensity by this."""
 
@@ -143,6 +167,15 @@ class SafetyLimits(BaseModel):
             if isinstance(value, int | float) and value > ceiling:
                 raise ValueError(f"{key} {value} exceeds the {audience.value} limit {ceiling}")
             data[key] = value
+        if audience == Audience.CHILD:
+            # A child's ceilings, whatever the profile says: the lower of the two wins.
+            caps = data.get("caps", KindCaps())
+            if isinstance(caps, dict):
+                caps = KindCaps.model_validate(caps)
+            if isinstance(caps, KindCaps):
+                data["caps"] = KindCaps(
+                    **{k.value: min(caps.for_kind(k), CHILD_CAPS.for_kind(k)) for k in DeviceKind}
+                )
         return data
 
     @classmethod
@@ -455,6 +488,59 @@ def ramp_step(
     return allowed, RampState(allowed, bank - spent, now_us)
 
 
+@dataclass(frozen=True, slots=True)
+class BurstState:
+    """One vibrating output's bursts: when the current one began, when it went to zero."""
+
+    on_since: float | None = None
+    """Start of the current burst (None: rested); a zero shorter than the rest continues it."""
+    zero_since: float | None = None
+    """When the output last went to zero (None while it runs)."""
+    rest_until: float | None = None
+    """The end of a rest the rule imposed (None: none)."""
+
+    def next_change(self, max_s: float) -> float | None:
+        """When the rule next changes what may be sent: a burst's end or a rest's end."""
+        if self.rest_until is not None:
+            return self.rest_until
+        if self.on_since is not None and self.zero_since is None:
+            return self.on_since + max_s
+        return None
+
+
+def burst_step(
+    state: BurstState,
+    level: int,
+    now: float,
+    *,
+    max_s: float = BURST_MAX_S - BURST_GUARD_S,
+    rest_s: float = BURST_REST_S,
+) -> tuple[int, BurstState]:
+    """The level that may be sent now under the burst rule, and the new state.
+
+    A burst is a run of non-zero levels without a rest at zero of at least rest_s. Once
+    a burst has lasted max_s the output is held at zero for rest_s, whatever is asked.
+    The caller must call again at state.next_change() for the rule to hold on time.
+    """
+    if state.rest_until is not None:
+        if now < state.rest_until:
+            return 0, state
+        # The imposed rest is over: the output is rested.
+        state = BurstState(zero_since=state.zero_since)
+    if level <= 0:
+        zero_since = state.zero_since if state.zero_since is not None else now
+        on_since = None if now - zero_since >= rest_s else state.on_since
+        return 0, BurstState(on_since=on_since, zero_since=zero_since)
+    on_since = state.on_since
+    if on_since is not None and state.zero_since is not None and now - state.zero_since >= rest_s:
+        on_since = None  # rested long enough while at zero: a new burst
+    if on_since is None:
+        on_since = now
+    if now - on_since >= max_s:
+        return 0, BurstState(zero_since=now, rest_until=now + rest_s)
+    return level, BurstState(on_since=on_since)
+
+
 def off_output(like: Output) -> Output:
     """Everything off, for the same kind (and motor count) as like."""
     if isinstance(like, BeltOutput):
@@ -506,6 +592,7 @@ class Rule(StrEnum):
     EMPTY_PILLOW = "empty_pillow"
     EMERGENCY_STOP = "emergency_stop"
     STOP_BUTTON = "stop_button"
+    VIBRATION_BURST = "vibration_burst"
 
 
 @dataclass(frozen=True, slots=True)
@@ -635,6 +722,8 @@ class SafeDevice:
         self._last_us = 0
         self._recorded: set[Rule] = set()
         self._clamp_memo: _ClampMemo | None = None
+        self._bursts: tuple[BurstState, ...] = ()
+        """One per belt motor: the vibration burst rule's state."""
         self.held_back = False
         """True when the ramp held the last request back: keep ticking every 100 ms."""
         self._remove_listener = device.add_listener(self._on_event)
@@ -670,6 +759,13 @@ class SafeDevice:
         """
         self.limits = self.limits.stricter(limits)
         return self.limits
+
+    def next_burst_change(self) -> float | None:
+        """Session seconds (this session's clock) at which the burst rule next changes
+        what this device may send; apply or tick must run then. None: nothing pending."""
+        max_s = BURST_MAX_S - BURST_GUARD_S
+        changes = [c for b in self._bursts if (c := b.next_change(max_s)) is not None]
+        return min(changes, default=None)
 
     def clamp(self, output: Output) -> Output:
         """The stateless part of apply with this session's factor and this device's ranges."""
@@ -747,6 +843,9 @@ class SafeDevice:
 
     def _reset_to_zero(self) -> None:
         now_us = self.session.clock.elapsed_us()
+        now = self.session.clock.elapsed()
+        # Every motor is at zero from now: a rest begins (a burst only ends once it is long).
+        self._bursts = tuple(burst_step(b, 0, now)[1] for b in self._bursts)
         self._ramps = (RampState(0, 0, now_us), RampState(0, 0, now_us))
         self._ramp_started = True
         self._heat_on = False
@@ -793,10 +892,31 @@ class SafeDevice:
                 out = replace(out, speed=0)
             out = self._limit_heat(out)
         elif isinstance(out, BeltOutput):
-            out = self._limit_heat(out)
+            out = self._limit_bursts(self._limit_heat(out))
         elif isinstance(out, ButterflyOutput):
             out, ramps = self._ramp(out, now_us)
         return out, ramps
+
+    def _limit_bursts(self, out: BeltOutput) -> BeltOutput:
+        now = self.session.clock.elapsed()
+        bursts = list(self._bursts)
+        bursts += [BurstState()] * (len(out.levels) - len(bursts))
+        levels = []
+        for i, level in enumerate(out.levels):
+            allowed, bursts[i] = burst_step(bursts[i], level, now)
+            if allowed < level and Rule.VIBRATION_BURST not in self._recorded:
+                # Once per device and session: the program asks for longer vibration.
+                self._recorded.add(Rule.VIBRATION_BURST)
+                self.session.record(
+                    self.name,
+                    Rule.VIBRATION_BURST,
+                    f"motor {i + 1}: vibration rests {BURST_REST_S:g} s after at most "
+                    f"{BURST_MAX_S:g} s",
+                )
+            levels.append(allowed)
+        # Committed at once: a failed send leaves the rule stricter, never looser.
+        self._bursts = tuple(bursts)
+        return out if tuple(levels) == out.levels else replace(out, levels=tuple(levels))
 
     def _limit_heat(self, out: _Heated) -> _Heated:
         if not out.heat or self._heat_used_us < round(self.limits.heater_limit_s * 1_000_000):

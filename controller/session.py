@@ -342,8 +342,14 @@ def _off(caps_output: Output) -> Output:
 # -- profiles -----------------------------------------------------------------
 
 
-def check_profile(profile: Profile, kinds: Collection[DeviceKind]) -> frozenset[DeviceKind]:
-    """The kinds an EMS-only contraindication drops; SafetyError when the session is refused."""
+NO_EMS_FOR_A_CHILD = "no EMS for a child (massaged's rule)"
+
+
+def check_profile(
+    profile: Profile, kinds: Collection[DeviceKind], audience: str | None = None
+) -> frozenset[DeviceKind]:
+    """The kinds left out (an EMS-only contraindication, or EMS on a child: the profile's
+    or the program's audience); SafetyError when the session is refused."""
     result = check_contraindications(profile, kinds)
     general = [f for f in result.findings if not f.blocks <= EMS_KINDS]
     if result.session_blocked or general:
@@ -352,7 +358,53 @@ def check_profile(profile: Profile, kinds: Collection[DeviceKind]) -> frozenset[
         )
     for finding in result.findings:
         logger.warning("the butterfly is left out: %s", finding.message)
-    return result.blocked_kinds
+    dropped = result.blocked_kinds
+    if Audience.CHILD in (profile.audience, audience) and EMS_KINDS & set(kinds):
+        logger.warning("the butterfly is left out: %s", NO_EMS_FOR_A_CHILD)
+        dropped |= EMS_KINDS & set(kinds)
+    if dropped and dropped >= set(kinds):
+        raise SafetyError(
+            f"session refused for profile {profile.name!r}: no device is left "
+            f"({NO_EMS_FOR_A_CHILD})"
+        )
+    return dropped
+
+
+def check_fits(plan: SessionPlan, limits: SafetyLimits) -> None:
+    """SafetyError, naming an alternative, when the plan is longer than the session limit.
+
+    A program is refused up front rather than cut in the middle: its last stages (the
+    relaxation, the final stroking) would never play.
+    """
+    if plan.duration <= limits.session_limit_s + 1e-6:
+        return
+    who = "a child's" if limits.audience == Audience.CHILD else "an adult's"
+    message = (
+        f"{plan.program_id} lasts {plan.duration / 60:.1f} min, longer than {who} session "
+        f"limit of {limits.session_limit_s / 60:g} min: it would be cut before its end"
+    )
+    alternative = _program_for(limits.audience, plan.program_id)
+    if alternative is not None:
+        message += f"; run {alternative} instead"
+    raise SafetyError(message)
+
+
+def _program_for(audience: Audience, program_id: str) -> str | None:
+    """A built-in program for this audience to suggest instead ("<id>-child" first)."""
+    from programs import library
+
+    candidates = []
+    for program_ref in library.builtin_ids():
+        try:
+            program = library.get(program_ref).program
+        except MassagedError:
+            continue
+        if program.audience.value == audience.value:
+            candidates.append(program.id)
+    preferred = f"{program_id}-{audience.value}"
+    if preferred in candidates:
+        return preferred
+    return candidates[0] if candidates else None
 
 
 def limits_for(
@@ -384,7 +436,13 @@ class _History:
         self._task: asyncio.Task[None] | None = None
 
     async def begin(
-        self, program: str, devices: list[str], profile: str, detail: dict[str, Any]
+        self,
+        program: str,
+        devices: list[str],
+        profile: str,
+        detail: dict[str, Any],
+        *,
+        simulated: bool = False,
     ) -> None:
         """Record the start; without a session id the rest is skipped."""
         store = self._store
@@ -393,7 +451,14 @@ class _History:
         try:
             async with asyncio.timeout(self._timeout):
                 self.session_id = await asyncio.to_thread(
-                    store.begin_session, program, devices, profile, detail=detail
+                    functools.partial(
+                        store.begin_session,
+                        program,
+                        devices,
+                        profile,
+                        detail=detail,
+                        simulated=simulated,
+                    )
                 )
         except Exception as err:  # the massage must not depend on the history
             logger.error("the session is not recorded in the history: %s", err)
@@ -514,6 +579,7 @@ class SessionRunner:
         scale: float = 1.0,
         device_limits: Mapping[str, SafetyLimits] | None = None,
         timing: Timing | None = None,
+        simulated: bool = False,
     ) -> None:
         missing = sorted(set(devices) - set(plan.timelines))
         if missing:
@@ -525,6 +591,8 @@ class SessionRunner:
         self.clock = clock if clock is not None else ScaledClock(speed)
         self.timing = timing or Timing()
         self.limits = limits_for(profile, plan.audience)
+        self.simulated = simulated
+        """On simulated devices: marked so in the history, never counted toward a course."""
         self._scale = _unit(scale)
         self._lanes = [
             _Lane(name, device, plan.timelines[name], (device_limits or {}).get(name))
@@ -730,7 +798,10 @@ class SessionRunner:
             raise RuntimeError("a SessionRunner runs once")
         self._started = True
         try:
-            dropped = check_profile(self.profile, {lane.kind for lane in self._lanes})
+            dropped = check_profile(
+                self.profile, {lane.kind for lane in self._lanes}, self.limits.audience
+            )
+            check_fits(self.plan, self.limits)
         except SafetyError:
             self._refused()
             raise
@@ -810,14 +881,6 @@ class SessionRunner:
             clock=_SafetyClock(self.limits.session_limit_s, self.clock),
             on_violation=self._on_violation,
         )
-        if self.plan.duration > self.limits.session_limit_s:
-            logger.warning(
-                "%s lasts %.0f s, past the %s limit of %.0f s: it will be cut there",
-                self.plan.program_id,
-                self.plan.duration,
-                self.limits.audience.value,
-                self.limits.session_limit_s,
-            )
         await self._history.begin(
             self.plan.program_id,
             [lane.name for lane in self._lanes],
@@ -831,6 +894,7 @@ class SessionRunner:
                 "kinds": {lane.name: lane.kind.value for lane in self._lanes},
                 "dropped": list(self._dropped),
             },
+            simulated=self.simulated,
         )
         for name in self._dropped:
             self._event("dropped", name, {"reason": "EMS-only contraindication"})
@@ -895,8 +959,8 @@ class SessionRunner:
                 return Outcome.STOPPED, "stopped"
             if self._limit_reached or self.safety.clock.expired:
                 if self.state == SessionState.PAUSED:
-                    return Outcome.STOPPED, "the session limit passed while paused"
-                return Outcome.COMPLETED, "cut at the session limit"
+                    return Outcome.CUT, "the session limit passed while paused"
+                return Outcome.CUT, "cut at the session limit"
             if running and self._stop_wanted and self._fade_from is None:
                 self._fade_from = t
                 self.state = SessionState.STOPPING
@@ -904,7 +968,7 @@ class SessionRunner:
                 return Outcome.STOPPED, "stopped"
             if running and t >= self._end_t - 1e-6:
                 if self._end_t < self.plan.duration - 1e-6:
-                    return Outcome.COMPLETED, "cut at the session limit"
+                    return Outcome.CUT, "cut at the session limit"
                 return Outcome.COMPLETED, "completed"
             ended = self._check_devices(real)
             if ended is not None:
@@ -958,6 +1022,10 @@ class SessionRunner:
             due = due or real - lane.posted_at >= self.timing.ems_tick_s / 2
         elif safe.sent is not None and getattr(safe.sent, "heat", False):
             due = due or real - lane.posted_at >= self.timing.heat_refresh_s
+        burst = safe.next_burst_change()
+        if burst is not None and safe.session.clock.elapsed() >= burst:
+            # The burst rule changes what may be sent now (a burst's end, a rest's end).
+            due = True
         if due:
             lane.request = request
             lane.posted = decided
@@ -991,6 +1059,8 @@ class SessionRunner:
             changes.append(self._end_t)
             if self._fade_from is not None:
                 changes.append(self._fade_from + self.timing.fade_s)
+            # Only those still ahead: one already due is posted by this pass's _drive.
+            changes.extend(c for c in self._burst_changes(t) if c > t)
             soonest = min(changes)
             if soonest > t:
                 # A hair past the change, so that cue_at() sees the new cue.
@@ -998,6 +1068,19 @@ class SessionRunner:
                 if until_change <= delay:
                     delay, cue = until_change, True
         return max(self.timing.min_pass_s, delay), cue
+
+    def _burst_changes(self, t: float) -> list[float]:
+        """The burst rule's next changes, as plan positions (its clock counts pauses too)."""
+        if self.safety is None:
+            return []
+        wall = self.safety.clock.elapsed()
+        return [
+            t + (change - wall)
+            for lane in self._lanes
+            if lane.state == DeviceState.RUNNING
+            and lane.safe is not None
+            and (change := lane.safe.next_burst_change()) is not None
+        ]
 
     def _track_step(self, t: float) -> None:
         step = self.plan.step_at(t)

@@ -86,6 +86,8 @@ class Outcome(StrEnum):
     STOPPED = "stopped"
     EMERGENCY_STOP = "emergency_stop"
     FAULT = "fault"
+    CUT = "cut"
+    """Ended by a limit (the session's time limit) before the program did: never completed."""
 
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -143,6 +145,35 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 2: a running session names its owner (controller.locks), so that only the
     # owner, or someone who can prove the owner gone, closes it.
     ("ALTER TABLE sessions ADD COLUMN owner TEXT",),
+    # 3: a session cut by a limit is its own outcome (never "completed"), and a session
+    # on simulated devices is marked so (it never counts toward a course). SQLite cannot
+    # change a CHECK in place: the table is rebuilt (its ids kept, so the events' foreign
+    # keys still hold; Store._migrate turns the foreign keys off around it).
+    (
+        """CREATE TABLE sessions_v3 (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            program TEXT NOT NULL,
+            devices TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            outcome TEXT CHECK (outcome IN
+                ('completed', 'stopped', 'emergency_stop', 'fault', 'cut')),
+            gentler_presses INTEGER NOT NULL DEFAULT 0 CHECK (gentler_presses >= 0),
+            detail TEXT NOT NULL DEFAULT '{}',
+            owner TEXT,
+            simulated INTEGER NOT NULL DEFAULT 0 CHECK (simulated IN (0, 1)),
+            CHECK ((ended_at IS NULL) = (outcome IS NULL))
+        )""",
+        """INSERT INTO sessions_v3 (id, program, devices, profile, started_at, ended_at,
+            outcome, gentler_presses, detail, owner)
+        SELECT id, program, devices, profile, started_at, ended_at, outcome,
+            gentler_presses, detail, owner FROM sessions""",
+        "DROP TABLE sessions",
+        "ALTER TABLE sessions_v3 RENAME TO sessions",
+        "CREATE INDEX sessions_by_start ON sessions (started_at)",
+        "CREATE INDEX sessions_by_profile ON sessions (profile, started_at)",
+    ),
 )
 """Schema migrations: entry i takes the database from version i to i + 1. Append only."""
 
@@ -165,6 +196,8 @@ class SessionRecord:
     outcome: Outcome | None
     gentler_presses: int
     detail: dict[str, Any]
+    simulated: bool = False
+    """Played on simulated devices: shown as such, and never counted toward a course."""
 
     @property
     def duration(self) -> float | None:
@@ -382,16 +415,34 @@ class Store:
                 f"the database {self.path} needs an upgrade (schema {version} to "
                 f"{SCHEMA_VERSION}) but it is read-only"
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._writing(f"upgrade the database to schema {target}") as cur:
-                # Re-read inside the lock: another process may have migrated meanwhile.
-                current = cur.execute("PRAGMA user_version").fetchone()[0]
-                if current >= target:
-                    continue
-                for statement in MIGRATIONS[target - 1]:
-                    cur.execute(statement)
-                cur.execute(f"PRAGMA user_version = {target:d}")
-            logger.info("%s: schema migrated to version %d", self.path, target)
+        # A migration may rebuild a table: dropping the old one must not cascade to the
+        # rows that refer to it. The pragma only takes effect outside a transaction.
+        with self._reading("upgrade the database"):
+            self._conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                self._migrate_to(target)
+        finally:
+            with self._reading("upgrade the database"):
+                self._conn.execute("PRAGMA foreign_keys = ON")
+
+    def _migrate_to(self, target: int) -> None:
+        with self._writing(f"upgrade the database to schema {target}") as cur:
+            # Re-read inside the lock: another process may have migrated meanwhile.
+            current = cur.execute("PRAGMA user_version").fetchone()[0]
+            if current >= target:
+                return
+            for statement in MIGRATIONS[target - 1]:
+                cur.execute(statement)
+            broken = cur.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                # Rolled back by _writing: the file stays at the old version, intact.
+                raise StoreError(
+                    f"cannot upgrade {self.path} to schema {target}: "
+                    f"{len(broken)} row(s) would lose what they refer to"
+                )
+            cur.execute(f"PRAGMA user_version = {target:d}")
+        logger.info("%s: schema migrated to version %d", self.path, target)
 
     def close(self) -> None:
         """Close the connection and give up the claim on its sessions (safe to call twice)."""
@@ -486,8 +537,12 @@ class Store:
         *,
         started_at: datetime | None = None,
         detail: Mapping[str, Any] | None = None,
+        simulated: bool = False,
     ) -> int:
-        """Record a session that starts now, owned by this store; returns its id."""
+        """Record a session that starts now, owned by this store; returns its id.
+
+        simulated marks a session on simulated devices: it never counts toward a course.
+        """
         with self._writing("record the session start") as cur:
             try:
                 # Before the row exists: a row whose owner holds no lock counts as crashed.
@@ -495,8 +550,8 @@ class Store:
             except LockError as err:
                 raise StoreError(f"cannot record the session start: {err}") from err
             cur.execute(
-                "INSERT INTO sessions (program, devices, profile, started_at, detail, owner) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO sessions (program, devices, profile, started_at, detail, owner, "
+                "simulated) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     program,
                     _json(list(devices)),
@@ -504,6 +559,7 @@ class Store:
                     _ts(started_at or utc_now()),
                     _json(dict(detail or {})),
                     self._owner.token,
+                    int(simulated),
                 ),
             )
             session_id = cur.lastrowid
@@ -614,10 +670,14 @@ class Store:
         profile: str | None = None,
         since: datetime | None = None,
         outcome: Outcome | None = None,
+        simulated: bool | None = None,
     ) -> list[SessionRecord]:
-        """Sessions, newest first (limit None: all)."""
+        """Sessions, newest first (limit None: all; simulated None: both kinds)."""
         where: list[str] = []
         args: list[Any] = []
+        if simulated is not None:
+            where.append("simulated = ?")
+            args.append(int(simulated))
         if profile is not None:
             where.append("profile = ?")
             args.append(profile)
@@ -831,8 +891,8 @@ class Store:
 # -- row mapping --------------------------------------------------------------
 
 _SESSION_SELECT = (
-    "SELECT id, program, devices, profile, started_at, ended_at, outcome, gentler_presses, detail "
-    "FROM sessions"
+    "SELECT id, program, devices, profile, started_at, ended_at, outcome, gentler_presses, detail, "
+    "simulated FROM sessions"
 )
 _DEVICE_SELECT = (
     "SELECT name, kind, address, transport, model, firmware, serial, caps, added_at FROM devices"
@@ -853,6 +913,7 @@ def _session(row: Sequence[Any]) -> SessionRecord:
         outcome=None if row[6] is None else Outcome(row[6]),
         gentler_presses=row[7],
         detail=json.loads(row[8]),
+        simulated=bool(row[9]),
     )
 
 

@@ -28,6 +28,7 @@ from programs.model import (
     fmt_number,
     program_schema,
 )
+from programs.plan_checks import burst_issues
 
 logger = logging.getLogger(__name__)
 
@@ -108,13 +109,18 @@ def parse_program(text: str, *, source: str = "<program>") -> Program:
 
 
 def validate_data(data: Mapping[str, Any], *, source: str = "<program>") -> Program:
-    """Validate already-parsed data as a program."""
+    """Validate already-parsed data as a program, and its rendered plan."""
     try:
         program = Program.model_validate(data)
     except ValidationError as err:
         issues = tuple(_issue(e, data) for e in err.errors(include_url=False) if not _is_echo(e))
         lines = [f"{source}: {_where(issue)}{issue.message}" for issue in issues]
         raise ProgramError("\n".join(lines), source=source, issues=issues) from err
+    # The rules on what the devices would do, checked on the rendered plan.
+    planned = tuple(burst_issues(program))
+    if planned:
+        lines = [f"{source}: {_where(issue)}{issue.message}" for issue in planned]
+        raise ProgramError("\n".join(lines), source=source, issues=planned)
     logger.debug("%s: program %s valid, %d steps", source, program.id, len(program.steps))
     return program
 

@@ -2,9 +2,15 @@
 
 The limits checked here come from the cervical-collar massage method (session
 up to 30 minutes for adults and 15 for children, vibration up to 15 s, pressing
-with gradually increasing force) and from massaged's own rules (children get
-gentler intensities). A program is device-independent: programs/render.py
-turns it into device cues.
+with gradually increasing force, the counts it gives) and from massaged's own
+product decisions (a ceiling on children's intensities). A program is
+device-independent: programs/render.py turns it into device cues, and the
+loader checks the rendered plan too (programs/plan_checks.py: vibration in
+bursts).
+
+A repetition is one movement: a counted step renders as exactly its count of
+rises, peaks and falls back to rest on every output it plays
+(programs/movements.py counts them back).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class Technique(StrEnum):
     CIRCULAR = "circular"
     VIBRATION = "vibration"
     TAPPING = "tapping"
+    """One repetition is one series of light taps, then a pause."""
     REST = "rest"
 
 
@@ -57,6 +64,8 @@ class StepSide(StrEnum):
     BOTH = "both"
     PAINFUL = "painful"
     HEALTHY = "healthy"
+    TO_PAINFUL = "to_painful"
+    """One smooth transition: the healthy side fades out while the painful side fades in."""
 
 
 class Audience(StrEnum):
@@ -81,10 +90,22 @@ REPETITION_S: Final[dict[Technique, float]] = {
     Technique.KNEADING: 10.0,
     Technique.CIRCULAR: 8.0,
     Technique.VIBRATION: 5.0,
-    Technique.TAPPING: 3.0,
+    Technique.TAPPING: 5.0,
     Technique.REST: 5.0,
 }
-"""Nominal seconds of one repetition of each technique."""
+"""Nominal seconds of one repetition (one movement and the pause after it) of each technique."""
+
+MOVEMENT_NAMES: Final[dict[Technique, str]] = {
+    Technique.STROKING: "strokes",
+    Technique.RUBBING: "rubs",
+    Technique.PRESSING: "presses",
+    Technique.KNEADING: "kneadings",
+    Technique.CIRCULAR: "circles",
+    Technique.VIBRATION: "bursts",
+    Technique.TAPPING: "tapping series",
+    Technique.REST: "rests",
+}
+"""What one repetition of each technique is called in plans."""
 
 MAX_SESSION_MIN: Final[dict[Audience, float]] = {Audience.ADULT: 30.0, Audience.CHILD: 15.0}
 """The method: cervical-collar massage takes up to 30 minutes for adults, 15 for children."""
@@ -93,12 +114,26 @@ MAX_VIBRATION_S: Final = 15.0
 """The method: "Perform vibration reception - up to 15 seconds"."""
 
 CHILD_MAX_INTENSITY: Final = 0.6
-"""massaged's rule for "gentler" children's programs: no step above this intensity."""
+"""No step of a child program above this intensity: a product decision of massaged.
+
+The method gives children a shorter session (up to 15 minutes) and says a
+massage must never hurt; it gives no intensity figure for children. The
+ceiling is ours, chosen to keep children's work gentle.
+"""
 
 PILLOW_ZONES: Final = frozenset({Zone.NECK, Zone.COLLAR_ZONE})
 """The pillow's nodes sit under the neck: it plays only zones that include the neck."""
 
 SLUG_PATTERN: Final = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+
+COUNT_PATTERN: Final = r"^[0-9]+(-[0-9]+)?$"
+"""A count as the method gives it: "7" or a range "5-7"."""
+
+
+def parse_count(text: str) -> tuple[int, int]:
+    """ "5-7" -> (5, 7); "7" -> (7, 7)."""
+    low, _, high = text.partition("-")
+    return int(low), int(high or low)
 
 
 def fmt_number(value: float) -> str:
@@ -146,8 +181,14 @@ class Step(BaseModel):
         default=None,
         ge=1,
         le=100,
-        description="How many times (each takes the technique's nominal time); "
-        "give this or duration_s.",
+        description="How many times: each repetition is one movement (a rise, a peak, a "
+        "fall back to rest) and takes the technique's nominal time; give this or duration_s.",
+    )
+    method_count: str | None = Field(
+        default=None,
+        pattern=COUNT_PATTERN,
+        description='The count the method gives, "7" or a range "5-7"; repetitions must '
+        "lie within it.",
     )
     duration_s: float | None = Field(
         default=None, gt=0, le=1800, description="How long in seconds; give this or repetitions."
@@ -206,6 +247,20 @@ class Step(BaseModel):
                 missing,
                 "missing: give intensity (0..1), or start_intensity and end_intensity for a ramp",
             )
+        if self.method_count is not None:
+            low, high = parse_count(self.method_count)
+            if low > high:
+                raise _rule("method_count", f"{self.method_count}: the range runs backwards")
+            if self.repetitions is None:
+                raise _rule(
+                    "method_count",
+                    "a count from the method needs repetitions (one movement each), not duration_s",
+                )
+            if not low <= self.repetitions <= high:
+                raise _rule(
+                    "repetitions",
+                    f"{self.repetitions} is outside the method's count {self.method_count}",
+                )
         if (
             self.technique is Technique.PRESSING
             and self.start_intensity is not None
@@ -251,6 +306,22 @@ class Step(BaseModel):
         return self.repetitions * REPETITION_S[self.technique]
 
     @property
+    def movement_count(self) -> int:
+        """How many movements the step renders: its repetitions, or what fits its duration.
+
+        A timed step plays as many whole movements of the technique's nominal
+        time as fit (at least one), each stretched to fill the step; a timed
+        vibration is one burst; a rest has none.
+        """
+        if self.technique is Technique.REST:
+            return 0
+        if self.repetitions is not None:
+            return self.repetitions
+        if self.technique is Technique.VIBRATION:
+            return 1
+        return max(1, math.floor(self.duration / REPETITION_S[self.technique] + 1e-9))
+
+    @property
     def is_ramp(self) -> bool:
         """True when the intensity changes over the step."""
         return self.intensity is None and self.start_intensity is not None
@@ -277,11 +348,26 @@ class Step(BaseModel):
             return f"{fmt_number(self.intensity_at(0.0))}→{fmt_number(self.intensity_at(1.0))}"
         return fmt_number(self.intensity_at(0.0))
 
+    def describe_count(self) -> str:
+        """The movements as text: "7 strokes", "6 kneadings (method 5–7)", "" for a rest."""
+        if self.technique is Technique.REST:
+            return ""
+        n = self.movement_count
+        name = MOVEMENT_NAMES[self.technique]
+        text = f"{n} {name.removesuffix('s') if n == 1 and name.endswith('s') else name}"
+        if self.method_count is not None:
+            text += f" (method {self.method_count.replace('-', '–')})"
+        return text
+
     def describe_amount(self) -> str:
-        """The count or time as text: "7 × 5 s" or "120 s"."""
+        """The count and time as text: "7 strokes × 5 s (method 7)" or "40 s: 6 rubs"."""
+        if self.technique is Technique.REST:
+            return f"{fmt_number(self.duration)} s"
         if self.repetitions is not None:
-            return f"{self.repetitions} × {fmt_number(REPETITION_S[self.technique])} s"
-        return f"{fmt_number(self.duration)} s"
+            count, _, method = self.describe_count().partition(" (")
+            per = fmt_number(REPETITION_S[self.technique])
+            return f"{count} × {per} s" + (f" ({method}" if method else "")
+        return f"{fmt_number(self.duration)} s: {self.describe_count()}"
 
 
 class Program(BaseModel):
@@ -320,7 +406,7 @@ class Program(BaseModel):
 
     @model_validator(mode="after")
     def _check_limits(self) -> Program:
-        """The method's session limits and massaged's gentler-for-children rule."""
+        """The method's session limits, and massaged's intensity ceiling for children."""
         limit = MAX_SESSION_MIN[self.audience]
         if self.max_duration > limit:
             who = "children" if self.audience is Audience.CHILD else "adults"
@@ -350,7 +436,7 @@ class Program(BaseModel):
                         field,
                         f"{fmt_number(step.peak_intensity)} is more than "
                         f"{fmt_number(CHILD_MAX_INTENSITY)}, the most a child program may ask "
-                        "(the method asks for gentler work with children)",
+                        "(a product decision of massaged, not a figure from the method)",
                         step=i,
                     )
         return self

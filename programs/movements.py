@@ -64,10 +64,9 @@ def movements(
         if t > end:
             break
         if value > rest:
-            if start is not None and resting_since is not None:
-                if t - resting_since >= min_pause:
-                    found.append(Movement(start, peak_t, peak, resting_since))
-                    start = None
+            if start is not None and resting_since is not None and t - resting_since >= min_pause:
+                found.append(Movement(start, peak_t, peak, resting_since))
+                start = None
             if start is None:
                 start, peak_t, peak = t, t, value
             elif value > peak:

@@ -126,6 +126,7 @@ def render_device(
             start=span.start,
             end=span.end,
             caps=caps,
+            painful_side=painful_side,
         )
         frames = renderer.frames(ctx) if ctx.for_this_kind else []
         if not frames or frames[0][0] > span.start + EPS:

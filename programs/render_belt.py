@@ -1,4 +1,19 @@
-"""Techniques on the VB1 belt: patterns of motor levels (0..255) by place and side."""
+"""Techniques on the VB1 belt: one movement per repetition, by place and side (levels 0..255).
+
+Every repetition is one movement on every motor it plays: a rise from zero,
+a peak and a fall back to zero, then the whole zone rests (REST_S at the
+nominal repetition time; programs/render_common.py). How the movement
+travels depends on the technique:
+
+- stroking: a wave from the neck down, place by place, overlapping;
+- rubbing: a firm push on the healthy (or left) side, then the other side;
+- kneading: a slow swell on one side, then the other;
+- circular: a peak that goes once around the zone's motors;
+- pressing: all motors together, rising from 30 % to full, a short hold;
+- tapping: one series of light taps (150 ms on, 350 ms off);
+- vibration: every motor steady, one burst (a timed step is one burst that
+  fills it; each repetition is a short burst and a rest).
+"""
 
 from __future__ import annotations
 
@@ -9,19 +24,23 @@ from typing import Final
 
 from devices.capabilities import Capabilities, Motor, Place, Side
 from devices.outputs import BeltOutput
-from programs.model import REPETITION_S, Technique
-from programs.render_common import Frame, StepContext, grid, side_matches
+from programs.model import Technique
+from programs.render_common import EPS, Frame, StepContext, side_matches
 
 logger = logging.getLogger(__name__)
 
 Shape = dict[int, float]
 """Motor index -> fraction 0..1 of the step's intensity."""
 
-Pattern = tuple[float, Callable[[int], Sequence[tuple[float, Shape]]]]
-"""A period in seconds and the keyframes of cycle k."""
+Movement = list[tuple[float, Shape]]
+"""One movement: (offset in its slot, shape), ending with the rest (every motor 0)."""
 
 FRAME_S: Final = 0.25
 """Keyframe spacing of the moving patterns; the driver refreshes the belt every 250 ms anyway."""
+
+TAP_ON_S: Final = 0.15
+TAP_PERIOD_S: Final = 0.5
+"""A tap: 150 ms on, 350 ms off; the taps of one series read as one movement."""
 
 _HEAD_TO_BACK: Final = (Place.NECK, Place.SHOULDER, Place.UPPER_BACK)
 
@@ -41,100 +60,108 @@ def zone_motors(caps: Capabilities, ctx: StepContext) -> list[Motor]:
     return [m for m in caps.motors if m.place in ctx.places and side_matches(m.side, ctx.side)]
 
 
-def _stroking(motors: Sequence[Motor]) -> Pattern:
-    """A wave from the neck down: each place swells and fades, the next one overlapping."""
-    period = REPETITION_S[Technique.STROKING]
-    places = [p for p in _HEAD_TO_BACK if any(m.place == p for m in motors)]
-    width = 0.25 * period
-    centres = {p: width + k * 0.2 * period for k, p in enumerate(places)}
-    frames: list[tuple[float, Shape]] = []
-    for t in grid(period, FRAME_S):
-        shape = {m.index: max(0.0, 1.0 - abs(t - centres[m.place]) / width) for m in motors}
-        frames.append((t, shape))
-    return period, lambda k: frames
+def _rest(motors: Sequence[Motor]) -> Shape:
+    return {m.index: 0.0 for m in motors}
 
 
-def _alternating_sides(motors: Sequence[Motor]) -> list[list[Motor]]:
-    """The motors grouped left, right (only the sides present)."""
-    groups = [[m for m in motors if m.side == side] for side in (Side.LEFT, Side.RIGHT)]
-    both = [m for m in motors if m.side == Side.BOTH]
-    return [g + both for g in groups if g] or [list(motors)]
+def _triangle(x: float) -> float:
+    return x
 
 
-def _rubbing(motors: Sequence[Motor]) -> Pattern:
-    """Fast pulses alternating left and right; on one side, pulses with gaps."""
-    groups = _alternating_sides(motors)
-    slots = groups if len(groups) > 1 else [groups[0], []]
-    frames = [
-        (t, {m.index: 1.0 for m in slots[i % len(slots)]})
-        for i, t in enumerate(grid(REPETITION_S[Technique.RUBBING], FRAME_S))
-    ]
-    return REPETITION_S[Technique.RUBBING], lambda k: frames
+def _plateau(x: float) -> float:
+    """A firm push: up quickly, held, down quickly."""
+    return min(1.0, 2.0 * x)
 
 
-def _pressing(motors: Sequence[Motor]) -> Pattern:
-    """A steady level rising through each press, a short hold, then release."""
-    period = REPETITION_S[Technique.PRESSING]
-    rise = period - 1.5
-    frames: list[tuple[float, Shape]] = []
-    for t in grid(period, 0.5):
-        if t <= rise:
-            level = 0.3 + 0.7 * t / rise
-        elif t < period - 0.5:
-            level = 1.0
-        else:
-            level = 0.0
-        frames.append((t, {m.index: level for m in motors}))
-    return period, lambda k: frames
+def _swell(x: float) -> float:
+    """A smooth swell (kneading)."""
+    return math.sin(math.pi * x / 2) ** 2
 
 
-def _kneading(motors: Sequence[Motor]) -> Pattern:
-    """Slow swells alternating between the sides, never quite letting go."""
-    period = REPETITION_S[Technique.KNEADING]
-    groups = _alternating_sides(motors)
-    frames: list[tuple[float, Shape]] = []
-    for t in grid(period, FRAME_S):
-        wave = math.sin(2 * math.pi * t / (period / 2))
-        shape: Shape = {}
-        for g, group in enumerate(groups):
-            swell = 0.5 + 0.5 * (wave if g == 0 else -wave)
-            shape.update({m.index: 0.3 + 0.7 * swell for m in group})
-        frames.append((t, shape))
-    return period, lambda k: frames
+def wave(
+    groups: Sequence[Sequence[Motor]], active: float, profile: Callable[[float], float]
+) -> Movement:
+    """One pass through the groups in order, each rising and falling once, neighbours overlapping.
+
+    Group j plays in [j·w, (j+2)·w] with w = active / (groups + 1), peaking
+    in the middle, so the movement starts and ends at zero inside the slot.
+    """
+    motors = [m for g in groups for m in g]
+    w = active / (len(groups) + 1)
+    frame = min(FRAME_S, w / 3)
+    frames: Movement = []
+    count = max(1, math.ceil(active / frame - EPS))
+    for i in range(count):
+        t = i * frame
+        shape = _rest(motors)
+        for j, group in enumerate(groups):
+            x = 1.0 - abs(t - (j + 1) * w) / w
+            if x > 0:
+                for m in group:
+                    shape[m.index] = max(shape[m.index], profile(x))
+        frames.append((round(t, 6), shape))
+    frames.append((active, _rest(motors)))
+    return frames
 
 
-def _circular(motors: Sequence[Motor]) -> Pattern:
-    """A light peak rotating around the zone's motors, one turn every 2 s."""
-    period = REPETITION_S[Technique.CIRCULAR]
-    turn = 2.0
+def _sides(motors: Sequence[Motor], ctx: StepContext) -> list[list[Motor]]:
+    """The motors by side, the healthy (or left) side first; only the sides present."""
+    both = [m for m in motors if m.side is Side.BOTH]
+    groups = [[m for m in motors if m.side is side] + both for side in ctx.side_order]
+    return [g for g in groups if g] or [list(motors)]
+
+
+def _stroking(ctx: StepContext, motors: Sequence[Motor], active: float) -> Movement:
+    places = [[m for m in motors if m.place is p] for p in _HEAD_TO_BACK]
+    return wave([g for g in places if g], active, _triangle)
+
+
+def _rubbing(ctx: StepContext, motors: Sequence[Motor], active: float) -> Movement:
+    return wave(_sides(motors, ctx), active, _plateau)
+
+
+def _kneading(ctx: StepContext, motors: Sequence[Motor], active: float) -> Movement:
+    return wave(_sides(motors, ctx), active, _swell)
+
+
+def _circular(ctx: StepContext, motors: Sequence[Motor], active: float) -> Movement:
     ring = sorted(motors, key=lambda m: _RING.index((m.place, m.side)))
-    frames: list[tuple[float, Shape]] = []
-    for t in grid(period, FRAME_S):
-        theta = 2 * math.pi * t / turn
-        if len(ring) == 1:
-            shape = {ring[0].index: 0.4 + 0.6 * (0.5 + 0.5 * math.cos(theta))}
-        else:
-            shape = {
-                m.index: 0.25 + 0.75 * max(0.0, math.cos(theta - 2 * math.pi * j / len(ring)))
-                for j, m in enumerate(ring)
-            }
-        frames.append((t, shape))
-    return period, lambda k: frames
+    return wave([[m] for m in ring], active, _triangle)
 
 
-def _vibration(motors: Sequence[Motor]) -> Pattern:
-    """Every motor of the zone steady; refreshed so that a ramp can move."""
-    shape = {m.index: 1.0 for m in motors}
-    return 0.5, lambda k: [(0.0, shape)]
+def _pressing(ctx: StepContext, motors: Sequence[Motor], active: float) -> Movement:
+    """Pressing with gradually increasing force: 30 % rising to full, a short hold, release."""
+    rise = 0.8 * active
+    frames: Movement = []
+    t = 0.0
+    while t < active - EPS:
+        level = 0.3 + 0.7 * min(1.0, t / rise) if rise > 0 else 1.0
+        frames.append((round(t, 6), {m.index: level for m in motors}))
+        t += 0.5
+    frames.append((active, _rest(motors)))
+    return frames
 
 
-def _tapping(motors: Sequence[Motor]) -> Pattern:
-    """Short sharp pulses: 150 ms on, 350 ms off."""
+def _tapping(ctx: StepContext, motors: Sequence[Motor], active: float) -> Movement:
     on = {m.index: 1.0 for m in motors}
-    return 0.5, lambda k: [(0.0, on), (0.15, {})]
+    taps = max(1, math.floor(active / TAP_PERIOD_S + EPS))
+    frames: Movement = []
+    for k in range(taps):
+        frames.append((k * TAP_PERIOD_S, on))
+        frames.append((k * TAP_PERIOD_S + min(TAP_ON_S, active / 2), _rest(motors)))
+    return frames
 
 
-PATTERNS: Final[dict[Technique, Callable[[Sequence[Motor]], Pattern]]] = {
+def _vibration(ctx: StepContext, motors: Sequence[Motor], active: float) -> Movement:
+    """Every motor steady; refreshed every 0.5 s so that a ramp can move."""
+    on = {m.index: 1.0 for m in motors}
+    count = max(1, math.ceil(active / 0.5 - EPS))
+    frames: Movement = [(i * 0.5, on) for i in range(count)]
+    frames.append((active, _rest(motors)))
+    return frames
+
+
+PATTERNS: Final[dict[Technique, Callable[[StepContext, Sequence[Motor], float], Movement]]] = {
     Technique.STROKING: _stroking,
     Technique.RUBBING: _rubbing,
     Technique.PRESSING: _pressing,
@@ -143,6 +170,7 @@ PATTERNS: Final[dict[Technique, Callable[[Sequence[Motor]], Pattern]]] = {
     Technique.VIBRATION: _vibration,
     Technique.TAPPING: _tapping,
 }
+"""One movement of each technique (rest has none)."""
 
 
 def belt_off(caps: Capabilities) -> BeltOutput:
@@ -157,14 +185,13 @@ def belt_frames(ctx: StepContext) -> list[Frame]:
     motors = zone_motors(caps, ctx)
     if make is None or not motors:
         return []
-    period, keyframes = make(motors)
     slots = {m.index: i for i, m in enumerate(caps.motors)}
     frames: list[Frame] = []
-    for t, shape in ctx.repeat(period, keyframes):
+    for t, shape in ctx.movements(lambda slot: make(ctx, motors, ctx.active_s(slot))):
         intensity = ctx.intensity(t)
         levels = [0] * len(caps.motors)
         for m in motors:
-            fraction = min(1.0, max(0.0, shape.get(m.index, 0.0) * intensity))
-            levels[slots[m.index]] = round(fraction * m.max_level)
+            fraction = shape.get(m.index, 0.0) * intensity * ctx.side_weight(m.side, t)
+            levels[slots[m.index]] = round(min(1.0, max(0.0, fraction)) * m.max_level)
         frames.append((t, BeltOutput(levels=tuple(levels), heat=ctx.heat)))
     return frames

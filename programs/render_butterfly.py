@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from devices.capabilities import Capabilities, EmsChannel
 from devices.outputs import ButterflyOutput, EmsChannelOutput
 from programs.model import Technique
+from programs.render_belt import TAP_ON_S, TAP_PERIOD_S
 from programs.render_common import EPS, Frame, StepContext, side_matches
 from programs.timeline import Cue
 
@@ -32,21 +32,14 @@ RAMP_STEP_S: Final = 0.1
 
 @dataclass(frozen=True, slots=True)
 class EmsRhythm:
-    """How a technique contracts: seconds on, seconds off, pulse frequency, waveform shape."""
+    """How a technique contracts: pulse frequency, channels together or in turn, waveform shape."""
 
-    contract_s: float
-    relax_s: float
     frequency: int
     """EB1 waveform frequency, 10..240."""
     alternate: bool
-    """Channels take turns (left, right) instead of contracting together."""
+    """Channels take turns (healthy or left side first) instead of contracting together."""
     shape: tuple[tuple[float, int], ...]
     """(fraction of the contraction, waveform intensity 0..100); ends at 0 for the relaxation."""
-
-    @property
-    def period(self) -> float:
-        """Seconds of one contraction and relaxation."""
-        return self.contract_s + self.relax_s
 
 
 _SOFT = ((0.0, 50), (0.15, 100), (0.85, 50), (1.0, 0))
@@ -54,15 +47,21 @@ _RISING = ((0.0, 40), (0.25, 60), (0.5, 80), (0.75, 100), (1.0, 0))
 _SHARP = ((0.0, 100), (1.0, 0))
 
 RHYTHMS: Final[dict[Technique, EmsRhythm]] = {
-    Technique.STROKING: EmsRhythm(2.0, 3.0, 100, False, _SOFT),
-    Technique.RUBBING: EmsRhythm(1.0, 1.0, 60, True, _SOFT),
-    Technique.PRESSING: EmsRhythm(3.0, 3.0, 40, False, _RISING),
-    Technique.KNEADING: EmsRhythm(2.0, 3.0, 30, True, _SOFT),
-    Technique.CIRCULAR: EmsRhythm(2.0, 2.0, 50, True, _SOFT),
-    Technique.VIBRATION: EmsRhythm(4.0, 1.0, 200, False, _SOFT),
-    Technique.TAPPING: EmsRhythm(0.3, 0.7, 15, False, _SHARP),
+    Technique.STROKING: EmsRhythm(100, False, _SOFT),
+    Technique.RUBBING: EmsRhythm(60, True, _SOFT),
+    Technique.PRESSING: EmsRhythm(40, False, _RISING),
+    Technique.KNEADING: EmsRhythm(30, True, _SOFT),
+    Technique.CIRCULAR: EmsRhythm(50, True, _SOFT),
+    Technique.VIBRATION: EmsRhythm(200, False, _SOFT),
+    Technique.TAPPING: EmsRhythm(15, False, _SHARP),
 }
-"""Contraction rhythm of each technique (rest has none)."""
+"""Contraction rhythm of each technique (rest has none): one contraction per repetition.
+
+Each repetition is one contraction on each channel it plays (together, or
+one channel after the other), then a relaxation at waveform intensity 0, in
+the same slot as the belt's movement (programs/render_common.py); tapping is
+one series of short contractions, 150 ms each.
+"""
 
 _SLOTS: Final = ("A", "B")
 """ButterflyOutput has fields a and b for the channels named A and B."""
@@ -95,27 +94,61 @@ def _output(channels: dict[str, EmsChannelOutput]) -> ButterflyOutput:
     )
 
 
+def _ordered(channels: list[EmsChannel], ctx: StepContext) -> list[EmsChannel]:
+    """The channels with the healthy (or left) side first."""
+    order = ctx.side_order
+    return sorted(channels, key=lambda ch: order.index(ch.side) if ch.side in order else 0)
+
+
+def _contractions(
+    rhythm: EmsRhythm, technique: Technique, count: int, active: float
+) -> list[list[tuple[float, int]]]:
+    """Per group of channels, its (offset, waveform intensity) keyframes in one slot."""
+    if technique is Technique.TAPPING:
+        taps = max(1, math.floor(active / TAP_PERIOD_S + EPS))
+        on = min(TAP_ON_S, active / 2)
+        keys = [(k * TAP_PERIOD_S + d, w) for k in range(taps) for d, w in ((0.0, 100), (on, 0))]
+        return [keys]
+    w = active / (count + 1)
+    return [[(j * w + f * 2 * w, wave) for f, wave in rhythm.shape] for j in range(count)]
+
+
 def butterfly_frames(ctx: StepContext) -> list[Frame]:
     """The butterfly's outputs for one step; empty when the butterfly does not play it."""
     rhythm = RHYTHMS.get(ctx.technique)
-    channels = playing_channels(ctx)
+    channels = _ordered(playing_channels(ctx), ctx)
     if rhythm is None or not channels:
         return []
+    groups = [[ch] for ch in channels] if rhythm.alternate else [channels]
 
-    def keyframes(k: int) -> Sequence[tuple[float, tuple[int, int]]]:
-        active = k % len(channels) if rhythm.alternate else -1
-        return [(f * rhythm.contract_s, (active, wave)) for f, wave in rhythm.shape]
+    def movement(slot: float) -> list[tuple[float, dict[str, int]]]:
+        keys = _contractions(rhythm, ctx.technique, len(groups), ctx.active_s(slot))
+        events = sorted(
+            (offset, ch.name, wave)
+            for group, group_keys in zip(groups, keys, strict=True)
+            for ch in group
+            for offset, wave in group_keys
+        )
+        waves = {ch.name: 0 for ch in channels}
+        frames: list[tuple[float, dict[str, int]]] = []
+        for offset, name, wave in events:
+            waves[name] = wave
+            if frames and abs(frames[-1][0] - offset) <= EPS:
+                frames[-1] = (frames[-1][0], dict(waves))
+            else:
+                frames.append((round(offset, 6), dict(waves)))
+        return frames
 
     frames: list[Frame] = []
-    for t, (active, wave) in ctx.repeat(rhythm.period, keyframes):
+    for t, waves in ctx.movements(movement):
         intensity = ctx.intensity(t)
         outputs = {
             ch.name: EmsChannelOutput(
-                strength=strength_for(intensity, ch),
+                strength=strength_for(intensity * ctx.side_weight(ch.side, t), ch),
                 frequency=rhythm.frequency,
-                intensity=wave if active in (-1, i) else 0,
+                intensity=waves[ch.name],
             )
-            for i, ch in enumerate(channels)
+            for ch in channels
         }
         frames.append((t, _output(outputs)))
     return frames

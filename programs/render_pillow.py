@@ -11,7 +11,7 @@ import logging
 import math
 from typing import Final
 
-from devices.capabilities import Capabilities, KneadDirection, Place, Side
+from devices.capabilities import Capabilities, KneadDirection, Place
 from devices.outputs import PillowOutput
 from programs.model import Technique
 from programs.render_common import EPS, Frame, StepContext
@@ -79,7 +79,7 @@ def pillow_frames(ctx: StepContext) -> list[Frame]:
         kneading is None
         or ctx.technique is Technique.REST
         or Place.NECK not in ctx.places
-        or ctx.side is not Side.BOTH
+        or ctx.one_sided
     ):
         return []
     directions = _directions(ctx.technique, kneading.directions)

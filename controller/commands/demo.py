@@ -92,7 +92,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         live = not args.no_display and sys.stdout.isatty()
         if live:
             await asyncio.sleep(1.5)  # let the reader see the steps above
-        result = await run_remote(socket, args.program, live=live)
+        # A demonstration on simulated devices: nobody is massaged, nobody to ask.
+        result = await run_remote(socket, args.program, live=live, confirmed=["well_today"])
     finally:
         for proc in reversed(procs):
             await _stop(proc)

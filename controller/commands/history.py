@@ -74,8 +74,9 @@ def _format_session(s: SessionRecord) -> str:
     devices = ",".join(s.devices) or "-"
     return (
         f"{s.id:>5}  {started}  {s.program:<24} {devices:<24} {s.profile:<12} "
-        f"{duration:>8}  {outcome:<14} {s.gentler_presses}"
-    )
+        f"{duration:>8}  {outcome:<14} {s.gentler_presses:<7}  "
+        + ("simulated" if s.simulated else "real")
+    ).rstrip()
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -87,7 +88,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{'id':>5}  {'started':<16}  {'program':<24} {'devices':<24} {'profile':<12} "
-        f"{'length':>8}  {'outcome':<14} gentler"
+        f"{'length':>8}  {'outcome':<14} gentler  devices were"
     )
     for session in sessions:
         print(_format_session(session))
@@ -110,6 +111,7 @@ def cmd_course_show(args: argparse.Namespace) -> int:
         f"{course.sessions} sessions, every {course.every_days} day(s)"
     )
     print(f"done: {progress.completed} of {course.sessions} ({progress.remaining} to go)")
+    print("(only completed sessions on real devices count: not cut, stopped or simulated ones)")
     if progress.last_session is not None:
         print(f"last session: {progress.last_session.isoformat()}")
     if progress.done:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from datetime import date
 from pathlib import Path
 
 from controller.profiles import (
     CONTRAINDICATIONS,
     DEFAULT_PROFILE,
+    OSTEOCHONDROSIS_CAUTION,
     Audience,
     Contraindication,
     PainfulSide,
@@ -103,6 +105,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="remove every contraindication (before adding the --contraindication ones)",
     )
+    p.add_argument(
+        "--today",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a contraindication for today only (a cold, a fever): it postpones today's "
+        "sessions and lapses tomorrow (repeatable)",
+    )
+    p.add_argument(
+        "--clear-today",
+        action="store_true",
+        help="remove what was recorded for today (before adding the --today ones)",
+    )
+    p.add_argument(
+        "--complex-osteochondrosis",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a complex case of osteochondrosis: every session shows the method's caution "
+        "and asks to confirm it",
+    )
     add_db_option(p)
     p.set_defaults(func=cmd_set)
 
@@ -141,6 +163,11 @@ def describe(profile: Profile) -> list[str]:
     for item in items:
         if CONTRAINDICATIONS[item].ems_only:
             lines.append(f"  {item.value} blocks only the EMS butterfly")
+    today = sorted(c.value for c in profile.today_contraindications())
+    if today:
+        lines.append("for today (postpones today's sessions): " + ", ".join(today))
+    if profile.complex_osteochondrosis:
+        lines.append(f"complex osteochondrosis: {OSTEOCHONDROSIS_CAUTION}")
     return lines
 
 
@@ -187,6 +214,15 @@ def cmd_set(args: argparse.Namespace) -> int:
             items = set() if args.clear_contraindications else set(base.contraindications)
             items.update(parse_contraindication(name) for name in args.contraindication)
             changes["contraindications"] = sorted(c.value for c in items)
+        if args.clear_today or args.today:
+            today = date.today()
+            kept = set() if args.clear_today else set(base.today_contraindications(today))
+            kept.update(parse_contraindication(name) for name in args.today)
+            changes["for_today"] = (
+                {"day": today.isoformat(), "items": sorted(c.value for c in kept)} if kept else None
+            )
+        if args.complex_osteochondrosis is not None:
+            changes["complex_osteochondrosis"] = args.complex_osteochondrosis
         profile = base.updated(**changes)
         store.save_profile(profile)
     tell_daemon(args)

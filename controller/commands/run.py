@@ -16,13 +16,14 @@ from typing import Any
 from controller.commands.profiles import add_db_option, open_store
 from controller.courses import after_session_advice
 from controller.live import KeyReader, LinePrinter, LiveDisplay, format_time, install_interrupt
-from controller.profiles import DEFAULT_PROFILE_NAME, painful_body_side
+from controller.profiles import DEFAULT_PROFILE, DEFAULT_PROFILE_NAME, Profile, painful_body_side
+from controller.readiness import Confirm, postponement, questions, refusal
 from controller.safety import SafetyLimits
-from controller.session import SessionResult, SessionRunner, check_profile
+from controller.session import SessionResult, SessionRunner, check_fits, check_profile
 from controller.store import DeviceRecord, Outcome, Store, StoreError
 from devices.capabilities import DeviceKind
 from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT, Device
-from devices.errors import ConfigError, LinkBusyError, LinkError, MassagedError
+from devices.errors import ConfigError, LinkBusyError, LinkError, MassagedError, SafetyError
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ MAX_SPEED = 120.0
 EXIT_CODES = {
     Outcome.COMPLETED: 0,
     Outcome.STOPPED: 0,
+    Outcome.CUT: 0,
     Outcome.FAULT: 1,
     Outcome.EMERGENCY_STOP: 3,
 }
@@ -68,8 +70,12 @@ def register(sub: Any) -> None:
             "e emergency stop, +/- intensity; Ctrl-C stops softly, twice is an emergency stop."
         ),
         epilog=(
-            "Exit status: 0 completed or stopped, 1 fault or error (a session the history "
-            "could not record included), 3 emergency stop."
+            "Before the session you confirm that you are well today (asked on a terminal, "
+            "or --well), and, where they apply, the profile's caution (--accept-caution) "
+            "and a start earlier than the course's spacing or the rest after the last "
+            "session (--override-spacing). "
+            "Exit status: 0 completed, stopped or cut by the session limit, 1 fault or error "
+            "(a refusal, or a session the history could not record), 3 emergency stop."
         ),
     )
     p.add_argument("program", metavar="PROGRAM", help="program id or TOML file")
@@ -104,6 +110,25 @@ def register(sub: Any) -> None:
         default=1.0,
         metavar="X",
         help="overall intensity 0..1 (default 1; the profile's caps always apply)",
+    )
+    p.add_argument(
+        "--well",
+        dest=Confirm.WELL_TODAY.value,
+        action="store_true",
+        help="confirm that you are well today without being asked (for scripts)",
+    )
+    p.add_argument(
+        "--accept-caution",
+        dest=Confirm.ACCEPT_CAUTION.value,
+        action="store_true",
+        help="accept the profile's caution (complex osteochondrosis) without being asked",
+    )
+    p.add_argument(
+        "--override-spacing",
+        dest=Confirm.OVERRIDE_SPACING.value,
+        action="store_true",
+        help="start although it is earlier than the course's spacing or the rest after "
+        "the last session",
     )
     add_db_option(p)
     p.add_argument(
@@ -282,7 +307,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
         _refuse_a_daemons_devices(store, targets)
         kinds = set(DeviceKind) if args.simulate else {t.kind for t in targets}
         # Before anything is connected: a refused session never touches a device.
-        dropped = check_profile(profile, kinds)
+        dropped = check_profile(profile, kinds, program.audience.value)
+        confirm_before(args, profile, store, simulated=args.simulate)
         for kind in sorted(dropped):
             print(f"warning: the {kind.value} is left out for profile {profile.name!r}")
         device_limits = {
@@ -305,7 +331,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 speed=speed,
                 scale=args.scale,
                 device_limits=device_limits,
+                simulated=args.simulate,
             )
+            # A program that does not fit the limit is refused before anything moves.
+            check_fits(plan, runner.limits)
             print(
                 f"{program.id}: {program.title}, {format_time(plan.duration)} on "
                 f"{', '.join(devices)} for {profile.name}"
@@ -321,6 +350,46 @@ async def cmd_run(args: argparse.Namespace) -> int:
         print(f"massaged: error: {history_error}", file=sys.stderr)
         return EXIT_CODES[result.outcome] or HISTORY_EXIT_CODE
     return EXIT_CODES[result.outcome]
+
+
+def confirm_before(
+    args: argparse.Namespace, profile: Profile, store: Store | None, *, simulated: bool
+) -> set[Confirm]:
+    """What the person confirms before the session: from the flags, else asked on a
+    terminal; SafetyError (one line, naming the flag) when it cannot be or is not given."""
+    given = {c for c in Confirm if getattr(args, c.value, False)}
+    postponed = postponement(profile)
+    if postponed is not None:
+        raise SafetyError(postponed)
+    for question in questions(profile, store, simulated=simulated):
+        if question.confirm in given:
+            continue
+        if not sys.stdin.isatty():
+            raise SafetyError(refusal(question, field_hint=False))
+        print(question.reason, flush=True)
+        answer = input(f"{question.prompt} [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            if question.confirm == Confirm.WELL_TODAY:
+                raise SafetyError("not started: postpone the session until you feel well")
+            raise SafetyError(f"not started: {question.reason}")
+        given.add(question.confirm)
+    return given
+
+
+def _confirm_for_daemon(args: argparse.Namespace) -> set[Confirm]:
+    """confirm_before for a session the daemon runs, from this machine's profile and history.
+
+    The daemon checks again (it is the authority); asking here lets a person answer on
+    the terminal instead of reading a refusal.
+    """
+    name = args.profile or DEFAULT_PROFILE_NAME
+    try:
+        with open_store(args) as store:
+            profile = store.get_profile(name)
+            return confirm_before(args, profile, store, simulated=False)
+    except StoreError as err:
+        logger.info("the profile is not read here (%s): the daemon checks it", err)
+    return confirm_before(args, DEFAULT_PROFILE, None, simulated=False)
 
 
 def _refuse_a_daemons_devices(store: Store, targets: Sequence[Target]) -> None:
@@ -394,9 +463,15 @@ async def _through_daemon(args: argparse.Namespace) -> int | None:
             "a running daemon plays programs by id: put the file in $MASSAGED_PROGRAMS_DIR "
             "or use --no-daemon"
         )
+    confirmed = _confirm_for_daemon(args)
     live = not args.no_display and sys.stdout.isatty()
     result = await run_remote(
-        Path(socket), args.program, profile=args.profile, scale=args.scale, live=live
+        Path(socket),
+        args.program,
+        profile=args.profile,
+        scale=args.scale,
+        live=live,
+        confirmed=[c.value for c in confirmed],
     )
     if result is None:
         print("the session ended (no record of how)")

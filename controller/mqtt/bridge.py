@@ -48,7 +48,6 @@ from controller.api import COMMANDS, DaemonAPI, dispatch, error, ok
 from controller.log_limit import limit_repeats
 from controller.mqtt.client import BrokerError, MqttClient, Payload, cancel_and_wait, encode
 from controller.mqtt.commands import (
-    MAX_JSON_BYTES,
     SCALE_MAX,
     BadPayload,
     SetRequest,
@@ -72,8 +71,6 @@ logger = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_S: Final = 360.0
 """Longest an API call may take: above the longest pairing window (300 s)."""
-MAX_PAYLOAD_BYTES: Final = MAX_JSON_BYTES
-"""Larger requests are refused unread."""
 MAX_PENDING_REQUESTS: Final = 32
 """Requests in progress at once; stop and emergency_stop are always let through."""
 OUTBOX_SIZE: Final = 1000

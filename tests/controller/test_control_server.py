@@ -16,7 +16,7 @@ import contextlib
 import json
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +99,16 @@ class Client:
             await self.writer.wait_closed()
 
 
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait until condition() holds (the server's state has no event to wait on)."""
+    async with asyncio.timeout(WAIT):
+        while not condition():  # noqa: ASYNC110 - nothing to wait on but the state itself
+            await asyncio.sleep(0.01)
+
+
 async def settle(server: ControlServer, count: int) -> None:
     """Wait until the server serves count connections."""
-    async with asyncio.timeout(WAIT):
-        while server.connections != count:
-            await asyncio.sleep(0.01)
+    await until(lambda: server.connections == count)
 
 
 # -- bad lines ---------------------------------------------------------------------------
@@ -225,9 +230,7 @@ async def test_a_connection_being_answered_is_never_closed_for_room(short: Path)
         try:
             for client in running:
                 await client.send(b'{"command": "run", "payload": {"program": "collar-zone"}}\n')
-            async with asyncio.timeout(WAIT):
-                while gate.commands.count("run") < 2:
-                    await asyncio.sleep(0.01)
+            await until(lambda: gate.commands.count("run") == 2)
             refused = await Client.open(server)
             try:
                 answer = await refused.answer()

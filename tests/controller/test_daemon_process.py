@@ -68,6 +68,9 @@ class Setup:
         )
 
     def api(self, command: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        if command == "run" and payload is not None:
+            # The person confirms being well before a session (controller.readiness).
+            payload = {"well_today": True, **payload}
         return asyncio.run(call(self.socket, command, payload))
 
     def wait_devices_up(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
@@ -159,7 +162,7 @@ def test_cli_run_stop_and_sigterm(setup: Setup) -> None:
     daemon = setup.start("daemon", "--simulator", "--auto-pair")
     setup.wait_devices_up(3)
     # `massaged run` finds the daemon and runs the session there, following it to its end.
-    run = setup.start("run", "collar-zone", "--no-display")
+    run = setup.start("run", "collar-zone", "--no-display", "--well")
     time.sleep(2.5)
     status = setup.cli("status", "--json")
     assert status.returncode == 0, status.stderr
@@ -228,6 +231,7 @@ def test_a_second_controller_is_refused_with_one_line(setup: Setup) -> None:
         f"belt={belt['address']}",
         "--db",
         str(setup.folder / "other.db"),
+        "--well",
     )
     assert f"belt: {belt['address']} is in use by another program" in line
     assert "is the massaged daemon running?" in line

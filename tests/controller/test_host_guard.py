@@ -194,7 +194,7 @@ def _children(pid: int) -> set[int]:
 def _start_session(setup: Setup) -> subprocess.Popen[str]:  # noqa: F811
     daemon = setup.start("daemon", "--simulator", "--auto-pair")
     setup.wait_devices_up(3)
-    answer = setup.api("run", {"program": "collar-zone"})
+    answer = setup.api("run", {"program": "collar-zone", "well_today": True})
     assert answer["status"] == "ok", answer
     time.sleep(2.0)  # the first stroke is under way on every device
     return daemon

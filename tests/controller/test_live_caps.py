@@ -279,7 +279,7 @@ def _in_process(program: Path, profile: Profile, folder: Path) -> dict[tuple[str
     db, record = folder / "db", folder / "rec.jsonl"
     with Store.open(db) as store:
         store.save_profile(profile)
-    args = ["run", str(program), "--simulate", "--speed", f"{SPEED:g}", "--no-display"]
+    args = ["run", str(program), "--simulate", "--speed", f"{SPEED:g}", "--no-display", "--well"]
     assert main([*args, "--profile", profile.name, "--db", str(db), "--record", str(record)]) == 0
     return _peaks(read_recording(record))
 

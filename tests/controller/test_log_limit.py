@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from controller.log_limit import BURST, RepeatLimit, limit_repeats
+from controller.log_limit import BURST, MAX_SITES, RepeatLimit, limit_repeats
 from controller.mqtt.bridge import MqttBridge
 from controller.mqtt.settings import MqttSettings
 
@@ -113,6 +113,16 @@ def test_each_handler_counts_for_itself_and_the_record_is_unchanged() -> None:
     assert second.lines == [f"accept failed: Too many open files ({i})" for i in range(5)]
 
 
+def test_the_counts_stay_bounded_however_many_places_log() -> None:
+    handler = ListHandler()
+    limit = limit_repeats(handler)
+    for i in range(3 * MAX_SITES):
+        record = logging.LogRecord(f"place.{i}", logging.WARNING, __file__, i, "x", (), None)
+        handler.handle(record)
+    assert len(handler.lines) == 3 * MAX_SITES
+    assert len(limit._windows) == MAX_SITES
+
+
 SETUP = """
 import logging, sys
 from controller.cli import setup_logging
@@ -147,7 +157,7 @@ async def test_the_bridge_forwards_a_flood_of_warnings_as_a_few_messages() -> No
     settings = MqttSettings(enabled=True, host="127.0.0.1", port=1)  # nothing listens there
     bridge = MqttBridge(settings, api=None, programs=["collar-zone"])  # type: ignore[arg-type]
     published: list[dict[str, Any]] = []
-    bridge._log_entry = published.append  # type: ignore[method-assign]
+    bridge._log_entry = published.append  # type: ignore[method-assign,assignment]
     await bridge.start()
     try:
         for i in range(1000):

@@ -34,7 +34,7 @@ def _by_channel(rows: list[dict[str, object]]) -> dict[tuple[str, str], list[int
 
 def test_collar_zone_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     record, db = tmp_path / "session.jsonl", tmp_path / "db"
-    args = ["run", "collar-zone", "--simulate", "--speed", "60", "--no-display"]
+    args = ["run", "collar-zone", "--simulate", "--speed", "60", "--no-display", "--well"]
     assert main([*args, "--record", str(record), "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert "step 1/8" in out
@@ -74,7 +74,7 @@ def test_ems_only_contraindication_leaves_the_butterfly_out(
         store.save_profile(
             Profile(name="ann", contraindications=frozenset({Contraindication.PREGNANCY}))
         )
-    args = ["run", "collar-zone-child", "--simulate", "--speed", "120", "--no-display"]
+    args = ["run", "collar-zone-child", "--simulate", "--speed", "120", "--no-display", "--well"]
     assert main([*args, "--profile", "ann", "--db", str(db), "--record", str(record)]) == 0
     out = capsys.readouterr().out
     assert "butterfly is left out" in out
@@ -197,7 +197,17 @@ def test_a_session_end_the_history_cannot_take_fails_the_run(
     db, blockers = locked_at_the_end
     program = tmp_path / "short.toml"
     program.write_text(SHORT_PROGRAM)
-    args = ["run", str(program), "--simulate", "--speed", "120", "--no-display", "--db", str(db)]
+    args = [
+        "run",
+        str(program),
+        "--simulate",
+        "--speed",
+        "120",
+        "--no-display",
+        "--well",
+        "--db",
+        str(db),
+    ]
     try:
         code = main(args)
     finally:
@@ -231,7 +241,17 @@ def test_a_session_end_written_on_a_second_attempt_is_a_normal_run(
     monkeypatch.setattr("controller.store._backoff_sleep", pause)
     program = tmp_path / "short.toml"
     program.write_text(SHORT_PROGRAM)
-    args = ["run", str(program), "--simulate", "--speed", "120", "--no-display", "--db", str(db)]
+    args = [
+        "run",
+        str(program),
+        "--simulate",
+        "--speed",
+        "120",
+        "--no-display",
+        "--well",
+        "--db",
+        str(db),
+    ]
     try:
         assert main(args) == 0
     finally:

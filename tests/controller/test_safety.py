@@ -14,14 +14,19 @@ from pydantic import ValidationError
 
 from controller.profiles import Audience, KindCaps, Profile
 from controller.safety import (
+    BURST_MAX_S,
+    BURST_REST_S,
+    CHILD_CAPS,
     GENTLER_STEP,
     RAMP_WINDOW_US,
+    BurstState,
     RampState,
     Rule,
     SafeDevice,
     SafetyLimits,
     SessionClock,
     SessionSafety,
+    burst_step,
     cap_units,
     clamp,
     ramp_step,
@@ -310,6 +315,106 @@ def test_ramp_climbs_5_per_tick_and_falls_at_once() -> None:
     assert value == 5
 
 
+# -- vibration bursts -----------------------------------------------------------
+
+
+def _bursts(requests: list[tuple[float, int]]) -> list[tuple[float, int]]:
+    """What burst_step lets through for (time, level) requests, with its change times."""
+    state = BurstState()
+    sent: list[tuple[float, int]] = []
+    for t, level in requests:
+        allowed, state = burst_step(state, level, t)
+        sent.append((t, allowed))
+    return sent
+
+
+def _runs(sent: list[tuple[float, int]]) -> tuple[list[float], list[float]]:
+    runs: list[float] = []
+    rests: list[float] = []
+    on_at: float | None = None
+    off_at: float | None = None
+    for t, level in sent:
+        if level > 0 and on_at is None:
+            on_at = t
+            if off_at is not None:
+                rests.append(t - off_at)
+        elif level == 0 and on_at is not None:
+            runs.append(t - on_at)
+            on_at, off_at = None, t
+    return runs, rests
+
+
+def test_burst_step_rests_after_15_s_of_continuous_vibration() -> None:
+    # 45 s asked for, a call every 0.1 s: bursts of at most 15 s, each followed by the rest.
+    sent = _bursts([(i / 10, 200) for i in range(451)] + [(45.1, 0)])
+    runs, rests = _runs(sent)
+    assert len(runs) == 3
+    assert max(runs) <= BURST_MAX_S
+    assert min(runs[:-1]) >= BURST_MAX_S - 0.5, "the guard takes only a small margin"
+    assert min(rests) >= BURST_REST_S
+
+
+def test_burst_step_a_short_zero_does_not_end_a_burst_a_long_one_does() -> None:
+    # 10 s on, 1 s off (shorter than the rest), on again: the burst goes on and is cut
+    # 15 s (less the guard) after its first start.
+    sent = _bursts(
+        [(i / 10, 100) for i in range(100)]
+        + [(10 + i / 10, 0) for i in range(10)]
+        + [(11 + i / 10, 100) for i in range(100)]
+    )
+    first_cut = next(t for t, level in sent if t > 11 and level == 0)
+    assert first_cut <= BURST_MAX_S
+    # 10 s on, a full rest, 10 s on: two bursts, nothing cut.
+    rest = BURST_REST_S
+    sent = _bursts(
+        [(i / 10, 100) for i in range(100)]
+        + [(10 + i / 10, 0) for i in range(round(rest * 10))]
+        + [(10 + rest + i / 10, 100) for i in range(100)]
+    )
+    assert all(level == 100 for t, level in sent if t < 10 or t >= 10 + rest)
+
+
+def test_burst_state_says_when_to_call_again() -> None:
+    level, state = burst_step(BurstState(), 50, 2.0)
+    assert level == 50
+    end = state.next_change(BURST_MAX_S)
+    assert end == 2.0 + BURST_MAX_S
+    level, state = burst_step(state, 50, 2.0 + BURST_MAX_S)
+    assert level == 0
+    assert state.next_change(BURST_MAX_S) == 2.0 + BURST_MAX_S + BURST_REST_S
+    level, state = burst_step(state, 50, 2.0 + BURST_MAX_S + BURST_REST_S)
+    assert level == 50
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0.01, 4.0), st.integers(0, 255)),
+        min_size=1,
+        max_size=60,
+    )
+)
+@settings(max_examples=150, deadline=None)
+def test_no_request_sequence_gets_a_run_past_15_s(steps: list[tuple[float, int]]) -> None:
+    # Whatever the requests, called at each request and whenever the rule says: no run
+    # of non-zero output reaches 15 s, and every run is followed by a rest at zero.
+    state = BurstState()
+    t = 0.0
+    current = 0
+    sent: list[tuple[float, int]] = []
+    for gap, level in steps:
+        end = t + gap
+        while (change := state.next_change(BURST_MAX_S - 0.25)) is not None and change < end:
+            # The request in force is re-applied when the rule says (as the runner does).
+            allowed, state = burst_step(state, current, change)
+            sent.append((change, allowed))
+        allowed, state = burst_step(state, level, end)
+        sent.append((end, allowed))
+        t, current = end, level
+    sent.append((t + 100, burst_step(state, 0, t + 100)[0]))
+    runs, _ = _runs(sent)
+    assert all(run <= BURST_MAX_S for run in runs)
+
+
 # -- limits -------------------------------------------------------------------
 
 
@@ -318,13 +423,20 @@ def test_limits_from_profile_take_the_minimum_and_audience() -> None:
     limits = SafetyLimits.from_profile(
         child, device_caps={"butterfly": 0.2, "belt": 0.9, "ems_max_raise_per_100ms": 3}
     )
-    assert limits.caps.butterfly == 0.2
-    assert limits.caps.belt == 0.8  # the profile's lower cap wins
+    # A child's ceilings on top of everything: no EMS, the belt at most 0.6.
+    assert limits.caps == KindCaps(belt=0.6, pillow=2 / 3, butterfly=0.0) == CHILD_CAPS
     assert limits.ems_max_raise_per_100ms == 3
     assert limits.session_limit_s == 900
     assert limits.heater_limit_s == 600
-    adult = SafetyLimits.from_profile(Profile())
+    adult = SafetyLimits.from_profile(
+        Profile(), device_caps={"butterfly": 0.2, "belt": 0.9, "ems_max_raise_per_100ms": 3}
+    )
+    assert adult.caps.butterfly == 0.2
+    assert adult.caps.belt == 0.8  # the profile's lower cap wins
     assert (adult.session_limit_s, adult.heater_limit_s) == (1800, 1200)
+    # A lower child cap in the profile stays lower.
+    careful = Profile(audience=Audience.CHILD, caps=KindCaps(belt=0.3, pillow=0.4))
+    assert SafetyLimits.from_profile(careful).caps == KindCaps(belt=0.3, pillow=0.4, butterfly=0)
 
 
 def test_limits_refuse_more_than_allowed() -> None:

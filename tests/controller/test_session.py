@@ -15,6 +15,7 @@ from typing import Any, cast
 import pytest
 
 from controller.profiles import Audience, Contraindication, Profile
+from controller.safety import BURST_MAX_S, BURST_REST_S, CHILD_CAPS
 from controller.session import (
     DeviceState,
     RunnerEvent,
@@ -690,22 +691,43 @@ async def test_history_rows_and_failing_writes(
         assert rig.quiet()
 
 
-async def test_the_session_limit_cuts_a_long_plan() -> None:
+async def test_the_session_limit_cuts_a_long_plan(tmp_path: Path) -> None:
+    # A plan that fits the child's 15 minutes, but a long pause (pauses count) takes the
+    # session past them: it is cut there, and recorded as cut, never as completed.
     async with make_rig(("belt",)) as rig:
         loop = asyncio.get_running_loop()
         jump = [0.0]
-        plan = make_plan(rig.devices, [(1000.0, {"belt": belt(100)})])
+        plan = make_plan(rig.devices, [(600.0, {"belt": belt(10)})])
         child = Profile(audience=Audience.CHILD)
-        runner = make_runner(rig, plan, profile=child, monotonic=lambda: loop.time() + jump[0])
-        async with running(runner) as task:
-            await wait_until(lambda: not rig.quiet(), what="the belt on")
-            jump[0] = 899.0  # the clock is injected: skip to just before the 15 minutes
-            result = await asyncio.wait_for(task, 10.0)
-        assert result.outcome == Outcome.COMPLETED
-        assert result.reason == "cut at the session limit"
-        assert 899.0 <= result.elapsed < 905.0
-        assert result.audience == Audience.CHILD
+        with Store.open(tmp_path / "db") as store:
+            runner = make_runner(
+                rig, plan, profile=child, store=store, monotonic=lambda: loop.time() + jump[0]
+            )
+            async with running(runner) as task:
+                await wait_until(lambda: not rig.quiet(), what="the belt on")
+                runner.pause()
+                await wait_until(lambda: runner.paused, what="the pause")
+                jump[0] = 899.0  # the clock is injected: skip to just before the 15 minutes
+                runner.resume()
+                result = await asyncio.wait_for(task, 10.0)
+            assert result.outcome == Outcome.CUT
+            assert result.reason == "cut at the session limit"
+            assert result.elapsed < 600.0, "the plan itself had not ended"
+            assert result.audience == Audience.CHILD
+            record = store.get_session(cast(int, result.session_id))
+            assert record.outcome == Outcome.CUT
         assert rig.quiet()
+
+
+async def test_a_plan_longer_than_the_limit_is_refused_up_front_naming_the_childs_program() -> None:
+    async with make_rig(("belt",)) as rig:
+        plan = make_plan(rig.devices, [(1000.0, {"belt": belt(100)})])
+        plan = dataclasses.replace(plan, program_id="collar-zone")
+        runner = make_runner(rig, plan, profile=Profile(audience=Audience.CHILD))
+        with pytest.raises(SafetyError, match=r"longer than a child's .* run collar-zone-child"):
+            await runner.run()
+        assert runner.done.is_set()
+        assert set(rig.values("belt", "motor1")) <= {0}, "nothing moved"
 
 
 async def test_a_childs_program_gets_the_childs_limit() -> None:
@@ -713,7 +735,60 @@ async def test_a_childs_program_gets_the_childs_limit() -> None:
         plan = make_plan(rig.devices, [(1.0, {"belt": belt(10)})], audience="child")
         runner = make_runner(rig, plan, profile=Profile(audience=Audience.ADULT))
         assert runner.limits.session_limit_s == 900.0
-        assert runner.limits.caps == Profile().caps
+        assert runner.limits.caps == CHILD_CAPS, "every child rule, the caps too"
+
+
+async def test_a_child_profile_gets_the_child_caps_and_no_ems_whatever_the_program() -> None:
+    async with make_rig() as rig:
+        # An adult program at full strength, EMS included, on a child's profile.
+        plan = make_plan(rig.devices, steady(1.5, level=255, speed=3, strength=150))
+        runner = make_runner(rig, plan, profile=Profile(audience=Audience.CHILD))
+        result = await runner.run()
+        assert result.outcome == Outcome.COMPLETED
+        assert result.dropped == ("butterfly",)
+        assert max(rig.values("belt", "motor1")) == math.floor(255 * CHILD_CAPS.belt) == 153
+        assert max(rig.values("pillow", "speed")) == 2
+        assert set(rig.values("butterfly", "strength_a")) <= {0}
+        assert set(rig.values("butterfly", "strength_b")) <= {0}
+        assert rig.quiet()
+
+
+def vibration_runs(changes: list[tuple[float, int]]) -> tuple[list[float], list[float]]:
+    """The lengths of the runs above zero and of the rests between them, from changes."""
+    runs: list[float] = []
+    rests: list[float] = []
+    on_at: float | None = None
+    off_at: float | None = None
+    for t, value in changes:
+        if value > 0 and on_at is None:
+            on_at = t
+            if off_at is not None:
+                rests.append(t - off_at)
+        elif value == 0 and on_at is not None:
+            runs.append(t - on_at)
+            on_at, off_at = None, t
+    assert on_at is None, "the recording ends with the motor at zero"
+    return runs, rests
+
+
+async def test_continuous_vibration_rests_after_15_s_on_every_motor(tmp_path: Path) -> None:
+    # 45 s of steady vibration asked for (past any loader): the recording of what the
+    # motors physically did shows bursts of at most 15 s, each followed by a rest.
+    speed = 5.0
+    async with make_rig(("belt",)) as rig:
+        plan = make_plan(rig.devices, [(45.0, {"belt": belt(200)})])
+        runner = make_runner(rig, plan, speed=speed)
+        result = await asyncio.wait_for(runner.run(), 45.0 / speed + 10.0)
+        assert result.outcome == Outcome.COMPLETED
+        assert any(v.rule.value == "vibration_burst" for v in result.violations)
+        clock = runner.clock
+        for motor in ("motor1", "motor2", "motor3", "motor4"):
+            runs, rests = vibration_runs(rig.changes("belt", motor, clock))
+            assert len(runs) >= 3, f"{motor}: the vibration goes on in bursts ({runs})"
+            assert max(runs) <= BURST_MAX_S, f"{motor}: a run over 15 s ({runs})"
+            # The rests the rule imposes (a busy machine may shorten one by its latency).
+            assert min(rests) >= BURST_REST_S - 0.5, f"{motor}: rests {rests}"
+        assert rig.quiet()
 
 
 async def test_cancelling_the_runner_stops_everything_and_leaves_no_task() -> None:

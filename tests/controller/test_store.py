@@ -306,6 +306,42 @@ def test_a_version_1_database_gains_owners_and_keeps_its_rows(tmp_path: Path) ->
         assert s.get_session(new).outcome is None
 
 
+def test_a_version_2_database_gains_cut_and_simulated_and_keeps_every_row(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "v2.db"
+    conn = sqlite3.connect(db, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    conn.execute(
+        "INSERT INTO sessions (program, devices, profile, started_at, ended_at, outcome, "
+        "gentler_presses, detail) VALUES ('old', '[\"belt\"]', 'default', "
+        "'2024-05-01T09:00:00.000000+00:00', '2024-05-01T09:20:00.000000+00:00', "
+        "'completed', 1, '{\"reason\": \"completed\"}')"
+    )
+    conn.execute("INSERT INTO session_events (session_id, t, kind) VALUES (1, 5.0, 'gentler')")
+    conn.close()
+    with Store.open(db) as s:
+        assert s.schema_version == SCHEMA_VERSION
+        (old,) = s.list_sessions()
+        assert (old.program, old.outcome, old.gentler_presses) == ("old", Outcome.COMPLETED, 1)
+        assert old.detail == {"reason": "completed"}
+        assert not old.simulated
+        # The events survive the rebuilt table, and still belong to their session.
+        assert [e.kind for e in s.session_events(old.id)] == ["gentler"]
+        assert s.integrity_check() == "ok"
+        new = s.begin_session("new", ["belt"], "default", simulated=True)
+        assert s.finish_session(new, Outcome.CUT).outcome == Outcome.CUT
+        assert s.get_session(new).simulated
+        assert [r.id for r in s.list_sessions(simulated=False)] == [old.id]
+        assert s.session_events(new) == []
+        s.add_event(new, 1.0, "pause")
+    with Store.open(db) as s:  # a second open migrates nothing
+        assert [e.kind for e in s.session_events(new)] == ["pause"]
+
+
 @pytest.fixture
 def fast_busy(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """A short busy time-out; returns the list of pauses the store took between attempts."""

@@ -10,10 +10,11 @@ time, so what the recording shows does not depend on the machine's load.
 from __future__ import annotations
 
 import asyncio
+import functools
 from dataclasses import dataclass
 from typing import Any
 
-from controller.profiles import Profile, painful_body_side
+from controller.profiles import Audience, PainfulSide, Profile, painful_body_side
 from controller.safety import SafetyLimits
 from controller.session import ScaledClock, SessionResult, SessionRunner, Timing, check_profile
 from devices.capabilities import DeviceKind
@@ -21,6 +22,7 @@ from devices.drivers.base import Device
 from devices.drivers.eb1 import EB1Driver
 from devices.drivers.sp1 import SP1Driver
 from devices.drivers.vb1 import VB1Driver
+from programs.library import get
 from programs.model import Program
 from programs.movements import Series, recording_series
 from programs.render import render
@@ -61,15 +63,17 @@ class Recorded:
 
 def _firmware(kind: DeviceKind, recorder: Recorder, speed: float, now: float) -> Firmware:
     if kind is DeviceKind.BELT:
-        return VB1Firmware(
-            "belt", motors=6, battery=None, recorder=recorder, speed=speed, now=now
-        )
+        return VB1Firmware("belt", motors=6, battery=None, recorder=recorder, speed=speed, now=now)
     if kind is DeviceKind.PILLOW:
         return SP1Firmware("pillow", recorder=recorder, speed=speed, now=now)
     return EB1Firmware("butterfly", recorder=recorder, speed=speed, now=now)
 
 
-_DRIVERS = {DeviceKind.BELT: VB1Driver, DeviceKind.PILLOW: SP1Driver, DeviceKind.BUTTERFLY: EB1Driver}
+_DRIVERS = {
+    DeviceKind.BELT: VB1Driver,
+    DeviceKind.PILLOW: SP1Driver,
+    DeviceKind.BUTTERFLY: EB1Driver,
+}
 
 
 async def _play(program: Program, profile: Profile, speed: float) -> Recorded:
@@ -107,3 +111,17 @@ async def _play(program: Program, profile: Profile, speed: float) -> Recorded:
 def play_recorded(program: Program, profile: Profile, *, speed: float = SPEED) -> Recorded:
     """Play a program for a profile on a simulated belt, pillow and butterfly."""
     return run_virtual(_play(program, profile, speed))
+
+
+PROFILES = {
+    "adult": Profile(),
+    "pain-left": Profile(name="pain-left", painful_side=PainfulSide.LEFT),
+    "child": Profile(name="child", audience=Audience.CHILD),
+}
+"""The profiles the built-in programs are read back for."""
+
+
+@functools.cache
+def recorded(program_id: str, profile: str) -> Recorded:
+    """One session per built-in program and profile, shared by the tests of a run."""
+    return play_recorded(get(program_id).program, PROFILES[profile])

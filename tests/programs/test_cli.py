@@ -29,8 +29,8 @@ def test_show_prints_steps_devices_and_bars(capsys: pytest.CaptureFixture[str]) 
     assert main(["programs", "show", "collar-zone"]) == 0
     out = capsys.readouterr().out
     assert "collar-zone: Cervical-collar zone massage" in out
-    assert "1  0:00   0:35  stroking   collar_zone  both  7 × 5 s" in out
-    assert "7  4:33   4:45  vibration  collar_zone  both  12 s" in out
+    assert "1  0:00   0:35  stroking   collar_zone  both  7 strokes × 5 s (method 7)" in out
+    assert "7  4:33   4:45  vibration  collar_zone  both  12 s: 1 burst" in out
     assert "belt       belt       VB1 (preview)" in out
     assert "belt motor1 neck L" in out
     assert "pillow speed" in out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ EXPECTED = {
     "self-massage",
     "office-weekly",
     "evening-pillow",
+    "classic-manual",
 }
 
 
@@ -115,28 +117,68 @@ def test_classic_three_stage_goes_down_then_back_up_then_fades() -> None:
     down = [Zone.NECK, Zone.NECK, Zone.SHOULDERS, Zone.SHOULDERS, Zone.UPPER_BACK, Zone.UPPER_BACK]
     assert zones == down + down[::-1]
     assert {x.technique for x in stage1} == {Technique.RUBBING, Technique.CIRCULAR}
+    # Stage 2: top to bottom and back along the belt, the force rising all the way.
     stage2 = [x for x in s if x.label.startswith("2:")]
-    assert stage2[0].intensity_at(1) > stage2[0].intensity_at(0)  # force rising
-    assert stage2[1].intensity_at(1) < stage2[1].intensity_at(0)  # and back
+    assert [x.zone for x in stage2] == [
+        Zone.NECK,
+        Zone.SHOULDERS,
+        Zone.UPPER_BACK,
+        Zone.SHOULDERS,
+        Zone.NECK,
+    ]
+    ramps = [(x.intensity_at(0), x.intensity_at(1)) for x in stage2]
+    assert all(a < b for a, b in ramps)
+    assert all(prev[1] <= nxt[0] for prev, nxt in itertools.pairwise(ramps))
+    # Stage 3: the force only falls, from below stage 2's peak, and ends with the palms.
     stage3 = [x for x in s if x.label.startswith("3:")]
-    assert all(x.intensity_at(1) < x.intensity_at(0) for x in stage3)  # force fading
+    ramps = [(x.intensity_at(0), x.intensity_at(1)) for x in stage3]
+    assert ramps[0][0] <= stage2[-1].intensity_at(1)
+    assert all(a > b for a, b in ramps)
+    assert all(prev[1] >= nxt[0] for prev, nxt in itertools.pairwise(ramps))
     assert s[-1].technique is Technique.RUBBING  # ends with rubbing with the palms
+
+
+def test_classic_manual_follows_the_method_order() -> None:
+    s = program("classic-manual").steps
+    order = [x.technique for x in s]
+    # superficial (stroking, circles, rubbing), deep pressing, the neck, kneading,
+    # pats, taps and vibration, ending with stroking
+    assert order == [
+        Technique.STROKING,
+        Technique.CIRCULAR,
+        Technique.RUBBING,
+        Technique.PRESSING,
+        Technique.STROKING,
+        Technique.RUBBING,
+        Technique.KNEADING,
+        Technique.TAPPING,
+        Technique.TAPPING,
+        Technique.VIBRATION,
+        Technique.STROKING,
+    ]
+    assert s[3].zone is Zone.UPPER_BACK  # along the transverse processes, not the neck
+    assert s[4].zone is s[5].zone is Zone.NECK
+    assert s[3].intensity_at(1) > s[3].intensity_at(0)
+    assert s[6].peak_intensity == max(x.peak_intensity for x in s)  # strong kneading
+    assert s[-1].intensity_at(1) < s[-1].intensity_at(0)
 
 
 def test_cervical_osteochondrosis_starts_on_the_healthy_side() -> None:
     s = program("cervical-osteochondrosis").steps
-    sided = [(x.technique, x.side) for x in s if x.side in (StepSide.HEALTHY, StepSide.PAINFUL)]
+    one_sided = (StepSide.HEALTHY, StepSide.TO_PAINFUL, StepSide.PAINFUL)
+    sided = [(x.technique, x.side) for x in s if x.side in one_sided]
     for technique in {t for t, _ in sided}:
         sides = [side for t, side in sided if t is technique]
-        assert sides == [StepSide.HEALTHY, StepSide.PAINFUL]
+        # healthy first, one smooth transition, then the painful side
+        assert sides == list(one_sided)
     order = [x.technique for x in s]
     assert order.index(Technique.STROKING) < order.index(Technique.PRESSING)
     warming = [i for i, x in enumerate(s) if x.heat]
     assert warming
     assert order.index(Technique.PRESSING) < warming[0] < order.index(Technique.KNEADING)
     assert s[-1].intensity_at(1) < s[-1].intensity_at(0)  # relaxation
-    for healthy, painful in zip(s[0::2], s[1::2], strict=False):
-        if (healthy.side, painful.side) == (StepSide.HEALTHY, StepSide.PAINFUL):
+    for healthy, move, painful in zip(s, s[1:], s[2:], strict=False):
+        if (healthy.side, move.side, painful.side) == one_sided:
             assert painful.peak_intensity <= healthy.peak_intensity
 
 

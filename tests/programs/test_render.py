@@ -134,7 +134,8 @@ def test_zones_pick_the_motors() -> None:
     for levels in belt_levels(cues_in(plan, "belt", 0)):
         assert levels[0] == levels[1] == levels[4] == levels[5] == 0
     assert any(levels[2] for levels in belt_levels(cues_in(plan, "belt", 0)))
-    assert set(belt_levels(cues_in(plan, "belt", 1))) == {(0, 0, 0, 0, 128, 128)}
+    played = {lv for lv in belt_levels(cues_in(plan, "belt", 1)) if any(lv)}
+    assert played == {(0, 0, 0, 0, 128, 128)}
     # the pillow only reaches the neck
     assert all(c.output.is_zero for c in plan.timelines["pillow"].cues)
 
@@ -284,12 +285,13 @@ def test_painful_side_ordering() -> None:
         assert left != right
         return "left" if left else "right"
 
+    # steps 0, 1, 2: healthy side, the transition, painful side
     default = render(program)
-    assert [first_side(default, i) for i in (0, 1)] == ["left", "right"]
+    assert [first_side(default, i) for i in (0, 2)] == ["left", "right"]
     pain_left = render(program, painful_side=Side.LEFT)
-    assert [first_side(pain_left, i) for i in (0, 1)] == ["right", "left"]
+    assert [first_side(pain_left, i) for i in (0, 2)] == ["right", "left"]
     pain_right = render(program, painful_side=Side.RIGHT)
-    assert [first_side(pain_right, i) for i in (0, 1)] == ["left", "right"]
+    assert [first_side(pain_right, i) for i in (0, 2)] == ["left", "right"]
     both = render(program, painful_side=Side.BOTH)
     played = [lv for lv in belt_levels(cues_in(both, "belt", 0)) if any(lv)]
     assert any(lv[0] for lv in played)
@@ -298,7 +300,7 @@ def test_painful_side_ordering() -> None:
 
 def test_ramp_rises_through_the_step() -> None:
     plan = render(make(step("vibration", start_intensity=0.2, end_intensity=0.8, intensity=None)))
-    levels = [lv[0] for lv in belt_levels(plan.timelines["belt"].cues[:-1])]
+    levels = [lv[0] for lv in belt_levels(plan.timelines["belt"].cues[:-1]) if lv[0]]
     assert levels == sorted(levels)
     assert levels[0] < levels[-1]
 

@@ -118,7 +118,7 @@ class OutputAudit:
         self._lowered: dict[str, _LoweredCap] = {}
         self._latest = 0.0
         self.gaps = 0
-        self.cap_changes = 0
+        """How many service gaps the audit was told of."""
 
     # -- exemptions -----------------------------------------------------------------
 
@@ -167,7 +167,6 @@ class OutputAudit:
 
     def lower_cap(self, device: str, cap: int, at: float) -> None:
         """A cap of this device lowered to cap (device units) at session time at."""
-        self.cap_changes += 1
         old = self.caps.get(device, cap)
         if cap >= old:
             return

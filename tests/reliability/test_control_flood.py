@@ -210,31 +210,38 @@ def quiet_times(rows: list[dict[str, Any]]) -> tuple[dict[str, float | None], se
     return quiet, was_on
 
 
+LIMIT = 256
+"""The daemon's descriptors when they are to spare: far more than its connection cap needs."""
+HEADROOM = 8
+"""The daemon's descriptors above those it has open when they are to run out."""
+
+
 @pytest.mark.parametrize(
-    ("headroom", "said"),
+    ("exhaust", "said"),
     [
-        (256, "connections (the most served at once)"),
-        (8, "control socket: out of file descriptors"),
+        (False, "connections (the most served at once)"),
+        (True, "control socket: out of file descriptors"),
     ],
     ids=["descriptors-to-spare", "descriptors-exhausted"],
 )
 def test_an_emergency_stop_gets_through_a_connection_flood(
-    procs: Processes, headroom: int, said: str
+    procs: Processes, exhaust: bool, said: str
 ) -> None:
     """Promise 3 under a flood: the stop arrives and every device is at zero on the recording.
 
-    headroom 256: the daemon's limit is 256 descriptors, more than its
-    connection cap needs, so the cap and its eviction of idle connections are
-    what let the stop in. headroom 8: the limit is 8 above what the daemon has
-    open, so the flood exhausts the descriptors before the cap and the reserve
-    descriptor is what lets the stop in.
+    To spare: the daemon may open LIMIT descriptors, more than its connection
+    cap needs, so the cap and its closing of idle connections let the stop in.
+    Exhausted: it may open only HEADROOM more than it has open, below the cap,
+    so the flood runs it out of descriptors and the reserve descriptor lets the
+    stop in. Either way the log names the case, so each proves its own path.
     """
     with procs.log.open("w") as log:
         daemon = procs.start("daemon", "--simulator", "--auto-pair", stderr=log)
     procs.wait_devices_up(3)
-    limit = headroom if headroom > 64 else open_descriptors(daemon.pid) + headroom
+    limit = open_descriptors(daemon.pid) + HEADROOM if exhaust else LIMIT
     lower_descriptors(daemon.pid, limit)
-    answer = procs.api("run", {"program": "collar-zone"})
+    # well_today: the person's word that today is a day for massage (controller.readiness).
+    answer = procs.api("run", {"program": "collar-zone", "well_today": True})
     assert answer["status"] == "ok", answer
     time.sleep(2.0)  # the first stroke is under way on every device
     log_before = procs.log.read_text().count("\n")
@@ -266,6 +273,6 @@ def test_an_emergency_stop_gets_through_a_connection_flood(
     assert status["status"] == "ok", status
     assert status["data"]["session"] is None
     assert daemon.poll() is None
-    log = procs.log.read_text()
-    assert said in log  # the case took the path it is about
-    assert log.count("\n") - log_before <= LOG_LINES, (opened, log[-3000:])
+    text = procs.log.read_text()
+    assert said in text  # the case took the path it is about
+    assert text.count("\n") - log_before <= LOG_LINES, (opened, text[-3000:])

@@ -696,7 +696,7 @@ async def test_a_blocked_loop_brings_every_device_back_through_a_fresh_ramp(
         assert (await w.call("stop"))["status"] == "ok"
         result = await w.wait_ended()
         # The audit judges the gap: every device at zero soon after it, the EMS ramp from zero.
-        await end_checks(w, result, Outcome.STOPPED, ("stop",))
+        await end_checks(w, result, Outcome.STOPPED, ("service_gap", "stop"))
 
 
 @pytest.mark.parametrize("stall", ["brief", "long"])
@@ -738,8 +738,10 @@ async def test_a_stopped_daemon_stops_every_device_and_resumes_from_zero(stall: 
         assert await w.terminate() == 0, w.log_text()[-3000:]
         with w.store() as store:
             record = store.list_sessions(1)[0]
+            events = [e.kind for e in store.session_events(record.id)]
         assert record.outcome == Outcome.STOPPED, record
         assert record.ended_at is not None
+        assert "service_gap" in events, events
 
 
 # -- a cap changed mid-session ----------------------------------------------------------------

@@ -184,6 +184,9 @@ class Simulated:
 
     async def call(self, command: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         """One request over the control socket, as the command line sends it."""
+        if command == "run" and payload is not None:
+            # The person confirms being well before a session (controller.readiness).
+            payload = {"well_today": True, **payload}
         return await call(self.socket, command, payload, timeout=WAIT)
 
     async def run(self, **payload: Any) -> dict[str, Any]:
@@ -412,6 +415,9 @@ class Mqtt:
 
     async def request(self, command: str, payload: dict[str, Any]) -> dict[str, Any]:
         """One request over MQTT (massaged/bridge/request/<command>) and its response."""
+        if command == "run":
+            # The person confirms being well before a session (controller.readiness).
+            payload = {"well_today": True, **payload}
         return await self.client.request(command, payload)
 
 

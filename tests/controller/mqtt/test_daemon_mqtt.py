@@ -102,7 +102,9 @@ async def test_discovery_availability_state_and_bridge_commands(
         await ha.wait_for(_is(f"massaged/{name}/availability", b"online"))
     assert (await ha.wait_topic("massaged/bridge/state")).json() == {"state": "online"}
 
-    answer = await ha.request("run", {"program": "collar-zone", "transaction": 41})
+    # well_today: the person's word that today is a day for massage (controller.readiness).
+    run = {"program": "collar-zone", "well_today": True, "transaction": 41}
+    answer = await ha.request("run", run)
     assert answer["status"] == "ok", answer
     assert answer["transaction"] == 41
     await ha.wait_for(lambda m: m.topic == "massaged/belt" and m.json().get("running") is True)
@@ -141,7 +143,8 @@ async def test_broker_restart_mid_session_grace_stop_and_republish(
 ) -> None:
     await _all_up(world)
     ha = await spy("massaged/#")
-    assert (await ha.request("run", {"program": "collar-zone"}))["status"] == "ok"
+    run = {"program": "collar-zone", "well_today": True}
+    assert (await ha.request("run", run))["status"] == "ok"
     await _eventually(lambda: not world.quiet())
     # The broker dies longer than the grace time: the MQTT-started session fades and stops.
     broker.kill()
@@ -165,7 +168,7 @@ async def test_session_from_the_command_line_outlives_the_broker(
     from controller import api
 
     await _all_up(world)
-    answer = await api.dispatch(world.daemon, "run", {"program": "collar-zone"})
+    answer = await api.dispatch(world.daemon, "run", {"program": "collar-zone", "well_today": True})
     assert answer["status"] == "ok"
     broker.kill()
     await asyncio.sleep(GRACE + 1.5)
