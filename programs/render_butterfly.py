@@ -1,7 +1,8 @@
 """Techniques on the EB1 butterfly: EMS contractions on the back of the neck, shoulders, upper back.
 
-Each technique becomes a rhythm of contractions (waveform intensity up) and
-relaxations (waveform intensity 0) at a technique-specific pulse frequency;
+Each repetition is one contraction (waveform intensity up) and relaxation
+(waveform intensity 0) on each channel that plays the step, at a
+technique-specific pulse frequency, in the same slot as the belt's movement;
 channel A works the left side, B the right. The strength comes from the
 step's intensity and stays modest (intensity 1.0 is strength 60 of 200): the
 profile's caps and the driver's ramp come on top.

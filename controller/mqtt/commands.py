@@ -23,6 +23,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from controller import jsonline
+from devices.errors import ConfigError
 
 SCALE_MIN: Final = 0.1
 SCALE_MAX: Final = 1.0
@@ -46,7 +47,7 @@ _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 """A number as Home Assistant's number entity sends it ("0.55", "1")."""
 
 
-class BadPayload(ValueError):
+class BadPayload(ConfigError):
     """A payload a command topic does not take; the text says what it takes."""
 
 

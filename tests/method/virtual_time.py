@@ -49,7 +49,15 @@ def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to the end on a fresh virtual-time loop, then close the loop."""
     loop = VirtualTimeLoop()
     try:
-        return loop.run_until_complete(coro)
+        result = loop.run_until_complete(coro)
+        # Nothing may be left running: a leftover task is a bug of what ran.
+        leftover = asyncio.all_tasks(loop)
+        for task in leftover:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+        if leftover:
+            raise AssertionError(f"tasks left running: {sorted(t.get_name() for t in leftover)}")
+        return result
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()

@@ -21,6 +21,7 @@ from programs.model import (
     Technique,
     Zone,
 )
+from programs.movements import count_in, counted_channels, movements, plan_series
 from programs.render import default_devices, render
 from programs.render_butterfly import NOMINAL_MAX_STRENGTH
 
@@ -147,3 +148,31 @@ def test_random_programs_render_within_device_ranges(
                 step.devices is not None and caps.kind not in step.devices
             ):
                 assert cue.output.is_zero
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    program=programs(),
+    devices=device_sets(),
+    painful=st.sampled_from([None, Side.LEFT, Side.RIGHT, Side.BOTH]),
+)
+def test_random_programs_play_one_movement_per_repetition(
+    program: Program, devices: dict[str, Capabilities], painful: Side | None
+) -> None:
+    plan = render(program, devices, painful_side=painful)
+    for timeline in plan.timelines.values():
+        for channel in counted_channels(timeline):
+            series = plan_series(timeline, channel)
+            found = movements(series, end=plan.duration)
+            for span, step in zip(plan.steps, program.steps, strict=True):
+                inside = [v for t, v in series if span.start <= t < span.end]
+                want = step.movement_count if any(inside) else 0
+                got = count_in(found, span.start, span.end)
+                # A movement at (nearly) zero intensity cannot be felt nor counted.
+                weakest = min(step.intensity_at(0), step.intensity_at(1))
+                if step.side is StepSide.TO_PAINFUL:
+                    weakest /= step.movement_count + 1
+                assert got == want if weakest >= 0.05 else got <= want
+                # every step ends at zero on every vibrating and EMS output
+                after = [v for t, v in series if t <= span.end - 1e-3]
+                assert after[-1] == 0
