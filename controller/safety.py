@@ -82,6 +82,7 @@ from devices.events import (
     StopButtonPressed,
 )
 from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, Output, PillowOutput
+from programs.bursts import MAX_BURST_S, MIN_REST_S
 
 logger = logging.getLogger(__name__)
 
@@ -106,15 +107,14 @@ is the ceiling a children's program may ask for (programs.model.CHILD_MAX_INTENS
 the pillow's speed 2 of 3 is what such a step renders to, and EMS is not used on a
 child at all (0: the butterfly is left out of a child's session)."""
 
-BURST_MAX_S = 15.0
-"""The method: vibration up to 15 s; then a rest at zero."""
+BURST_MAX_S = MAX_BURST_S
+"""The method: vibration up to 15 s; then a rest at zero (programs.bursts, the one figure)."""
 BURST_GUARD_S = 0.25
 """The safety layer stops a burst this much sooner (session seconds), so that what the
 motor physically does, after the link's latency, stays within BURST_MAX_S."""
-BURST_REST_S = 3.0
-"""The shortest rest at zero between two bursts (session seconds). Ours: long enough to be
-felt as a pause rather than a flicker, a fifth of a full burst; a shorter zero does not
-end a burst."""
+BURST_REST_S = MIN_REST_S
+"""The shortest rest at zero between two bursts, 3 s (massaged's choice, explained in
+programs.bursts); a shorter zero does not end a burst."""
 
 GENTLER_STEP = 0.7
 """Each "gentler" press multiplies every intensity by this."""
@@ -536,7 +536,7 @@ def burst_step(
         on_since = None  # rested long enough while at zero: a new burst
     if on_since is None:
         on_since = now
-    if now - on_since >= max_s:
+    if now >= on_since + max_s:  # the very sum next_change() gives: no rounding gap
         return 0, BurstState(zero_since=now, rest_until=now + rest_s)
     return level, BurstState(on_since=on_since)
 

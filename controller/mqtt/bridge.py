@@ -716,7 +716,7 @@ class MqttBridge:
             )
             return
         try:
-            data = request_fields(payload)
+            data = request_fields(payload, command)
         except BadPayload as err:
             await self._refuse_request(command, f"{where}: {err}")
             return

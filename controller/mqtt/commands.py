@@ -35,6 +35,9 @@ PAYLOAD_OFF: Final = "OFF"
 REQUEST_PRESS: Final = "{}"
 """What the bridge's own buttons send to their request topic: a request without fields."""
 BUTTONS: Final = ("start", "pause", "stop", "emergency_stop", "gentler")
+STOPS: Final = frozenset({"stop", "emergency_stop"})
+"""Commands never refused for their payload: stopping is always safe, and a user
+reaching for a stop with a hand-made message (an empty one, "press") must get it."""
 """The per-device buttons; each is a command topic <base>/<device>/set/<button>."""
 ACTIONS: Final = (*BUTTONS, "resume")
 """The actions of the JSON <base>/<device>/set topic."""
@@ -83,12 +86,22 @@ def decode_json(payload: bytes) -> Any:
 REQUEST_EXPECTED: Final = "a JSON object of the command's fields ({} for none)"
 
 
-def request_fields(payload: bytes) -> dict[str, Any]:
+def request_fields(payload: bytes, command: str = "") -> dict[str, Any]:
     """The fields of a request on <base>/bridge/request/<command>: a JSON object, nothing else.
 
     An empty payload is refused, not read as "no fields": it is what deleting a
     retained message sends, and a resume or a run must never come from that.
+    A stop is the exception: any payload stops. Only its "transaction" is read, so
+    that nothing in it (an unknown field, a wrong type) can keep it from stopping.
     """
+    if command in STOPS:
+        try:
+            data = decode_json(payload) if payload.strip() else {}
+        except BadPayload:
+            data = {}
+        if isinstance(data, dict) and "transaction" in data:
+            return {"transaction": data["transaction"]}
+        return {}
     if not payload.strip() or payload.strip() == b"null":
         raise BadPayload(f"{describe(payload)} is refused; it takes {REQUEST_EXPECTED}")
     data = decode_json(payload)
@@ -203,6 +216,21 @@ class Button(Entity):
         return SetRequest(action=self.name) if text == PAYLOAD_PRESS else None
 
 
+class StopButton(Button):
+    """A stop button: any payload stops (a retained one is still never carried out)."""
+
+    def expected(self, programs: Sequence[str]) -> str:
+        """PRESS, though any payload stops."""
+        return f"{PAYLOAD_PRESS} (any payload stops)"
+
+    def _accept(self, text: str, programs: Sequence[str]) -> SetRequest | None:
+        return SetRequest(action=self.name)
+
+    def parse(self, payload: bytes, programs: Sequence[str]) -> SetRequest:
+        """Always a stop, whatever the payload (even too large or not UTF-8)."""
+        return SetRequest(action=self.name)
+
+
 class Switch(Entity):
     """The heater switch: exactly payload_on or payload_off."""
 
@@ -265,7 +293,7 @@ class ScaleNumber(Entity):
 ENTITIES: Final[Mapping[str, Entity]] = {
     "program": ProgramSelect("program"),
     "scale": ScaleNumber("scale"),
-    **{button: Button(button) for button in BUTTONS},
+    **{button: StopButton(button) if button in STOPS else Button(button) for button in BUTTONS},
     "heater": Switch("heater"),
 }
 """Every <base>/<device>/set/<entity> topic and what it takes."""

@@ -12,7 +12,7 @@ import pytest
 from controller import api as api_module
 from controller.api import COMMANDS, Request
 from controller.mqtt.bridge import MqttBridge, snapshot_states
-from controller.mqtt.commands import BUTTONS, ENTITIES
+from controller.mqtt.commands import BUTTONS, ENTITIES, STOPS
 from controller.mqtt.discovery import DeviceDescription, topic_id
 from controller.mqtt.settings import MqttSettings
 from controller.session import DeviceSnapshot, DeviceState, SessionSnapshot, SessionState
@@ -252,7 +252,7 @@ EMPTY_PAYLOADS = [
 
 
 @pytest.mark.parametrize(("payload", "retain"), EMPTY_PAYLOADS)
-@pytest.mark.parametrize("command", ["run", "resume", "stop", "status"])
+@pytest.mark.parametrize("command", ["run", "resume", "pause", "status"])
 async def test_an_empty_or_null_request_is_refused_with_an_answer(
     make_bridge: BridgeFactory,
     spy: SpyFactory,
@@ -276,6 +276,33 @@ async def test_an_empty_or_null_request_is_refused_with_an_answer(
     assert (await client.request("status", b"{}"))["status"] == "ok"
 
 
+@pytest.mark.parametrize("command", ["stop", "emergency_stop"])
+@pytest.mark.parametrize(
+    "payload", [b"", b" ", b"null", b"press", b"[1]", b'{"bogus": 1}', b"\xff", b"{not json"]
+)
+async def test_any_payload_stops(
+    make_bridge: BridgeFactory,
+    spy: SpyFactory,
+    api: FakeAPI,
+    command: str,
+    payload: bytes,
+) -> None:
+    """Stopping is always safe: no payload keeps a stop from stopping, on a request topic
+    or a device's button (test_retained_commands_are_never_carried_out: a retained one
+    from the broker's store still never acts)."""
+    await make_bridge()
+    client = await spy("massaged/bridge/response/#")
+    since = len(client.messages)
+    await client.publish(f"massaged/bridge/request/{command}", payload)
+    answer = await client.wait_topic(f"massaged/bridge/response/{command}", since=since)
+    assert answer.json()["status"] == "ok", answer.json()
+    since = len(client.messages)
+    await client.publish(f"massaged/pillow/set/{command}", payload)
+    answer = await client.wait_topic("massaged/bridge/response/set", since=since)
+    assert answer.json()["status"] == "ok", answer.json()
+    assert api.commands() == [command, command]
+
+
 @pytest.mark.parametrize(
     ("command", "payload", "says"),
     [
@@ -284,9 +311,9 @@ async def test_an_empty_or_null_request_is_refused_with_an_answer(
         ("run", b'{"program": 5}', "program"),
         ("run", b'{"program": "collar-zone", "scale": 2}', "scale"),
         ("scale", b'{"scale": NaN}', "NaN"),
-        ("stop", b"[1, 2]", "JSON object"),
-        ("stop", b'"stop"', "JSON object"),
-        ("stop", b'{"bogus": 1}', "bogus"),
+        ("pause", b"[1, 2]", "JSON object"),
+        ("pause", b'"pause"', "JSON object"),
+        ("pause", b'{"bogus": 1}', "bogus"),
         ("explode", b"{}", "unknown command"),
         ("run", b'{"program": "' + b"x" * 100_000 + b'"}', "too large"),
         ("history", b'{"limit": [20]}', "limit"),
@@ -324,9 +351,10 @@ async def test_a_wrong_type_error_still_echoes_the_transaction(
 
 ENTITY_TOPICS = [
     "massaged/pillow/set",
-    *(f"massaged/pillow/set/{entity}" for entity in ENTITIES),
+    *(f"massaged/pillow/set/{entity}" for entity in ENTITIES if entity not in STOPS),
 ]
-"""Every command topic of a device with a heater: the JSON one and each entity's."""
+"""Every command topic of a device with a heater but the stops (any payload stops:
+test_any_payload_stops): the JSON one and each entity's."""
 
 
 @pytest.mark.parametrize(("payload", "retain"), EMPTY_PAYLOADS)
@@ -430,7 +458,10 @@ async def test_retained_commands_are_never_carried_out(
 ) -> None:
     # Retained commands would be carried out again at every reconnect: they are refused
     # (and answered) when the broker hands them over at subscribe time.
-    assert set(DOCUMENTED) == set(ENTITY_TOPICS)
+    assert set(DOCUMENTED) == {
+        "massaged/pillow/set",
+        *(f"massaged/pillow/set/{entity}" for entity in ENTITIES),
+    }
     watcher = await spy("massaged/bridge/logging", "massaged/bridge/response/#")
     await watcher.publish("massaged/bridge/request/run", b'{"program": "collar-zone"}', retain=True)
     for topic, payload in DOCUMENTED.items():

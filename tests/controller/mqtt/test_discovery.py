@@ -10,6 +10,7 @@ import pytest
 
 from controller.mqtt.commands import (
     ENTITIES,
+    STOPS,
     BadPayload,
     SetRequest,
     parse_entity,
@@ -242,6 +243,11 @@ def test_discovery_announces_exactly_what_the_bridge_takes() -> None:
                 request = parse_entity([cid], payload.encode(), PROGRAMS)
                 assert isinstance(request, SetRequest)
                 assert not request.empty
+            if cid in STOPS:
+                # Any payload stops: stopping is always safe (test_any_payload_stops).
+                for anything in (b"", b"null", b"press", b"ON", b"\xff"):
+                    assert parse_entity([cid], anything, PROGRAMS).action == cid
+                continue
             for payloads in sends.values():
                 for payload in payloads:
                     if payload in sends[cid]:
