@@ -251,6 +251,7 @@ class Daemon:
                 "ended_at": r.ended_at.isoformat() if r.ended_at else None,
                 "outcome": r.outcome.value if r.outcome else None,
                 "gentler_presses": r.gentler_presses,
+                "simulated": r.simulated,
             }
             for r in rows
         ]

@@ -37,7 +37,8 @@ at every session start and on every lowering. On top of the clamp, with state:
    (the driver refuses too);
 8. **vibration bursts** (the method: vibration up to 15 s): no belt motor runs
    longer than :data:`BURST_MAX_S` without a rest at zero of at least
-   :data:`BURST_REST_S`, whatever the program asks (see :func:`burst_step`);
+   :data:`BURST_REST_S`, whatever the program asks (see :func:`burst_step`; it
+   keeps a margin of :data:`BURST_GUARD_S` on both for the link's latency);
    the runner calls apply or tick at :meth:`SafeDevice.next_burst_change`;
 9. **a child's rules**: a child audience (the profile's or the program's) gets
    :data:`CHILD_CAPS` on top of the profile's caps, so no EMS at all;
@@ -109,12 +110,17 @@ child at all (0: the butterfly is left out of a child's session)."""
 
 BURST_MAX_S = MAX_BURST_S
 """The method: vibration up to 15 s; then a rest at zero (programs.bursts, the one figure)."""
-BURST_GUARD_S = 0.25
-"""The safety layer stops a burst this much sooner (session seconds), so that what the
-motor physically does, after the link's latency, stays within BURST_MAX_S."""
 BURST_REST_S = MIN_REST_S
 """The shortest rest at zero between two bursts, 3 s (massaged's choice, explained in
 programs.bursts); a shorter zero does not end a burst."""
+BURST_GUARD_S = 0.25
+"""The safety layer's margin (session seconds): it stops a burst this much sooner and
+makes the rest it imposes this much longer, so that what the motor physically does,
+after the link's latency, still keeps both figures."""
+BURST_CUT_S = BURST_MAX_S - BURST_GUARD_S
+"""When the safety layer stops a burst."""
+BURST_IMPOSED_REST_S = BURST_REST_S + BURST_GUARD_S
+"""How long the rest it then imposes lasts."""
 
 GENTLER_STEP = 0.7
 """Each "gentler" press multiplies every intensity by this."""
@@ -513,14 +519,16 @@ def burst_step(
     level: int,
     now: float,
     *,
-    max_s: float = BURST_MAX_S - BURST_GUARD_S,
+    max_s: float = BURST_CUT_S,
     rest_s: float = BURST_REST_S,
+    imposed_rest_s: float = BURST_IMPOSED_REST_S,
 ) -> tuple[int, BurstState]:
     """The level that may be sent now under the burst rule, and the new state.
 
     A burst is a run of non-zero levels without a rest at zero of at least rest_s. Once
-    a burst has lasted max_s the output is held at zero for rest_s, whatever is asked.
-    The caller must call again at state.next_change() for the rule to hold on time.
+    a burst has lasted max_s the output is held at zero for imposed_rest_s, whatever is
+    asked. The caller must call again at state.next_change(max_s) for the rule to hold
+    on time.
     """
     if state.rest_until is not None:
         if now < state.rest_until:
@@ -537,7 +545,7 @@ def burst_step(
     if on_since is None:
         on_since = now
     if now >= on_since + max_s:  # the very sum next_change() gives: no rounding gap
-        return 0, BurstState(zero_since=now, rest_until=now + rest_s)
+        return 0, BurstState(zero_since=now, rest_until=now + imposed_rest_s)
     return level, BurstState(on_since=on_since)
 
 
@@ -763,8 +771,7 @@ class SafeDevice:
     def next_burst_change(self) -> float | None:
         """Session seconds (this session's clock) at which the burst rule next changes
         what this device may send; apply or tick must run then. None: nothing pending."""
-        max_s = BURST_MAX_S - BURST_GUARD_S
-        changes = [c for b in self._bursts if (c := b.next_change(max_s)) is not None]
+        changes = [c for b in self._bursts if (c := b.next_change(BURST_CUT_S)) is not None]
         return min(changes, default=None)
 
     def clamp(self, output: Output) -> Output:
@@ -910,8 +917,8 @@ class SafeDevice:
                 self.session.record(
                     self.name,
                     Rule.VIBRATION_BURST,
-                    f"motor {i + 1}: vibration rests {BURST_REST_S:g} s after at most "
-                    f"{BURST_MAX_S:g} s",
+                    f"motor {i + 1}: vibration rests {BURST_IMPOSED_REST_S:g} s after "
+                    f"{BURST_CUT_S:g} s (the method: at most {BURST_MAX_S:g} s at a time)",
                 )
             levels.append(allowed)
         # Committed at once: a failed send leaves the rule stricter, never looser.

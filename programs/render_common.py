@@ -183,9 +183,3 @@ class StepContext:
 def side_matches(output_side: Side, wanted: Side) -> bool:
     """Whether an output on output_side should play a step on the wanted side."""
     return wanted is Side.BOTH or output_side is Side.BOTH or output_side is wanted
-
-
-def grid(period: float, step_s: float) -> list[float]:
-    """Offsets 0, step_s, 2·step_s, … below period."""
-    count = max(1, round(period / step_s))
-    return [round(i * step_s, 6) for i in range(count) if i * step_s < period - EPS]

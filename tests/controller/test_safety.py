@@ -14,6 +14,8 @@ from pydantic import ValidationError
 
 from controller.profiles import Audience, KindCaps, Profile
 from controller.safety import (
+    BURST_CUT_S,
+    BURST_IMPOSED_REST_S,
     BURST_MAX_S,
     BURST_REST_S,
     CHILD_CAPS,
@@ -377,12 +379,15 @@ def test_burst_step_a_short_zero_does_not_end_a_burst_a_long_one_does() -> None:
 def test_burst_state_says_when_to_call_again() -> None:
     level, state = burst_step(BurstState(), 50, 2.0)
     assert level == 50
-    end = state.next_change(BURST_MAX_S)
-    assert end == 2.0 + BURST_MAX_S
-    level, state = burst_step(state, 50, 2.0 + BURST_MAX_S)
+    end = state.next_change(BURST_CUT_S)
+    assert end == 2.0 + BURST_CUT_S < 2.0 + BURST_MAX_S
+    assert burst_step(state, 50, end - 0.01)[0] == 50
+    level, state = burst_step(state, 50, end)
     assert level == 0
-    assert state.next_change(BURST_MAX_S) == 2.0 + BURST_MAX_S + BURST_REST_S
-    level, state = burst_step(state, 50, 2.0 + BURST_MAX_S + BURST_REST_S)
+    rest_end = state.next_change(BURST_CUT_S)
+    assert rest_end == end + BURST_IMPOSED_REST_S > end + BURST_REST_S
+    assert burst_step(state, 50, rest_end - 0.01)[0] == 0
+    level, state = burst_step(state, 50, rest_end)
     assert level == 50
 
 
@@ -403,7 +408,7 @@ def test_no_request_sequence_gets_a_run_past_15_s(steps: list[tuple[float, int]]
     sent: list[tuple[float, int]] = []
     for gap, level in [*steps, (100.0, 0)]:  # the last request held long, then off
         end = t + gap
-        while (change := state.next_change(BURST_MAX_S - 0.25)) is not None and change < end:
+        while (change := state.next_change(BURST_CUT_S)) is not None and change < end:
             # The request in force is re-applied when the rule says (as the runner does).
             allowed, state = burst_step(state, current, change)
             sent.append((change, allowed))

@@ -45,6 +45,10 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         return self._virtual.now
 
 
+async def _reap(tasks: set[asyncio.Task[Any]]) -> None:
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to the end on a fresh virtual-time loop, then close the loop."""
     loop = VirtualTimeLoop()
@@ -52,10 +56,10 @@ def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
         result = loop.run_until_complete(coro)
         # Nothing may be left running: a leftover task is a bug of what ran.
         leftover = asyncio.all_tasks(loop)
-        for task in leftover:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
         if leftover:
+            for task in leftover:
+                task.cancel()
+            loop.run_until_complete(_reap(leftover))
             raise AssertionError(f"tasks left running: {sorted(t.get_name() for t in leftover)}")
         return result
     finally:
