@@ -2,13 +2,14 @@
 
 Each program plays on a simulated belt, pillow and butterfly through the
 session runner, the safety layer and the real drivers (tests/method/recorded.py),
-for an adult, for a profile with pain on one side, and (where it fits a
-child's 15 minutes) for a child. Per step, the recording must show: the
-step's count of movements on every output it plays and none elsewhere
-(programs/movements.py, the same counter as the plan's), no vibration longer
-than 15 s without a 3 s rest (programs/bursts.py), nothing above the step's
-nominal peak or the profile's cap, and every vibrating and EMS output back at
-zero when the step ends.
+for an adult, for a profile with pain on one side, and for a child (a
+program longer than a child's 15 minutes must be refused up front). Per
+step, the recording must show: the step's count of movements on every
+output it plays and none elsewhere (programs/movements.py, the same counter
+as the plan's), no vibration longer than 15 s without a 3 s rest
+(programs/bursts.py), nothing above the step's nominal peak or the
+profile's cap, and every vibrating and EMS output back at zero when the
+step ends.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 import pytest
 
 from devices.capabilities import DeviceKind, EmsChannel, Side
+from devices.errors import SafetyError
 from programs.bursts import MAX_BURST_S, bursts
 from programs.library import builtin_ids, get
 from programs.model import Program, Technique
@@ -26,7 +28,7 @@ from programs.movements import Movement, count_in, counted_channels, movements, 
 from programs.render_butterfly import strength_for
 from programs.render_pillow import speed_for
 from programs.timeline import StepSpan
-from tests.method.recorded import PROFILES, Recorded, recorded
+from tests.method.recorded import PROFILES, Recorded, play_recorded, recorded
 
 CHILD_S = 15 * 60
 
@@ -96,6 +98,10 @@ def test_each_step_plays_its_count_in_bursts_under_its_ceiling_and_ends_at_zero(
             longest = max((b.length for b in bursts(series, end=end + 5)), default=0.0)
             assert longest <= MAX_BURST_S, f"{program_id}/{profile}: {channel} {longest:.1f} s"
     check_ceilings(program, rec, f"{program_id}/{profile}")
+    if profile == "child":
+        # a child's rules come from the profile, whatever the program: never EMS
+        ems = [r for r in rec.rows if r["kind"] == "butterfly" and r["channel"].startswith("out")]
+        assert not any(r["value"] for r in ems)
     # and the session ends with everything at zero, pillow and heaters included
     last: dict[tuple[str, str], object] = {}
     for row in rec.rows:
@@ -133,3 +139,13 @@ def check_ceilings(program: Program, rec: Recorded, what: str) -> None:
                 inside = [v for t, v in series if span.start + 0.3 <= t < span.end]
                 top = ceiling(step.peak_intensity) if step.technique is not Technique.REST else 0
                 assert max(inside, default=0) <= top, f"{what}: step {span.index + 1} {name}"
+
+
+@pytest.mark.parametrize(
+    "program_id",
+    [p for p in builtin_ids() if get(p).program.total_duration > CHILD_S],
+)
+def test_a_program_longer_than_a_childs_session_is_refused_up_front(program_id: str) -> None:
+    # Refused before anything moves, the child's program named, never cut in the middle.
+    with pytest.raises(SafetyError, match="collar-zone-child"):
+        play_recorded(get(program_id).program, PROFILES["child"])

@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from controller.profiles import PainfulSide, Profile
+from controller.safety import BURST_MAX_S, BURST_REST_S
 from devices.capabilities import DeviceKind, Side
 from programs.bursts import MAX_BURST_S, MIN_REST_S, Burst, bursts, longest_burst
 from programs.loader import validate_data
@@ -40,7 +41,8 @@ def vibration(seconds: float, **fields: Any) -> dict[str, Any]:
 def test_a_rest_shorter_than_the_minimum_does_not_end_a_burst() -> None:
     series = [(0.0, 100.0), (5.0, 0.0), (6.0, 80.0), (12.0, 0.0), (15.0, 90.0), (20.0, 0.0)]
     assert bursts(series, end=30.0) == [Burst(0.0, 12.0), Burst(15.0, 20.0)]
-    assert MIN_REST_S == 3.0  # the same figure as controller/safety.py's BURST_REST_S
+    # The loader and the safety layer hold programs to one rule.
+    assert (MAX_BURST_S, MIN_REST_S) == (BURST_MAX_S, BURST_REST_S)
     assert longest_burst(series, end=30.0) == 12.0
     assert longest_burst([(0.0, 0.0)], end=30.0) == 0.0
 
