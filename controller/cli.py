@@ -12,7 +12,6 @@ are imported only on the full path.
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 
 from controller import quick_control
@@ -34,6 +33,7 @@ COMMAND_MODULES = (
     "controller.commands.history",
     "controller.commands.config",
     "controller.commands.daemon",
+    "controller.commands.completion",
 )
 """Every command module; each registers its own subcommands."""
 
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more logging (-vv: wire bytes in hex)"
     )
+    parser.add_argument("--version", action="version", version=f"massaged {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -61,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
             continue  # a command not built yet in this checkout
         module.register(sub)
     return parser
+
+
+def version() -> str:
+    """The installed package's version ("unknown" when run from a bare source tree)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("massaged")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def setup_logging(verbosity: int) -> None:
@@ -88,7 +99,37 @@ def setup_logging(verbosity: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``massaged`` console script."""
+    """Entry point of the ``massaged`` console script.
+
+    Whatever the command, and from the first import on: Ctrl-C ends with one
+    line and status 130, a reader that went away (``| head``) ends quietly with
+    141 (what a shell shows for SIGPIPE). stdout is flushed here, inside the
+    guard, so the flush at exit cannot fail with a traceback.
+    """
+    try:
+        code = _main(argv)
+        sys.stdout.flush()
+    except KeyboardInterrupt:
+        return _interrupted()
+    except BrokenPipeError:
+        return _pipe_closed()
+    return code
+
+
+def _interrupted() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        print("massaged: interrupted", file=sys.stderr)
+    return 130
+
+
+def _pipe_closed() -> int:
+    from controller.output import silence_stdout
+
+    silence_stdout()
+    return 141
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     request = quick_control.parse(args)
     if request is not None:
@@ -151,13 +192,15 @@ def _guarded(run: Callable[[], int]) -> int:
     try:
         return run()
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     except BrokenPipeError:
         # Output piped into head or less that closed early: not an error of ours.
-        with contextlib.suppress(OSError):
-            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
-        return 0
+        return _pipe_closed()
+    except EOFError:
+        # A question read past the end of stdin; controller.output.ask names the flag
+        # instead, this is the net under any other reader.
+        print("massaged: error: input ended before an answer (no terminal?)", file=sys.stderr)
+        return 1
     except MassagedError as err:
         print(f"massaged: error: {err}", file=sys.stderr)
         return 1

@@ -447,13 +447,33 @@ def run_command(path: Path, api_command: str, *, as_json: bool = False) -> int:
         print(f"massaged: error: {answer.get('error') or answer}", file=sys.stderr)
         return 1
     data: Any = answer.get("data")  # print_status shows what a status answer holds
-    if as_json or api_command != "status":
+    if as_json:
         import json  # loaded by call() already
 
-        print(json.dumps(data, indent=2 if as_json else None, default=str))
+        print(json.dumps(data, indent=2, default=str))
         return 0
-    print_status(data)
+    if api_command == "status":
+        print_status(data)
+    else:
+        print(done_sentence(api_command, data))
     return 0
+
+
+_DONE = {
+    "stop": "stopping the session softly: the outputs fade out",
+    "emergency_stop": "emergency stop: every output of every device is at zero",
+    "pause": "session paused",
+    "resume": "session resumed: the outputs ramp up again from zero",
+    "gentler": "gentler for the rest of the session",
+}
+
+
+def done_sentence(api_command: str, data: Any) -> str:
+    """What a simple command did, as a sentence (--json prints the daemon's answer instead)."""
+    factor = data.get("gentler_factor") if isinstance(data, dict) else None
+    if api_command == "gentler" and isinstance(factor, int | float):
+        return f"gentler: every output at ×{factor:.2f} for the rest of the session"
+    return _DONE.get(api_command, f"{api_command}: done")
 
 
 def print_status(data: dict[str, Any]) -> None:

@@ -19,6 +19,14 @@ running later than due by more than a lease) the driver zeroes the device and
 reports ServiceGap, and the device comes back as after a reconnect, through a
 fresh ramp from zero, with no request from before the gap.
 
+Limits: a plan longer than the session limit (the child's 15 minutes, whatever
+the program) is refused before anything moves (:func:`check_fits`), naming a
+program that fits; a session the limit still ends (pauses count) ends as
+``Outcome.CUT``, never as completed. A child's audience also leaves the
+butterfly out (no EMS for a child, :func:`check_profile`). The loop wakes when
+the safety layer's vibration burst rule changes what a belt may send
+(``SafeDevice.next_burst_change``), so a burst ends on time.
+
 Time:
 
 - ``ScaledClock.now()`` is the *plan position*: (monotonic − start − time

@@ -1,9 +1,13 @@
 """Pictures of a session: a rendered plan or a simulator recording as a PNG, one panel per device.
 
-Channel names follow the simulator's recording (motor1.., heater, speed,
-output_A/B = EMS strength × waveform intensity / 100), so a plan and the
-recording of playing it look alike. matplotlib is optional (the "plot"
-extra) and imported only here, only when a picture is asked for.
+A plan and the recording of playing it are drawn alike so that they can be
+laid side by side: the same channel names (the recording's, docs/simulator.md:
+motor1.., heater, speed, output_a/b = EMS strength × waveform intensity / 100),
+the same time axis (program seconds, 0 at the session's start; a recording is
+shifted and scaled onto it by a :class:`TimeAxis`), the same figure size and
+margins, the program's steps shaded and a title. A belt's motors get one row
+each (a filled strip per motor) rather than six overlapping lines. matplotlib is
+optional (the "plot" extra) and imported only here, only when a picture is asked for.
 """
 
 from __future__ import annotations
@@ -26,9 +30,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 HEAT_CHANNELS: Final = frozenset({"heater", "heat"})
-"""On/off channels drawn on a second 0..1 axis."""
+"""On/off channels: drawn on a second 0..1 axis, or as a row of their own on a belt."""
 
 _SHADES: Final = ("#f2f2f2", "#e3ecf7")
+_WIDTH_IN: Final = 12.0
+_MARGINS: Final = {"left": 0.11, "right": 0.91}
+"""The same figure width and side margins for every plot, so a plan and its recording line up."""
+_KIND_ORDER: Final = {
+    DeviceKind.BELT.value: 0,
+    DeviceKind.PILLOW.value: 1,
+    DeviceKind.BUTTERFLY.value: 2,
+}
+_ROW_FILL: Final = 0.8
+"""Height of a full-level strip in a belt's one-row-per-motor panel (rows are 1 apart)."""
 
 
 class PlotError(ConfigError):
@@ -46,6 +60,25 @@ class Panel:
     kind: str
     unit: str
     series: dict[str, Series] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TimeAxis:
+    """How a recording's seconds map onto program seconds.
+
+    A recording counts simulated seconds from the simulator's start, at the
+    simulator's speed; a program counts from the session's start, at the
+    session's speed. ``origin`` is the recording time at which the session
+    started, ``ratio`` the session's speed over the recording's (1 when the
+    simulator and the daemon run at the same ``--speed``, as in the demo).
+    """
+
+    origin: float = 0.0
+    ratio: float = 1.0
+
+    def program_t(self, t: float) -> float:
+        """The program time of recording time t."""
+        return (t - self.origin) * self.ratio
 
 
 def _matplotlib() -> tuple[Any, Any]:
@@ -86,44 +119,71 @@ def plan_panels(plan: SessionPlan) -> list[Panel]:
                 if caps.heater:
                     series["heater"].append((cue.t, 1.0 if out.heat else 0.0))
             elif isinstance(out, ButterflyOutput):
-                for ch_name, ch in (("A", out.a), ("B", out.b)):
+                # The recording's names (docs/simulator.md): output_a, output_b.
+                for ch_name, ch in (("a", out.a), ("b", out.b)):
                     series[f"output_{ch_name}"].append((cue.t, ch.strength * ch.intensity / 100))
         panel.series = dict(series)
         panels.append(panel)
-    return panels
+    return _ordered(panels)
 
 
-def _motor_labels(plan: SessionPlan, device: str) -> dict[str, str]:
-    """Legend labels for belt motors: "motor1 neck left"."""
-    timeline = plan.timelines[device]
-    return {
-        f"motor{m.index}": f"motor{m.index} {m.place.value} {m.side.value}"
-        for m in timeline.capabilities.motors
-    }
+def _ordered(panels: list[Panel]) -> list[Panel]:
+    """Belt, pillow, butterfly (then anything else): the same order in every plot."""
+    return sorted(panels, key=lambda p: (_KIND_ORDER.get(p.kind, len(_KIND_ORDER)), p.device))
 
 
-def recording_panels(rows: Iterable[Mapping[str, object]]) -> list[Panel]:
-    """The curves of a recording (rows of t, device, kind, channel, value); text values skipped."""
+def _motor_labels(plan: SessionPlan) -> dict[str, str]:
+    """Labels for belt motors, from the plan's belt: "motor1 neck left"."""
+    for timeline in plan.timelines.values():
+        if timeline.capabilities.kind is DeviceKind.BELT:
+            return {
+                f"motor{m.index}": f"motor{m.index} {m.place.value} {m.side.value}"
+                for m in timeline.capabilities.motors
+            }
+    return {}
+
+
+def recording_panels(
+    rows: Iterable[Mapping[str, object]], axis: TimeAxis | None = None
+) -> list[Panel]:
+    """The curves of a recording (rows of t, device, kind, channel, value); text values skipped.
+
+    With an axis, times are program times and what happened before the session
+    (the simulator's start, a demonstration) is cut: each channel starts at 0
+    with the value it held when the session started.
+    """
+    axis = axis or TimeAxis()
     by_device: dict[str, Panel] = {}
     for row in rows:
         value = row.get("value")
         t = row.get("t")
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue  # "direction" is a setting, not an amount
-        if not isinstance(t, int | float):
+        if isinstance(t, bool) or not isinstance(t, int | float):
             continue
         device, kind = str(row.get("device", "?")), str(row.get("kind", "?"))
         panel = by_device.setdefault(device, Panel(device, kind, _UNITS.get(kind, "value")))
-        panel.series.setdefault(str(row.get("channel", "?")), []).append((float(t), float(value)))
+        channel = str(row.get("channel", "?"))
+        panel.series.setdefault(channel, []).append((axis.program_t(float(t)), float(value)))
     for panel in by_device.values():
-        for series in panel.series.values():
+        for name, series in panel.series.items():
             series.sort(key=lambda point: point[0])
+            panel.series[name] = _from_zero(series)
         if panel.kind == DeviceKind.BUTTERFLY.value:
             # The effective output is what the user feels; the held strength only frames it.
             has_output = any(name.startswith("output") for name in panel.series)
             if has_output:
                 panel.series = {k: v for k, v in panel.series.items() if k.startswith("output")}
-    return list(by_device.values())
+    return _ordered([p for p in by_device.values() if any(p.series.values())])
+
+
+def _from_zero(series: Series) -> Series:
+    """The points at t >= 0, led by the value held at 0 (a change before 0 still holds)."""
+    before = [p for p in series if p[0] < 0]
+    after = [p for p in series if p[0] >= 0]
+    if before and not (after and after[0][0] == 0):
+        after.insert(0, (0.0, before[-1][1]))
+    return after
 
 
 def _draw_steps(ax: Axes, steps: Sequence[StepSpan], *, labels: bool, end: float) -> None:
@@ -145,6 +205,80 @@ def _draw_steps(ax: Axes, steps: Sequence[StepSpan], *, labels: bool, end: float
             )
 
 
+def _stepped(points: Series, last_t: float) -> tuple[list[float], list[float]]:
+    """A step curve's x and y, held to last_t."""
+    ts = [t for t, _ in points] + [max(last_t, points[-1][0])]
+    vs = [v for _, v in points] + [points[-1][1]]
+    return ts, vs
+
+
+def _draw_lines(ax: Axes, panel: Panel, last_t: float, names: Mapping[str, str]) -> None:
+    """One line per channel; a heater on a second off/on axis, in the same legend."""
+    heat_ax: Axes | None = None
+    for channel, points in panel.series.items():
+        if not points:
+            continue
+        ts, vs = _stepped(points, last_t)
+        if channel in HEAT_CHANNELS:
+            heat_ax = heat_ax or ax.twinx()
+            heat_ax.step(ts, vs, where="post", color="tab:red", ls="--", lw=1, label=channel)
+            heat_ax.set_ylim(-0.05, 1.5)
+            heat_ax.set_yticks([0, 1], labels=["off", "on"], fontsize=7)
+            continue
+        ax.step(ts, vs, where="post", lw=1.2, label=names.get(channel, channel))
+    handles, labels = ax.get_legend_handles_labels()
+    if heat_ax is not None:
+        # A twin axis keeps its own legend entries: gather them into the one legend.
+        more_handles, more_labels = heat_ax.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    if handles:
+        ax.legend(handles, labels, loc="upper right", fontsize=7, ncol=4, framealpha=0.85)
+    ax.set_ylabel(f"{panel.device}\n{panel.unit}", fontsize=8)
+    ax.grid(axis="y", lw=0.3)
+
+
+def _row_channels(panel: Panel) -> list[str]:
+    """A belt's rows, top to bottom: motor1, motor2, ..., then the heater."""
+    motors = sorted(
+        (c for c in panel.series if c.startswith("motor") and c[5:].isdigit()),
+        key=lambda c: int(c[5:]),
+    )
+    others = [c for c in panel.series if c not in motors]
+    return motors + others
+
+
+def _draw_rows(
+    ax: Axes, panel: Panel, last_t: float, names: Mapping[str, str], full_scale: float
+) -> None:
+    """One strip per channel (a belt's motors): no line hides another."""
+    channels = _row_channels(panel)
+    ticks: list[float] = []
+    tick_labels: list[str] = []
+    for row, channel in enumerate(channels):
+        base = len(channels) - 1 - row
+        points = panel.series[channel]
+        ts, vs = _stepped(points, last_t)
+        scale = 1.0 if channel in HEAT_CHANNELS else full_scale
+        ys = [base + _ROW_FILL * min(1.0, v / scale) for v in vs]
+        colour = "tab:red" if channel in HEAT_CHANNELS else f"C{row % 10}"
+        label = names.get(channel, channel)
+        ax.fill_between(ts, base, ys, step="post", color=colour, alpha=0.35, lw=0)
+        ax.step(ts, ys, where="post", color=colour, lw=1, label=label)
+        ax.axhline(base, color="#999999", lw=0.4)
+        ticks.append(base + _ROW_FILL / 2)
+        tick_labels.append(label)
+    ax.set_yticks(ticks, labels=tick_labels, fontsize=7)
+    ax.set_ylim(-0.1, len(channels) - 0.1)
+    ax.set_ylabel(f"{panel.device}\n{panel.unit} (row height)", fontsize=8)
+
+
+def _panel_height(panel: Panel) -> float:
+    """Inches: a belt gets a strip per channel, the others a fixed panel."""
+    if panel.kind == DeviceKind.BELT.value:
+        return max(2.3, 0.42 * len(panel.series) + 0.4)
+    return 2.0
+
+
 def _draw(
     panels: Sequence[Panel],
     out: Path,
@@ -152,68 +286,97 @@ def _draw(
     title: str,
     steps: Sequence[StepSpan] = (),
     end: float | None = None,
-    labels: Mapping[str, Mapping[str, str]] | None = None,
-) -> Path:
-    """Render panels to a PNG file."""
+    labels: Mapping[str, str] | None = None,
+) -> Any:
+    """Draw the panels; returns the matplotlib Figure (written by _save)."""
     if not panels:
         raise PlotError(f"{out}: nothing to plot (no device)")
     figure_cls, canvas_cls = _matplotlib()
     top_space = 1.7 if steps else 0.6  # inches for the title and the slanted step labels
-    height = 2.3 * len(panels) + top_space + 0.6
-    fig = figure_cls(figsize=(12, height), dpi=100)
+    heights = [_panel_height(p) for p in panels]
+    height = sum(heights) + 0.15 * len(panels) + top_space + 0.6
+    fig = figure_cls(figsize=(_WIDTH_IN, height), dpi=100)
     canvas_cls(fig)
-    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False)[:, 0]
+    axes = fig.subplots(
+        len(panels), 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": heights}
+    )[:, 0]
     last_t = end if end is not None else 0.0
-    for panel in panels:
-        for points in panel.series.values():
-            if points:
-                last_t = max(last_t, points[-1][0])
+    if end is None:
+        for panel in panels:
+            for points in panel.series.values():
+                if points:
+                    last_t = max(last_t, points[-1][0])
+    names = labels or {}
     for i, (ax, panel) in enumerate(zip(axes, panels, strict=True)):
         _draw_steps(ax, steps, labels=i == 0, end=last_t)
-        heat_ax: Axes | None = None
-        names = (labels or {}).get(panel.device, {})
-        for channel, points in panel.series.items():
-            if not points:
-                continue
-            ts = [t for t, _ in points] + [last_t]
-            vs = [v for _, v in points] + [points[-1][1]]
-            if channel in HEAT_CHANNELS:
-                heat_ax = heat_ax or ax.twinx()
-                heat_ax.step(ts, vs, where="post", color="tab:red", ls="--", lw=1, label="heat")
-                heat_ax.set_ylim(-0.05, 1.5)
-                heat_ax.set_yticks([0, 1], labels=["off", "on"], fontsize=7)
-                continue
-            ax.step(ts, vs, where="post", lw=1, label=names.get(channel, channel))
-        ax.set_ylabel(f"{panel.device}\n{panel.unit}", fontsize=8)
-        ax.legend(loc="upper right", fontsize=6, ncol=3, framealpha=0.8)
-        ax.grid(axis="y", lw=0.3)
-    axes[-1].set_xlabel("seconds")
+        if panel.kind == DeviceKind.BELT.value:
+            _draw_rows(ax, panel, last_t, names, 255.0)
+        else:
+            _draw_lines(ax, panel, last_t, names)
+    axes[-1].set_xlabel("program time, seconds from the session's start")
     axes[-1].set_xlim(0, max(last_t, 1.0))
     fig.suptitle(title, fontsize=10, y=1 - 0.15 / height)
-    # Fixed margins rather than tight_layout: long step labels would make it give up and warn.
+    # Fixed margins rather than tight_layout: long step labels would make it give up and warn,
+    # and a plan and its recording must put t on the same pixels.
     fig.subplots_adjust(
-        left=0.07, right=0.93, bottom=0.6 / height, top=1 - top_space / height, hspace=0.12
+        **_MARGINS,
+        bottom=0.6 / height,
+        top=1 - top_space / height,
+        hspace=0.15 * len(panels) / height,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png")
+    return fig
+
+
+def _save(fig: Any, out: Path) -> Path:
+    """Write the figure as a PNG; only the file itself is created, never a folder."""
+    if not out.parent.is_dir():
+        raise PlotError(f"{out}: the folder {out.parent} does not exist")
+    try:
+        fig.savefig(out, format="png")
+    except OSError as err:
+        raise PlotError(f"{out}: cannot write: {err.strerror or err}") from err
     logger.info("wrote %s", out)
     return out
 
 
-def plot_plan(plan: SessionPlan, out: Path) -> Path:
-    """Draw a rendered plan as a PNG: one panel per device, steps shaded and labelled."""
-    labels = {
-        name: _motor_labels(plan, name)
-        for name, timeline in plan.timelines.items()
-        if timeline.capabilities.kind is DeviceKind.BELT
-    }
+def plan_figure(plan: SessionPlan, out: Path = Path("plan.png")) -> Any:
+    """The Figure of a rendered plan (plot_plan writes it)."""
     return _draw(
         plan_panels(plan),
         out,
-        title=f"{plan.program_id}: {plan.title} ({plan.audience}, {plan.duration / 60:.1f} min)",
+        title=f"{plan.program_id}: {plan.title} ({plan.audience}, {plan.duration / 60:.1f} min)"
+        " — the plan",
         steps=plan.steps,
         end=plan.duration,
-        labels=labels,
+        labels=_motor_labels(plan),
+    )
+
+
+def plot_plan(plan: SessionPlan, out: Path) -> Path:
+    """Draw a rendered plan as a PNG: one panel per device, steps shaded and labelled."""
+    return _save(plan_figure(plan, out), out)
+
+
+def recording_figure(
+    rows: Iterable[Mapping[str, object]],
+    out: Path = Path("recording.png"),
+    *,
+    plan: SessionPlan | None = None,
+    axis: TimeAxis | None = None,
+    title: str | None = None,
+) -> Any:
+    """The Figure of a recording (plot_recording writes it)."""
+    if title is None:
+        title = "recording"
+        if plan is not None:
+            title = f"{plan.program_id}: {plan.title} — as the simulated devices played it"
+    return _draw(
+        recording_panels(rows, axis),
+        out,
+        title=title,
+        steps=plan.steps if plan is not None else (),
+        end=plan.duration if plan is not None else None,
+        labels=_motor_labels(plan) if plan is not None else None,
     )
 
 
@@ -222,13 +385,8 @@ def plot_recording(
     out: Path,
     *,
     plan: SessionPlan | None = None,
-    title: str = "recording",
+    axis: TimeAxis | None = None,
+    title: str | None = None,
 ) -> Path:
-    """Draw a simulator recording as a PNG, with a plan's steps shaded when one is given."""
-    return _draw(
-        recording_panels(rows),
-        out,
-        title=title,
-        steps=plan.steps if plan is not None else (),
-        end=plan.duration if plan is not None else None,
-    )
+    """Draw a simulator recording as a PNG, on the plan's time axis and steps when one is given."""
+    return _save(recording_figure(rows, out, plan=plan, axis=axis, title=title), out)

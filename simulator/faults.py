@@ -6,7 +6,9 @@ methods of the firmware models; these are faults of the wire or the radio.
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -47,3 +49,76 @@ class LinkFaults:
         self.delay = 0.0
         self.split = False
         self.link_down = False
+
+
+MAX_DELAY_S = 60.0
+"""Longest delay fault: beyond it every host gives up anyway, and a typo must not hang one."""
+
+
+def _nothing(value: object) -> bool:
+    return value is None
+
+
+def _flag(value: object) -> bool:
+    return value is None or isinstance(value, bool)
+
+
+def _rate(value: object) -> bool:
+    return value is None or (_number(value) and 0.0 <= float(value) <= 1.0)  # type: ignore[arg-type]
+
+
+def _delay(value: object) -> bool:
+    return value is None or (_number(value) and 0.0 <= float(value) <= MAX_DELAY_S)  # type: ignore[arg-type]
+
+
+def _occupied(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _wheel(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(
+            v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 0) for v in value
+        )
+    )
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+FAULT_VALUES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "link_down": (_nothing, "takes no value"),
+    "link_up": (_nothing, "takes no value"),
+    "clear": (_nothing, "takes no value"),
+    "split": (_flag, "takes true, false or no value"),
+    "corrupt": (_rate, "takes a rate from 0 to 1 (default 0.1)"),
+    "drop": (_rate, "takes a rate from 0 to 1 (default 0.5)"),
+    "delay": (_delay, f"takes seconds from 0 to {MAX_DELAY_S:g} (default 0.2)"),
+    "press_stop_button": (_nothing, "takes no value"),
+    "overheat": (_nothing, "takes no value"),
+    "set_occupied": (_occupied, "takes true or false"),
+    "turn_wheel": (_wheel, "takes [A, B]: two strengths (0 or more), null to leave one"),
+}
+"""Every fault name and what value it accepts: checked before a fault touches a device."""
+
+
+def check_fault_value(name: str, value: object) -> None:
+    """Raise ValueError with a sentence when value does not suit the fault (or name is unknown)."""
+    entry = FAULT_VALUES.get(name)
+    if entry is None:
+        raise ValueError(f"unknown fault {name!r}; valid: {', '.join(FAULT_VALUES)}")
+    accepts, what = entry
+    if not accepts(value):
+        raise ValueError(f"{name} {what}, not {_shown(value)}")
+
+
+def _shown(value: object) -> str:
+    """A value as the user typed it (JSON), not as Python prints it."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, str) else str(value)

@@ -178,9 +178,18 @@ class Fleet:
         self.radio = SimRadio(self.radio_path, links_outlive_host=links_outlive_host)
         self.devices: list[SimDevice] = []
 
+    async def claim(self) -> None:
+        """Take the radio socket, or raise RadioError("busy") having touched nothing.
+
+        Done before any endpoint exists: a second simulator on the same radio must
+        refuse without replacing (and later removing) the first one's serial links.
+        """
+        await self.radio.start()
+
     async def start(self) -> list[SimDevice]:
-        """Create every firmware, open its endpoint, start the radio."""
+        """Claim the radio, then create every firmware and open its endpoint."""
         counts: dict[DeviceKind, int] = {}
+        await self.claim()
         try:
             for spec in self.specs:
                 n = counts[spec.kind] = counts.get(spec.kind, 0) + 1
@@ -212,7 +221,6 @@ class Fleet:
                     self.radio.add_peripheral(firmware, address=address, faults=faults)
                     device.address = address
                 self.devices.append(device)
-            await self.radio.start()
         except BaseException:
             await self.close()
             raise

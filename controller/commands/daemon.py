@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from controller import control, quick_control, sdnotify
+from controller import control, output, quick_control, sdnotify
 from devices.errors import ConfigError, MassagedError
 
 logger = logging.getLogger(__name__)
@@ -50,17 +49,30 @@ def register(sub: Any) -> None:
     )
     d.set_defaults(func=cmd_daemon)
 
-    s = sub.add_parser("scan", help="list nearby devices that speak a massaged protocol")
+    s = sub.add_parser(
+        "scan",
+        help="list nearby devices that speak a massaged protocol",
+        description=(
+            "Look for belts, pillows and butterflies nearby (through the daemon when it "
+            "runs) and list their kind, address, name, link and signal strength."
+        ),
+    )
     _common(s)
     s.add_argument("--timeout", type=float, default=None, help="seconds to look (default 5)")
     s.add_argument("--simulator", action="store_true", help="scan a running 'massaged simulate'")
     s.add_argument("--radio", type=Path, help="the simulator's radio socket")
-    s.add_argument("--json", action="store_true", help="print JSON")
+    output.add_json_option(s)
     s.set_defaults(func=cmd_scan)
 
     p = sub.add_parser(
         "pair",
         help="identify a device, let you feel a gentle pulse, and remember it",
+        description=(
+            "Pair a device: identify it, send a short gentle pulse, ask whether you felt "
+            "it, and remember it in the registry. Without ADDRESS the nearby devices are "
+            "scanned; with several unpaired ones, give the ADDRESS of the one to pair. "
+            "Without a terminal (scripts), --yes answers the pulse question."
+        ),
     )
     _common(p)
     p.add_argument("address", nargs="?", help="BLE address or serial port (default: scan)")
@@ -71,22 +83,48 @@ def register(sub: Any) -> None:
     p.add_argument("--radio", type=Path, help="the simulator's radio socket")
     p.set_defaults(func=cmd_pair)
 
-    dv = sub.add_parser("devices", help="list paired devices; rename, unpair, set caps")
+    dv = sub.add_parser(
+        "devices",
+        help="list paired devices; rename, unpair, set caps",
+        description=(
+            "The paired devices (through the daemon when it runs, else from the registry); "
+            "without an ACTION, the list."
+        ),
+    )
     _common(dv)
     dsub = dv.add_subparsers(dest="devices_command", metavar="ACTION")
-    dv.add_argument("--json", action="store_true", help="print JSON")
+    output.add_json_option(dv)
     dv.set_defaults(func=cmd_devices, devices_command="list")
-    ls = dsub.add_parser("list", help="paired devices and their state")
+    ls = dsub.add_parser(
+        "list",
+        help="paired devices and their state",
+        description="Each paired device: name, kind, model, address, link state and cap.",
+    )
     _common(ls)
-    ls.add_argument("--json", action="store_true", help="print JSON")
-    rn = dsub.add_parser("rename", help="rename a paired device")
+    output.add_json_option(ls)
+    rn = dsub.add_parser(
+        "rename",
+        help="rename a paired device",
+        description="Give a paired device a new name (letters, digits, - and _).",
+    )
     _common(rn)
     rn.add_argument("name")
     rn.add_argument("new_name")
-    up = dsub.add_parser("unpair", help="forget a paired device")
+    up = dsub.add_parser(
+        "unpair",
+        help="forget a paired device",
+        description="Forget a paired device: the daemon no longer connects to it.",
+    )
     _common(up)
     up.add_argument("name")
-    st = dsub.add_parser("set", help="per-device cap")
+    st = dsub.add_parser(
+        "set",
+        help="per-device cap",
+        description=(
+            "Cap one device below its profile's limits, e.g. a pillow that feels strong: "
+            "--max-intensity 0.6."
+        ),
+    )
     _common(st)
     st.add_argument("name")
     st.add_argument(
@@ -95,7 +133,11 @@ def register(sub: Any) -> None:
         required=True,
         help="at most this fraction (0..1) of the device's maximum, below the profile's cap",
     )
-    u = sub.add_parser("unpair", help="forget a paired device (same as 'devices unpair')")
+    u = sub.add_parser(
+        "unpair",
+        help="forget a paired device (same as 'devices unpair')",
+        description="Forget a paired device: the daemon no longer connects to it.",
+    )
     _common(u)
     u.add_argument("name")
     u.set_defaults(func=cmd_devices, devices_command="unpair")
@@ -103,7 +145,11 @@ def register(sub: Any) -> None:
     # The simple commands also have a quick path (controller.quick_control) that
     # controller.cli.main tries first: the table lives there so both agree.
     for name, (command, text) in quick_control.SIMPLE_COMMANDS.items():
-        c = sub.add_parser(name, help=text)
+        c = sub.add_parser(
+            name,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}, through the running daemon.",
+        )
         _common(c)
         c.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
         c.set_defaults(func=cmd_simple, api_command=command)
@@ -294,19 +340,23 @@ async def cmd_scan(args: argparse.Namespace) -> int:
             for f in results
         ]
     if args.json:
-        print(json.dumps(found, indent=2))
+        output.print_json(found)
         return 0
     if not found:
         print("nothing found (is the device on and in range? for simulated devices: --simulator)")
         return 0
-    print(f"{'KIND':<10} {'ADDRESS':<28} {'NAME':<16} {'LINK':<7} {'RSSI':>5}")
-    for f in found:
-        rssi = "" if f["rssi"] is None else f"{f['rssi']}"
-        paired = "  (paired)" if f.get("paired") else ""
-        print(
-            f"{f['kind']:<10} {f['address']:<28} {f['name']:<16} {f['transport']:<7} "
-            f"{rssi:>5}{paired}"
+    rows = [
+        (
+            f["kind"],
+            f["address"],
+            f["name"],
+            f["transport"],
+            "" if f["rssi"] is None else f["rssi"],
+            "paired" if f.get("paired") else "",
         )
+        for f in found
+    ]
+    output.print_table(("KIND", "ADDRESS", "NAME", "LINK", "RSSI", ""), rows, right=(4,))
     return 0
 
 
@@ -327,26 +377,16 @@ async def cmd_pair(args: argparse.Namespace) -> int:
         found = None
         if address is None:
             if not candidates:
-                print("no unpaired device found; give its ADDRESS (or --simulator)")
-                return 1
-            if len(candidates) > 1 and not args.yes:
-                for i, f in enumerate(candidates, 1):
-                    print(f"  {i}. {f.kind.value:<10} {f.address:<28} {f.name}")
-                choice = (
-                    await asyncio.to_thread(input, f"which one? [1-{len(candidates)}] ")
-                ).strip()
-                if not choice.isdigit() or not 1 <= int(choice) <= len(candidates):
-                    print("nothing paired")
-                    return 1
-                found = candidates[int(choice) - 1]
+                raise ConfigError("no unpaired device found; give its ADDRESS (or --simulator)")
+            if len(candidates) > 1:
+                found = await _choose(candidates, yes=args.yes)
             else:
                 found = candidates[0]
             address = found.address
         else:
             found = next((f for f in found_all if f.address.upper() == address.upper()), None)
         if address.upper() in paired:
-            print(f"{address} is already paired")
-            return 1
+            raise ConfigError(f"{address} is already paired")
         kind = pairing.kind_of(found, args.kind, address)
         transport = pairing.transport_for(address, found)
         print(f"connecting to the {kind.value} at {address} ...")
@@ -361,10 +401,11 @@ async def cmd_pair(args: argparse.Namespace) -> int:
             await device.close()
         if not args.yes:
             question = "did you feel the pulse on your device? [y/N] "
-            answer = (await asyncio.to_thread(input, question)).strip().lower()
-            if answer not in ("y", "yes"):
-                print("not paired: try again with the device in your hand")
-                return 1
+            answer = await asyncio.to_thread(
+                output.ask, question, answered_by="add --yes if you felt it"
+            )
+            if answer.lower() not in ("y", "yes"):
+                raise MassagedError("not paired: try again with the device in your hand")
         taken = [r.name for r in store.list_devices()]
         name = pairing.check_name(args.name) if args.name else pairing.default_name(kind, taken)
         record = store.add_device(
@@ -384,6 +425,31 @@ async def cmd_pair(args: argparse.Namespace) -> int:
     with contextlib.suppress(MassagedError):
         await _call(config, "reload")
     return 0
+
+
+async def _choose(candidates: list[Any], *, yes: bool) -> Any:
+    """The device the user picks among several unpaired ones; never a silent guess.
+
+    --yes answers the pulse question only: with several devices it would have to
+    guess which one is meant, so it refuses and lists them instead.
+    """
+    rows = [(i, f.kind.value, f.address, f.name) for i, f in enumerate(candidates, 1)]
+    listing = "; ".join(f"{f.kind.value} {f.address}" for f in candidates)
+    if yes or not output.interactive():
+        why = "--yes cannot choose" if yes else "no terminal to ask on"
+        raise ConfigError(
+            f"{len(candidates)} unpaired devices found ({listing}): {why}; "
+            "give the ADDRESS of the one to pair"
+        )
+    output.print_table(("#", "KIND", "ADDRESS", "NAME"), rows, right=(0,))
+    choice = await asyncio.to_thread(
+        output.ask,
+        f"which one? [1-{len(candidates)}] ",
+        answered_by="give the ADDRESS of the one to pair",
+    )
+    if not choice.isdigit() or not 1 <= int(choice) <= len(candidates):
+        raise ConfigError(f"nothing paired: {choice!r} is not a number from 1 to {len(candidates)}")
+    return candidates[int(choice) - 1]
 
 
 async def cmd_devices(args: argparse.Namespace) -> int:
@@ -411,19 +477,19 @@ async def cmd_devices(args: argparse.Namespace) -> int:
         return 0
     assert devices is not None
     if getattr(args, "json", False):
-        print(json.dumps(devices, indent=2, default=str))
+        output.print_json(devices)
         return 0
     if not devices:
         print("no paired devices: 'massaged scan' then 'massaged pair'")
         return 0
-    print(f"{'NAME':<12} {'KIND':<10} {'MODEL':<10} {'ADDRESS':<28} {'LINK':<10} CAP")
+    rows = []
     for d in devices:
         cap = d.get("caps", {}).get(d["kind"])
         cap_text = "" if cap is None else f"{cap:.0%}"
-        print(
-            f"{d['name']:<12} {d['kind']:<10} {d.get('model', ''):<10} {d['address']:<28} "
-            f"{d.get('link', '-'):<10} {cap_text}"
+        rows.append(
+            (d["name"], d["kind"], d.get("model", ""), d["address"], d.get("link", "-"), cap_text)
         )
+    output.print_table(("NAME", "KIND", "MODEL", "ADDRESS", "LINK", "CAP"), rows)
     return 0
 
 

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devices.errors import MassagedError
+from devices.errors import ConfigError, MassagedError
 
 DEFAULT_SPEED = 10.0
 """collar-zone lasts 5¼ minutes: at ×10 the demo's session takes about half a minute."""
@@ -53,7 +53,12 @@ def register(sub: Any) -> None:
 async def cmd_demo(args: argparse.Namespace) -> int:
     """Run the demo; exit 0 when the session completed."""
     out: Path = args.out
-    await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+    # Everything the user typed is checked before ~15 s of setup, not after it.
+    _check_args(args)
+    try:
+        await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"--out {out}: cannot create the folder: {err.strerror or err}") from err
     recording = out / "recording.jsonl"
     folder = Path(tempfile.mkdtemp(prefix="massaged-demo-"))
     env = {
@@ -105,6 +110,22 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     say(after_session_advice())
     await asyncio.to_thread(_plots, args.program, recording, out)
     return 0 if result is not None and result["outcome"] == "completed" else 1
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Raise ConfigError for a speed, program or output folder the demo cannot use."""
+    from controller.commands.daemon import MAX_DAEMON_SPEED
+    from controller.commands.simulate import MAX_SPEED
+    from programs import library
+
+    # The simulator and the daemon both run at this speed: the narrower range holds.
+    top = min(MAX_DAEMON_SPEED, MAX_SPEED)
+    if not 1.0 <= args.speed <= top:
+        raise ConfigError(f"--speed must be 1..{top:g}, not {args.speed:g}")
+    library.get(args.program)  # a ProgramError (a ConfigError) names the built-ins
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: is a file; give a folder for the recording and plots")
 
 
 def say(text: str) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -76,6 +77,7 @@ def register(sub: Any) -> None:
 async def run_simulate(args: argparse.Namespace) -> int:
     """Serve the fleet until SIGINT or SIGTERM."""
     # Imported here: every other command starts faster without bleak and the radio.
+    from simulator.ble.wire import RadioError
     from simulator.fleet import DEFAULT_SPECS, Fleet, parse_spec
     from simulator.recording import Recorder
 
@@ -83,21 +85,38 @@ async def run_simulate(args: argparse.Namespace) -> int:
         print(f"massaged: error: --speed must be 1..{MAX_SPEED:g}", file=sys.stderr)
         return 2
     specs = [parse_spec(s) for s in (args.device or DEFAULT_SPECS)]
+    if args.record is not None and (problem := _record_problem(args.record)):
+        print(f"massaged: error: --record {args.record}: {problem}", file=sys.stderr)
+        return 2
     loop = asyncio.get_running_loop()
-    recorder = Recorder(args.record, t0=loop.time(), speed=args.speed) if args.record else None
-    if recorder is not None:
-        recorder.keep_in_memory = False  # a long simulation must not grow without bound
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     fleet = Fleet(
         specs,
         radio_path=args.radio,
-        recorder=recorder,
         speed=args.speed,
         links_outlive_host=not args.links_drop_with_host,
     )
+    # The radio first: a simulator that refuses (another one serves this radio) must
+    # leave everything as it found it, the other's serial links and the recording too.
     try:
+        await fleet.claim()
+    except RadioError as err:
+        print(f"massaged: error: {err.reason}", file=sys.stderr)
+        return 1
+    except OSError as err:
+        print(
+            f"massaged: error: cannot serve the radio at {fleet.radio_path}: {err.strerror or err}",
+            file=sys.stderr,
+        )
+        return 1
+    recorder = None
+    stop = asyncio.Event()
+    try:
+        if args.record:
+            recorder = Recorder(args.record, t0=loop.time(), speed=args.speed)
+            recorder.keep_in_memory = False  # a long simulation must not grow without bound
+            fleet.recorder = recorder
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, stop.set)
         async with fleet:
             for device in fleet.devices:
                 print(json.dumps(device.describe()), flush=True)
@@ -107,11 +126,26 @@ async def run_simulate(args: argparse.Namespace) -> int:
             )
             await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(sig)
+        await fleet.close()
         if recorder is not None:
             recorder.close()
     return 0
+
+
+def _record_problem(path: Path) -> str | None:
+    """Why the recording cannot be written there, before anything starts (None: it can)."""
+    if path.is_dir():
+        return "is a folder; give a file name"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"folder {parent} does not exist"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"folder {parent} is not writable"
+    if path.exists() and not os.access(path, os.W_OK):
+        return "is not writable"
+    return None
 
 
 def _parse_value(text: str | None) -> object:
@@ -124,18 +158,28 @@ def _parse_value(text: str | None) -> object:
 
 async def run_sim_fault(args: argparse.Namespace) -> int:
     """Send one fault to the running simulator."""
-    from simulator.ble.wire import RadioError, default_radio_path, radio_request
+    from simulator.ble.wire import RadioClosedError, RadioError, default_radio_path, radio_request
 
     path = args.radio or default_radio_path()
     try:
         await radio_request(
             path, "fault", device=args.device, name=args.fault, value=_parse_value(args.value)
         )
+    except RadioClosedError:
+        print(
+            f"massaged: error: no simulator at {path}: is 'massaged simulate' running?",
+            file=sys.stderr,
+        )
+        return 1
     except RadioError as err:
-        print(f"massaged: error: {err}", file=sys.stderr)
+        print(f"massaged: error: {err.reason}", file=sys.stderr)
         return 1
     except OSError as err:
-        print(f"massaged: error: no simulator at {path}: {err}", file=sys.stderr)
+        why = err.strerror or str(err)
+        print(
+            f"massaged: error: no simulator at {path} ({why}): is 'massaged simulate' running?",
+            file=sys.stderr,
+        )
         return 1
     print(f"{args.fault} -> {args.device}")
     return 0

@@ -50,7 +50,7 @@ from simulator.ble.wire import (
     read_message,
     send_message,
 )
-from simulator.faults import LinkFaults
+from simulator.faults import LinkFaults, check_fault_value
 from simulator.firmware.base import Firmware
 
 logger = logging.getLogger(__name__)
@@ -468,7 +468,12 @@ class SimRadio:
                 raise RadioError("unknown_op", f"unknown op {op!r}")
             result = handler(self, session, message)
         except RadioError as err:
-            reply: Message = {"id": request_id, "ok": False, "code": err.code, "message": str(err)}
+            reply: Message = {
+                "id": request_id,
+                "ok": False,
+                "code": err.code,
+                "message": err.reason,
+            }
             if err.gatt is not None:
                 reply["gatt"] = err.gatt
             return reply
@@ -675,6 +680,13 @@ class SimRadio:
         faults = peripheral.faults if peripheral is not None else None
         if endpoint is not None:
             firmware, faults = endpoint.firmware, endpoint.faults
+        if name not in LINK_FAULTS and name not in PHYSICAL_FAULTS:
+            valid = ", ".join((*LINK_FAULTS, *PHYSICAL_FAULTS))
+            raise RadioError("unknown_fault", f"unknown fault {name!r}; valid: {valid}")
+        try:
+            check_fault_value(name, value)
+        except ValueError as err:
+            raise RadioError("bad_request", str(err)) from None
         if name in LINK_FAULTS:
             if faults is None:
                 raise RadioError("unknown_fault", f"{device} has no link faults to set")

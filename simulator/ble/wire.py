@@ -108,6 +108,8 @@ class RadioError(MassagedError):
     def __init__(self, code: str, message: str, *, gatt: int | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+        self.reason = message
+        """The message without its code: what goes on the wire, and what users read."""
         self.gatt = gatt
 
 

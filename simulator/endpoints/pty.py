@@ -45,6 +45,8 @@ class PtyEndpoint:
         self._master: int | None = None
         self._slave: int | None = None
         self._tty_name: str | None = None
+        self._linked_to: str | None = None
+        """The pty link_path points at since we made it (None: we made none)."""
         self._inbox: collections.deque[tuple[float, bytes]] = collections.deque()
         self._outq: collections.deque[tuple[int, float, bytes, bool]] = collections.deque()
         self._generation = 0
@@ -174,12 +176,15 @@ class PtyEndpoint:
             tmp.unlink()
         tmp.symlink_to(self._tty_name)
         os.replace(tmp, self.link_path)
+        self._linked_to = self._tty_name
 
     def _remove_link(self) -> None:
-        if self.link_path is None:
+        target, self._linked_to = self._linked_to, None
+        if self.link_path is None or target is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            if self.link_path.is_symlink():
+        # Only our own link: a path that now points elsewhere belongs to someone else.
+        with contextlib.suppress(FileNotFoundError, OSError):
+            if os.readlink(self.link_path) == target:
                 self.link_path.unlink()
 
     # -- host -> device -------------------------------------------------------------

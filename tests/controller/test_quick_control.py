@@ -653,7 +653,7 @@ async def test_emergency_stop_reaches_a_real_control_server(short: Path) -> None
         await server.close()
     assert done.returncode == 0, done.stderr
     assert recorder.commands == ["emergency_stop"]
-    assert done.stdout == json.dumps(STOPPED) + "\n"
+    assert done.stdout == "emergency stop: every output of every device is at zero\n"
     assert done.stderr == ""
 
 
@@ -805,7 +805,7 @@ def test_an_answer_without_a_newline_is_still_read(
     path = short / "control.sock"
     with FakeDaemon(path, json.dumps({"status": "ok", "data": None}).encode()):
         assert cli.main(["pause", "--socket", str(path)]) == 0
-    assert capsys.readouterr().out == "null\n"
+    assert capsys.readouterr().out == "session paused\n"
 
 
 def test_a_silent_daemon_times_out(short: Path) -> None:

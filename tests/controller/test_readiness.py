@@ -277,3 +277,27 @@ def test_an_adult_program_too_long_for_a_child_is_refused_naming_the_childs_prog
     assert "collar-zone-child" in err
     with Store.open(db) as store:
         assert store.list_sessions() == [], "refused before it started, never cut"
+
+
+async def test_a_daemon_refuses_too_long_a_program_for_a_child_and_marks_simulated() -> None:
+    from tests.reliability.world import world
+
+    def kid(store: Store) -> None:
+        store.save_profile(Profile(name="kid", audience=Audience.CHILD))
+
+    async with world(prepare_store=kid) as w:
+        # The control socket (and MQTT, through the same API): refused up front, by name.
+        refused = await w.call("run", {"program": "classic-three-stage", "profile": "kid"})
+        assert refused["status"] == "error", refused
+        assert "collar-zone-child" in refused["error"]
+        assert w.store.list_sessions(10) == [], "refused, never started and cut"
+        assert w.quiet()
+        # A program that fits runs with the child's rules: no EMS.
+        await w.run(program="collar-zone", profile="kid")
+        await w.wait_on("belt-1")
+        assert w.device_state("butterfly-1") == "dropped"
+        assert (await w.call("stop"))["status"] == "ok"
+        result = await w.wait_ended()
+        record = w.record(result)
+        assert record.simulated, "a daemon on the simulator marks its sessions simulated"
+        assert record.outcome == Outcome.STOPPED
