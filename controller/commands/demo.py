@@ -70,6 +70,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     }
     procs: list[asyncio.subprocess.Process] = []
     result: dict[str, Any] | None = None
+    axis: TimeAxis | None = None
     try:
         say("1. starting the simulator: a serial VB1 belt, an SP1 pillow and an EB1 butterfly")
         sim = await _start(
@@ -78,7 +79,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         devices = [json.loads(await _line(sim.stdout)) for _ in range(3)]
         for d in devices:
             say(f"   {d['id']:<12} {d['kind']:<10} {d['link']:<7} {d['address']}")
-        await _line(sim.stderr)  # the banner: the radio is listening
+        banner = await _line(sim.stderr)  # the radio is listening; the recording's t=0
 
         say("\n2. what each device does: every output briefly and gently, one at a time")
         await _demonstrate(devices, Path(env["MASSAGED_SIM_RADIO"]))
@@ -98,7 +99,10 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         if live:
             await asyncio.sleep(1.5)  # let the reader see the steps above
         # A demonstration on simulated devices: nobody is massaged, nobody to ask.
-        result = await run_remote(socket, args.program, live=live, confirmed=["well_today"])
+        async with watch_origin(socket, args.speed) as origin:
+            result = await run_remote(socket, args.program, live=live, confirmed=["well_today"])
+        # Put the recording on the program's time axis, so that it lines up with the plan.
+        axis = origin.axis(recording_t0(banner), args.speed)
     finally:
         for proc in reversed(procs):
             await _stop(proc)
@@ -108,7 +112,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     from controller.courses import after_session_advice
 
     say(after_session_advice())
-    await asyncio.to_thread(_plots, args.program, recording, out)
+    await asyncio.to_thread(_plots, args.program, recording, out, axis, args.speed)
     return 0 if result is not None and result["outcome"] == "completed" else 1
 
 
