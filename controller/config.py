@@ -325,6 +325,28 @@ def effective_config_text(config: Config, *, annotate: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def effective_config_data(config: Config) -> dict[str, Any]:
+    """The configuration for ``config show --json``: each setting's value and where it came from.
+
+    {"file": path or None, "settings": {section: {key: {"value": v, "source": s}}}};
+    secrets masked as in the TOML.
+    """
+    origins = config_sources(config)
+    settings: dict[str, dict[str, Any]] = {}
+    for section in sections():
+        model = getattr(config, section)
+        dumped = model.model_dump(mode="json")
+        table: dict[str, Any] = {}
+        for name in type(model).model_fields:
+            secret = isinstance(getattr(model, name), SecretStr | SecretBytes)
+            table[name] = {
+                "value": SECRET_MASK if secret else dumped[name],
+                "source": origins.get(f"{section}.{name}", "default"),
+            }
+        settings[section] = table
+    return {"file": None if config.file is None else str(config.file), "settings": settings}
+
+
 def _read(location: ConfigLocation) -> str | None:
     """The file's text; None when the default file does not exist."""
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TextIO
 
+from controller.output import say
 from controller.session import (
     SCALE_STEP,
     RunnerEvent,
@@ -37,6 +39,19 @@ _HIDE_CURSOR = "\x1b[?25l"
 _SHOW_CURSOR = "\x1b[?25h"
 
 Say = Callable[[str], None]
+
+
+def redraws(out: TextIO) -> bool:
+    """True when out is a terminal that takes cursor codes: not a pipe, a file or TERM=dumb.
+
+    Otherwise the live view writes plain lines (LiveDisplay, controller.remote).
+    """
+    if os.environ.get("TERM", "dumb") in ("", "dumb"):
+        return False
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError, OSError):  # closed, or not a real stream
+        return False
 
 
 def format_time(seconds: float) -> str:
@@ -191,6 +206,9 @@ class LiveDisplay:
         self.out = out if out is not None else sys.stdout
         self.refresh_s = refresh_s
         self.message = ""
+        self.redraw = redraws(self.out)
+        """False: no cursor codes, a plain line whenever the step, state or message changes."""
+        self._last_line = ""
 
     def on_key(self, key: str) -> None:
         """Act on a key and show what was done."""
@@ -204,15 +222,23 @@ class LiveDisplay:
         self.message = text
 
     def draw(self) -> None:
-        """Draw the current snapshot over the previous one."""
+        """Draw the current snapshot over the previous one (a plain line without cursor codes)."""
+        snap = self.runner.snapshot()
+        if not self.redraw:
+            # Keyed without the clock: a line per change, not one per refresh.
+            key = plain_line(snap, self.message, clock=False)
+            if key != self._last_line:
+                self._last_line = key
+                say(plain_line(snap, self.message), out=self.out)
+            return
         width = shutil.get_terminal_size((80, 24)).columns
-        text = render_snapshot(self.runner.snapshot(), width=width, message=self.message)
-        self.out.write(_CLEAR + text + "\n")
-        self.out.flush()
+        text = render_snapshot(snap, width=width, message=self.message)
+        say(_CLEAR + text, out=self.out)
 
     async def run(self) -> None:
         """Redraw until the runner is done; the cursor is shown again at the end."""
-        self.out.write(_HIDE_CURSOR)
+        if self.redraw:
+            self.out.write(_HIDE_CURSOR)
         try:
             while not self.runner.done.is_set():
                 self.draw()
@@ -221,8 +247,24 @@ class LiveDisplay:
                         await self.runner.done.wait()
             self.draw()
         finally:
-            self.out.write(_SHOW_CURSOR)
-            self.out.flush()
+            if self.redraw:
+                with contextlib.suppress(BrokenPipeError):
+                    self.out.write(_SHOW_CURSOR)
+                    self.out.flush()
+
+
+def plain_line(snap: SessionSnapshot, message: str = "", *, clock: bool = True) -> str:
+    """One line of the live view for a terminal without cursor codes: time, step, state."""
+    step = (
+        f"step {snap.step_index + 1}/{snap.step_count}  {snap.step_label}"
+        if snap.step_index is not None
+        else "between steps"
+    )
+    state = snap.state.value
+    if snap.pause_reasons:
+        state += f" ({', '.join(snap.pause_reasons)})"
+    line = f"{format_time(snap.elapsed)}  {step}  {state}" if clock else f"{step}  {state}"
+    return f"{line}  {message}" if message else line
 
 
 _EVENT_TEXT: dict[str, str] = {
@@ -272,7 +314,8 @@ class LinePrinter:
 
 
 def _print(text: str) -> None:
-    print(text, flush=True)
+    # A closed pipe (| head) must neither stop the session nor log a traceback per line.
+    say(text)
 
 
 def install_interrupt(runner: SessionRunner, say: Say | None = None) -> Callable[[], None]:

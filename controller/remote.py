@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from controller import control
-from controller.live import _CLEAR, _HIDE_CURSOR, _SHOW_CURSOR, KeyReader, render_snapshot
+from controller.live import (
+    _CLEAR,
+    _HIDE_CURSOR,
+    _SHOW_CURSOR,
+    KeyReader,
+    plain_line,
+    redraws,
+    render_snapshot,
+)
+from controller.output import say
 from controller.session import (
     SCALE_STEP,
     DeviceSnapshot,
@@ -71,6 +80,9 @@ class RemoteSession:
         self.socket = socket
         self.out = out if out is not None else sys.stdout
         self.live = live
+        self.redraw = live and redraws(self.out)
+        """False: plain lines, no cursor codes (a pipe, a file, TERM=dumb)."""
+        self._last_line = ""
         self.message = ""
         self._scale = 1.0
         self._paused = False
@@ -125,7 +137,7 @@ class RemoteSession:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signal.SIGINT, self._interrupted)
-        if self.live:
+        if self.redraw:
             self.out.write(_HIDE_CURSOR)
         try:
             with KeyReader(self.on_key) if self.live else contextlib.nullcontext():
@@ -139,9 +151,10 @@ class RemoteSession:
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
-            if self.live:
-                self.out.write(_SHOW_CURSOR)
-                self.out.flush()
+            if self.redraw:
+                with contextlib.suppress(BrokenPipeError):
+                    self.out.write(_SHOW_CURSOR)
+                    self.out.flush()
             for task in list(self._requests):
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     async with asyncio.timeout(2.0):
@@ -151,18 +164,23 @@ class RemoteSession:
         snap = snapshot_from_data(session)
         self._scale = snap.scale
         self._paused = snap.state == SessionState.PAUSED
-        if self.live:
+        if self.redraw:
             width = shutil.get_terminal_size((80, 24)).columns
             text = render_snapshot(snap, width=width, message=self.message)
-            self.out.write(_CLEAR + text + "\n")
-            self.out.flush()
+            say(_CLEAR + text, out=self.out)
+        elif self.live:
+            # A terminal without cursor codes (TERM=dumb): a line whenever something changes.
+            key = plain_line(snap, self.message, clock=False)
+            if key != self._last_line:
+                self._last_line = key
+                say(plain_line(snap, self.message), out=self.out)
         elif snap.step_index is not None and snap.step_index != self._last_step:
             self._last_step = snap.step_index
-            self.out.write(
+            say(
                 f"step {snap.step_index + 1}/{snap.step_count}  {snap.step_label}  "
-                f"({snap.remaining:.0f} s left)\n"
+                f"({snap.remaining:.0f} s left)",
+                out=self.out,
             )
-            self.out.flush()
 
 
 async def run_remote(
@@ -188,7 +206,8 @@ async def run_remote(
     if profile:
         payload["profile"] = profile
     started = await remote.request("run", payload)
-    remote.out.write(
-        f"{started['program']}: {started['title']} on {', '.join(started['devices'])}\n"
+    say(
+        f"{started['program']}: {started['title']} on {', '.join(started['devices'])}",
+        out=remote.out,
     )
     return await remote.follow()

@@ -22,8 +22,8 @@ from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
 from bleak.uuids import normalize_uuid_str
 
 from devices.capabilities import DeviceKind
-from devices.errors import LinkError
-from devices.links.ble import BLE_PROFILES
+from devices.errors import BluetoothUnavailableError, LinkError
+from devices.links.ble import BLE_PROFILES, bluetooth_unavailable
 from devices.protocols import vb1
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,11 @@ async def scan(
     include_serial: bool = True,
     radio_path: Path | None = None,
 ) -> list[Found]:
-    """Every device found in timeout seconds; LinkError only if every source failed."""
+    """Every device found in timeout seconds.
+
+    Raises LinkError when every source failed, or when the Bluetooth scan failed and
+    nothing was found (BluetoothUnavailableError when there is no Bluetooth at all).
+    """
     backend = scanner_backend
     kwargs = dict(scanner_kwargs or {})
     if radio_path is not None:
@@ -95,18 +99,43 @@ async def scan(
 
     found: dict[tuple[str, str], Found] = {}
     errors: list[str] = []
+    failures: dict[str, Exception] = {}
     for source, result in zip(sources, results, strict=True):
         if isinstance(result, BaseException):
             if not isinstance(result, Exception):
                 raise result
-            logger.warning("discovery: %s failed: %r", source, result)
+            logger.info("discovery: %s failed: %r", source, result)
             errors.append(f"{source}: {result!r}")
+            failures[source] = result
             continue
         for item in result:
             found.setdefault((item.transport, item.address), item)
+    ble_error = failures.get("ble")
+    if ble_error is not None and not found:
+        # "Nothing found" would send the user looking for a device when the fault is here.
+        raise _ble_failure(ble_error, radio_path) from ble_error
     if errors and len(errors) == len(sources):
         raise LinkError("discovery failed: " + "; ".join(errors))
+    for error in errors:
+        # A partial result is still a result: say what is missing from it, once.
+        logger.warning("discovery: %s", error)
     return sorted(found.values(), key=lambda f: (f.kind.value, f.transport, f.address))
+
+
+def _ble_failure(err: Exception, radio_path: Path | None) -> LinkError:
+    """The error a scan that found nothing ends in when its Bluetooth part failed."""
+    if radio_path is not None:
+        if bluetooth_unavailable(err) is not None:
+            return BluetoothUnavailableError(
+                f"no simulated radio at {radio_path}: is 'massaged simulate' running?"
+            )
+        return LinkError(f"the scan of the simulated radio at {radio_path} failed: {err}")
+    why = bluetooth_unavailable(err)
+    if why is not None:
+        return BluetoothUnavailableError(why)
+    if isinstance(err, TimeoutError):
+        return LinkError(f"the Bluetooth scan did not end within {START_GRACE:g} s of its time")
+    return LinkError(f"the Bluetooth scan failed: {err or type(err).__name__}")
 
 
 async def _scan_ble(

@@ -31,6 +31,10 @@ class LinkBusyError(LinkError):
         self.device = address
 
 
+class BluetoothUnavailableError(LinkError):
+    """This machine cannot use Bluetooth at all: no adapter, adapter off, or BlueZ not running."""
+
+
 class LinkLostError(LinkError):
     """The link dropped, or the device stopped answering after every retry."""
 

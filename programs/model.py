@@ -124,6 +124,12 @@ ceiling is ours, chosen to keep children's work gentle.
 PILLOW_ZONES: Final = frozenset({Zone.NECK, Zone.COLLAR_ZONE})
 """The pillow's nodes sit under the neck: it plays only zones that include the neck."""
 
+MIN_STEP_S: Final = 1.0
+"""The shortest step: below a second no device can rise to a level and fall back."""
+
+MIN_SESSION_MIN: Final = 1.0
+"""The shortest max_duration, in minutes: a smaller one is a slip (seconds for minutes)."""
+
 SLUG_PATTERN: Final = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 
 COUNT_PATTERN: Final = r"^[0-9]+(-[0-9]+)?$"
@@ -179,6 +185,7 @@ class Step(BaseModel):
     )
     repetitions: int | None = Field(
         default=None,
+        strict=True,
         ge=1,
         le=100,
         description="How many times: each repetition is one movement (a rise, a peak, a "
@@ -191,20 +198,25 @@ class Step(BaseModel):
         "lie within it.",
     )
     duration_s: float | None = Field(
-        default=None, gt=0, le=1800, description="How long in seconds; give this or repetitions."
+        default=None,
+        strict=True,
+        ge=MIN_STEP_S,
+        le=1800,
+        description="How long in seconds; give this or repetitions.",
     )
     intensity: float | None = Field(
         default=None,
+        strict=True,
         ge=0,
         le=1,
         description="Nominal intensity 0..1 (the profile scales and caps it); "
         "or give start_intensity and end_intensity.",
     )
     start_intensity: float | None = Field(
-        default=None, ge=0, le=1, description="Intensity at the start of a ramp, 0..1."
+        default=None, strict=True, ge=0, le=1, description="Intensity at the start of a ramp, 0..1."
     )
     end_intensity: float | None = Field(
-        default=None, ge=0, le=1, description="Intensity at the end of a ramp, 0..1."
+        default=None, strict=True, ge=0, le=1, description="Intensity at the end of a ramp, 0..1."
     )
     devices: tuple[DeviceKind, ...] | None = Field(
         default=None,
@@ -212,7 +224,9 @@ class Step(BaseModel):
         description="Only these kinds of device play the step; the others rest. "
         "Default: every device that can.",
     )
-    heat: bool = Field(default=False, description="Warm with the heater where one is fitted.")
+    heat: bool = Field(
+        default=False, strict=True, description="Warm with the heater where one is fitted."
+    )
     label: str = Field(default="", max_length=80, description="A short name shown in plans.")
     cite: str = Field(default="", description="The sentence of the method this step follows.")
 
@@ -392,7 +406,8 @@ class Program(BaseModel):
     title: str = Field(min_length=1, max_length=100, description="A human title.")
     audience: Audience = Field(description="adult or child.")
     max_duration: float = Field(
-        gt=0,
+        strict=True,
+        ge=MIN_SESSION_MIN,
         le=MAX_SESSION_MIN[Audience.ADULT],
         description="Minutes the session may take at most: up to 30 for adults, "
         "15 for children (the method); the steps must fit.",

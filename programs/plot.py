@@ -34,7 +34,7 @@ HEAT_CHANNELS: Final = frozenset({"heater", "heat"})
 
 _SHADES: Final = ("#f2f2f2", "#e3ecf7")
 _WIDTH_IN: Final = 12.0
-_MARGINS: Final = {"left": 0.11, "right": 0.91}
+_MARGINS: Final = {"left": 0.15, "right": 0.92}
 """The same figure width and side margins for every plot, so a plan and its recording line up."""
 _KIND_ORDER: Final = {
     DeviceKind.BELT.value: 0,
@@ -42,7 +42,11 @@ _KIND_ORDER: Final = {
     DeviceKind.BUTTERFLY.value: 2,
 }
 _ROW_FILL: Final = 0.8
-"""Height of a full-level strip in a belt's one-row-per-motor panel (rows are 1 apart)."""
+"""Height of a full-scale strip in a one-row-per-channel panel (rows are 1 apart)."""
+_ROW_KINDS: Final = {DeviceKind.BELT.value, DeviceKind.BUTTERFLY.value}
+"""Kinds drawn as one strip per channel: six motors (or two EMS channels) on one set of
+axes would hide each other."""
+_EMS_LABELS: Final = {"output_a": "output_a left", "output_b": "output_b right"}
 
 
 class PlotError(ConfigError):
@@ -137,7 +141,9 @@ def _motor_labels(plan: SessionPlan) -> dict[str, str]:
     for timeline in plan.timelines.values():
         if timeline.capabilities.kind is DeviceKind.BELT:
             return {
-                f"motor{m.index}": f"motor{m.index} {m.place.value} {m.side.value}"
+                f"motor{m.index}": f"motor{m.index} {m.place.value} {m.side.value}".replace(
+                    "_", " "
+                )
                 for m in timeline.capabilities.motors
             }
     return {}
@@ -234,23 +240,34 @@ def _draw_lines(ax: Axes, panel: Panel, last_t: float, names: Mapping[str, str])
     if handles:
         ax.legend(handles, labels, loc="upper right", fontsize=7, ncol=4, framealpha=0.85)
     ax.set_ylabel(f"{panel.device}\n{panel.unit}", fontsize=8)
+    if panel.kind == DeviceKind.PILLOW.value:
+        ax.set_ylim(-0.25, 3.6)  # speeds 0..3, room for the legend
+        ax.set_yticks([0, 1, 2, 3])
     ax.grid(axis="y", lw=0.3)
 
 
 def _row_channels(panel: Panel) -> list[str]:
-    """A belt's rows, top to bottom: motor1, motor2, ..., then the heater."""
+    """A panel's rows, top to bottom: motor1, motor2, ... (or output_a, output_b), then heat."""
     motors = sorted(
         (c for c in panel.series if c.startswith("motor") and c[5:].isdigit()),
         key=lambda c: int(c[5:]),
     )
-    others = [c for c in panel.series if c not in motors]
-    return motors + others
+    heat = [c for c in panel.series if c in HEAT_CHANNELS]
+    others = sorted(c for c in panel.series if c not in motors and c not in heat)
+    return motors + others + heat
 
 
-def _draw_rows(
-    ax: Axes, panel: Panel, last_t: float, names: Mapping[str, str], full_scale: float
-) -> None:
-    """One strip per channel (a belt's motors): no line hides another."""
+def _full_scale(panel: Panel) -> float:
+    """The value of a full strip: a belt's 255, else the panel's highest value (at least 1)."""
+    if panel.kind == DeviceKind.BELT.value:
+        return 255.0
+    values = [v for c, s in panel.series.items() if c not in HEAT_CHANNELS for _, v in s]
+    return max([1.0, *values])
+
+
+def _draw_rows(ax: Axes, panel: Panel, last_t: float, names: Mapping[str, str]) -> None:
+    """One strip per channel (a belt's motors, a butterfly's outputs): no line hides another."""
+    full_scale = _full_scale(panel)
     channels = _row_channels(panel)
     ticks: list[float] = []
     tick_labels: list[str] = []
@@ -261,7 +278,7 @@ def _draw_rows(
         scale = 1.0 if channel in HEAT_CHANNELS else full_scale
         ys = [base + _ROW_FILL * min(1.0, v / scale) for v in vs]
         colour = "tab:red" if channel in HEAT_CHANNELS else f"C{row % 10}"
-        label = names.get(channel, channel)
+        label = names.get(channel, _EMS_LABELS.get(channel, channel))
         ax.fill_between(ts, base, ys, step="post", color=colour, alpha=0.35, lw=0)
         ax.step(ts, ys, where="post", color=colour, lw=1, label=label)
         ax.axhline(base, color="#999999", lw=0.4)
@@ -269,13 +286,13 @@ def _draw_rows(
         tick_labels.append(label)
     ax.set_yticks(ticks, labels=tick_labels, fontsize=7)
     ax.set_ylim(-0.1, len(channels) - 0.1)
-    ax.set_ylabel(f"{panel.device}\n{panel.unit} (row height)", fontsize=8)
+    ax.set_ylabel(f"{panel.device}\n{panel.unit}\nfull row = {full_scale:g}", fontsize=8)
 
 
 def _panel_height(panel: Panel) -> float:
-    """Inches: a belt gets a strip per channel, the others a fixed panel."""
-    if panel.kind == DeviceKind.BELT.value:
-        return max(2.3, 0.42 * len(panel.series) + 0.4)
+    """Inches: a strip per channel, or a fixed panel of lines."""
+    if panel.kind in _ROW_KINDS:
+        return max(1.4, 0.42 * len(panel.series) + 0.4)
     return 2.0
 
 
@@ -309,8 +326,8 @@ def _draw(
     names = labels or {}
     for i, (ax, panel) in enumerate(zip(axes, panels, strict=True)):
         _draw_steps(ax, steps, labels=i == 0, end=last_t)
-        if panel.kind == DeviceKind.BELT.value:
-            _draw_rows(ax, panel, last_t, names, 255.0)
+        if panel.kind in _ROW_KINDS:
+            _draw_rows(ax, panel, last_t, names)
         else:
             _draw_lines(ax, panel, last_t, names)
     axes[-1].set_xlabel("program time, seconds from the session's start")

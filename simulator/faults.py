@@ -64,11 +64,11 @@ def _flag(value: object) -> bool:
 
 
 def _rate(value: object) -> bool:
-    return value is None or (_number(value) and 0.0 <= float(value) <= 1.0)  # type: ignore[arg-type]
+    return value is None or _number_in(value, 0.0, 1.0)
 
 
 def _delay(value: object) -> bool:
-    return value is None or (_number(value) and 0.0 <= float(value) <= MAX_DELAY_S)  # type: ignore[arg-type]
+    return value is None or _number_in(value, 0.0, MAX_DELAY_S)
 
 
 def _occupied(value: object) -> bool:
@@ -85,8 +85,11 @@ def _wheel(value: object) -> bool:
     )
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _number_in(value: object, low: float, high: float) -> bool:
+    """A finite number (not a bool, which JSON keeps apart) from low to high."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and low <= value <= high
 
 
 FAULT_VALUES: dict[str, tuple[Callable[[object], bool], str]] = {

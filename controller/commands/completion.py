@@ -27,6 +27,8 @@ class Node:
     children: dict[str, Node] = field(default_factory=dict)
     choices: list[str] = field(default_factory=list)
     """The values of a positional argument with fixed choices."""
+    files: bool = False
+    """It takes a free positional argument (a file, an address): complete file names."""
 
 
 def register(sub: Any) -> None:
@@ -68,6 +70,8 @@ def tree(parser: argparse.ArgumentParser, path: tuple[str, ...] = (), text: str 
                 node.options.append((option, action.help or "", takes))
         elif action.choices:
             node.choices.extend(str(c) for c in action.choices)
+        else:
+            node.files = True
     return node
 
 
@@ -151,14 +155,12 @@ def _fish(root: Node) -> str:
     ]
     for node in _walk(root):
         if node.path:
-            seen = " ".join(f"; and __fish_seen_subcommand_from {w}" for w in node.path)
-            here = f"__fish_seen_subcommand_from {node.path[0]}{seen[len(node.path[0]) + 38 :]}"
             here = " ".join(
                 ["__fish_seen_subcommand_from " + node.path[0]]
                 + [f"; and __fish_seen_subcommand_from {w}" for w in node.path[1:]]
             )
         else:
-            here = "true"
+            here = "__fish_use_subcommand"
         if node.children:
             siblings = " ".join(node.children)
             guard = f"{here}; and not __fish_seen_subcommand_from {siblings}"
@@ -173,8 +175,9 @@ def _fish(root: Node) -> str:
             lines.append(
                 f"complete -c massaged -n {_fish_text(here)} {flag}{files} -d {_fish_text(text)}"
             )
+        if node.files:
+            lines.append(f"complete -c massaged -n {_fish_text(here)} -F")
         if node.choices:
-            lines.append(
-                f"complete -c massaged -n {_fish_text(here)} -a {_fish_text(' '.join(node.choices))}"
-            )
+            values = _fish_text(" ".join(node.choices))
+            lines.append(f"complete -c massaged -n {_fish_text(here)} -a {values}")
     return "\n".join(lines) + "\n"

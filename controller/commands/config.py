@@ -11,9 +11,11 @@ from controller.config import (
     CONFIG_ENV,
     config_path,
     config_sources,
+    effective_config_data,
     effective_config_text,
     load_config,
 )
+from controller.output import add_json_option, print_json
 from devices.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -45,17 +47,51 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub.add_parser(
         "show",
         help="print the effective configuration and where each value came from",
+        description=(
+            "The configuration in effect, as TOML: every setting, each followed by where "
+            "its value came from (default, file or $VARIABLE); secrets are masked."
+        ),
     )
     add_config_option(p)
+    add_json_option(p)
     p.set_defaults(func=cmd_show)
 
-    p = sub.add_parser("path", help="print the path of the configuration file")
+    p = sub.add_parser(
+        "path",
+        help="print the path of the configuration file",
+        description=(
+            "The configuration file that is read (--config, $MASSAGED_CONFIG, else "
+            "config.toml in the configuration folder); a note on stderr if it does not exist."
+        ),
+    )
     add_config_option(p)
     p.set_defaults(func=cmd_path)
 
-    p = sub.add_parser("check", help="validate the configuration; exit 1 if it is wrong")
+    p = sub.add_parser(
+        "check",
+        help="validate the configuration; exit 1 if it is wrong",
+        description=(
+            "Validate the configuration file and the MASSAGED_* variables; every problem is "
+            "named with its file and line or variable. Exit 1 if anything is wrong."
+        ),
+    )
     add_config_option(p)
     p.set_defaults(func=cmd_check)
+
+
+def apply_session_defaults(args: argparse.Namespace) -> None:
+    """Fill what ``run`` was not told from [session]: program, profile and display.
+
+    The command line wins: a PROGRAM, --profile or --no-display given is kept.
+    The configuration is read (and validated) here, before any slow work.
+    """
+    session = load_config(_given(args)).session
+    if getattr(args, "program", None) is None:
+        args.program = session.default_program
+    if getattr(args, "profile", None) is None:
+        args.profile = session.profile
+    if not session.display:
+        args.no_display = True
 
 
 def _given(args: argparse.Namespace) -> Path | None:
@@ -66,6 +102,9 @@ def _given(args: argparse.Namespace) -> Path | None:
 def cmd_show(args: argparse.Namespace) -> int:
     """Print the effective configuration as TOML, secrets masked."""
     config = load_config(_given(args))
+    if getattr(args, "json", False):
+        print_json(effective_config_data(config))
+        return 0
     location = config_path(_given(args))
     if config.file is not None:
         print(f"# configuration file: {config.file}")

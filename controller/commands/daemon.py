@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from controller import control, output, quick_control, sdnotify
+from controller import argtypes, control, output, quick_control, sdnotify
 from devices.errors import ConfigError, MassagedError
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,9 @@ def register(sub: Any) -> None:
         ),
     )
     _common(s)
-    s.add_argument("--timeout", type=float, default=None, help="seconds to look (default 5)")
+    s.add_argument(
+        "--timeout", type=argtypes.seconds, default=None, help="seconds to look (default 5)"
+    )
     s.add_argument("--simulator", action="store_true", help="scan a running 'massaged simulate'")
     s.add_argument("--radio", type=Path, help="the simulator's radio socket")
     output.add_json_option(s)
@@ -203,6 +205,9 @@ async def cmd_daemon(args: argparse.Namespace) -> int:
         raise ConfigError("--speed works only with --simulator: real devices run in real time")
     if not 1.0 <= args.speed <= MAX_DAEMON_SPEED:
         raise ConfigError(f"--speed must be 1..{MAX_DAEMON_SPEED:g}")
+    if not getattr(args, "verbose", 0):
+        # [daemon] log_level ($MASSAGED_DAEMON_LOG_LEVEL); -v / -vv on the command line win.
+        logging.getLogger().setLevel(config.daemon.log_level.upper())
     if config.daemon.wire_debug:
         for name in ("devices.links", "devices.drivers"):
             logging.getLogger(name).setLevel(logging.DEBUG)
@@ -367,6 +372,12 @@ async def cmd_pair(args: argparse.Namespace) -> int:
     from devices.discovery import scan
 
     config = load(args)
+    if not args.yes and not output.interactive():
+        # Before scanning and pulsing: the question at the end could not be asked.
+        raise output.NoTerminalError(
+            "pair asks whether you felt the pulse, and there is no terminal to ask on: "
+            "add --yes (and give the device's ADDRESS if several are near)"
+        )
     backend, ble_kwargs, radio = _simulator_link(config)
     store = Store.open(config.store.path)
     try:

@@ -21,9 +21,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from controller.argtypes import number
 from devices.errors import ConfigError, MassagedError
+
+if TYPE_CHECKING:
+    from programs.plot import TimeAxis
 
 DEFAULT_SPEED = 10.0
 """collar-zone lasts 5¼ minutes: at ×10 the demo's session takes about half a minute."""
@@ -35,13 +39,17 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "demo",
         help="the simulated belt, pillow and butterfly at work: a short demo, then collar-zone",
+        description=(
+            "Start a simulator and a daemon, pair the simulated belt, pillow and butterfly, "
+            "run a program on them sped up, and leave the recording and its plots in --out."
+        ),
     )
     p.add_argument(
         "--out", type=Path, default=Path("demo-output"), help="where to leave the recording"
     )
     p.add_argument(
         "--speed",
-        type=float,
+        type=number,
         default=DEFAULT_SPEED,
         help=f"run the session N times faster (default {DEFAULT_SPEED:g})",
     )
@@ -76,10 +84,10 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         sim = await _start(
             procs, env, "simulate", "--record", str(recording), "--speed", f"{args.speed:g}"
         )
-        devices = [json.loads(await _line(sim.stdout)) for _ in range(3)]
+        devices = [json.loads(await _line(sim.stdout, sim)) for _ in range(3)]
         for d in devices:
             say(f"   {d['id']:<12} {d['kind']:<10} {d['link']:<7} {d['address']}")
-        banner = await _line(sim.stderr)  # the radio is listening; the recording's t=0
+        banner = await _line(sim.stderr, sim)  # the radio is listening; the recording's t=0
 
         say("\n2. what each device does: every output briefly and gently, one at a time")
         await _demonstrate(devices, Path(env["MASSAGED_SIM_RADIO"]))
@@ -94,6 +102,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
 
         say(f"\n4. the {args.program} program on all three, ×{args.speed:g} speed")
         from controller.remote import run_remote
+        from controller.session_origin import recording_t0, watch_origin
 
         live = not args.no_display and sys.stdout.isatty()
         if live:
@@ -153,13 +162,32 @@ async def _start(
     return proc
 
 
-async def _line(stream: asyncio.StreamReader | None) -> str:
+async def _line(stream: asyncio.StreamReader | None, proc: asyncio.subprocess.Process) -> str:
     assert stream is not None
-    async with asyncio.timeout(START_TIMEOUT_S):
-        line = await stream.readline()
+    try:
+        async with asyncio.timeout(START_TIMEOUT_S):
+            line = await stream.readline()
+    except TimeoutError:
+        raise MassagedError(f"the simulator said nothing in {START_TIMEOUT_S:g} s") from None
     if not line:
-        raise MassagedError("a demo process ended early")
+        raise MassagedError(f"the simulator ended early: {await _last_words(proc)}")
     return line.decode()
+
+
+async def _last_words(proc: asyncio.subprocess.Process) -> str:
+    """The last line a child wrote on stderr (its error), or its exit status."""
+    text = b""
+    if proc.stderr is not None:
+        with contextlib.suppress(TimeoutError, OSError):
+            async with asyncio.timeout(5):
+                text = await proc.stderr.read()
+    lines = [line for line in text.decode(errors="replace").splitlines() if line.strip()]
+    if lines:
+        return lines[-1].removeprefix("massaged: error: ")
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5):
+            await proc.wait()
+    return f"exit status {proc.returncode}"
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
@@ -211,7 +239,9 @@ async def _wait_devices(socket: Path, count: int) -> None:
     raise MassagedError(f"the daemon did not connect {count} devices in {START_TIMEOUT_S:g} s")
 
 
-def _plots(program_id: str, recording: Path, out: Path) -> None:
+def _plots(
+    program_id: str, recording: Path, out: Path, axis: TimeAxis | None, speed: float
+) -> None:
     from programs import library
     from programs.plot import PlotError, plot_plan, plot_recording
     from programs.render import render
@@ -219,13 +249,17 @@ def _plots(program_id: str, recording: Path, out: Path) -> None:
 
     rows = read_recording(recording)
     plan = render(library.get(program_id).program)
+    title = f"{plan.program_id}: {plan.title} — recorded on the simulated devices at ×{speed:g}"
     try:
-        plot_recording(rows, out / "recording.png", plan=None)
+        # The same time axis, channel names, steps and margins as the plan's plot.
+        plot_recording(rows, out / "recording.png", plan=plan, axis=axis, title=title)
         plot_plan(plan, out / f"{program_id}-plan.png")
     except PlotError as err:
         say(f"no plots: {err}")
         return
     changes = len(rows)
     say(f"\nrecording: {recording} ({changes} output changes, format in docs/simulator.md)")
+    if axis is not None:
+        say(f"   the session started at t = {axis.origin:.2f} s of the recording")
     say(f"plot of the recording: {out / 'recording.png'}")
     say(f"plot of the program: {out / f'{program_id}-plan.png'}")

@@ -9,10 +9,13 @@ from controller.commands.profiles import add_db_option, open_store
 from controller.courses import (
     COURSE_INTERVALS,
     COURSE_SESSIONS,
+    CourseProgress,
     after_session_advice,
     course_status,
     start_course,
 )
+from controller.live import format_time
+from controller.output import add_json_option, print_json, print_table
 from controller.profiles import DEFAULT_PROFILE_NAME
 from controller.store import SessionRecord
 
@@ -20,7 +23,11 @@ logger = logging.getLogger(__name__)
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        # Not a ValueError: argparse would print "invalid _positive value".
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
@@ -28,9 +35,18 @@ def _positive(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``history`` and ``course``."""
-    p = subparsers.add_parser("history", help="past sessions, newest first")
+    p = subparsers.add_parser(
+        "history",
+        help="past sessions, newest first",
+        description=(
+            "Past sessions, newest first: when, which program on which devices, for whom, "
+            "how long the program ran (session time, also for a sped-up simulated session), "
+            "how it ended, and how often gentler was pressed."
+        ),
+    )
     p.add_argument("--limit", type=_positive, default=20, metavar="N", help="at most N (20)")
     p.add_argument("--profile", metavar="NAME", help="only this profile's sessions")
+    add_json_option(p)
     add_db_option(p)
     p.set_defaults(func=cmd_history)
 
@@ -41,12 +57,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sub = course.add_subparsers(dest="course_action", metavar="ACTION", required=True)
 
-    p = sub.add_parser("show", help="progress and the next due date")
+    p = sub.add_parser(
+        "show",
+        help="progress and the next due date",
+        description="The current course of a profile: sessions done, the last one, the next due.",
+    )
     p.add_argument("--profile", default=DEFAULT_PROFILE_NAME, metavar="NAME")
+    add_json_option(p)
     add_db_option(p)
     p.set_defaults(func=cmd_course_show)
 
-    p = sub.add_parser("start", help="start a new course (ends the current one)")
+    p = sub.add_parser(
+        "start",
+        help="start a new course (ends the current one)",
+        description="Start a new course for a profile; the current one, if any, ends.",
+    )
     p.add_argument("--profile", default=DEFAULT_PROFILE_NAME, metavar="NAME")
     p.add_argument(
         "--sessions",
@@ -67,31 +92,69 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=cmd_course_start)
 
 
-def _format_session(s: SessionRecord) -> str:
-    started = s.started_at.astimezone().strftime("%Y-%m-%d %H:%M")
-    duration = "running" if s.duration is None else f"{s.duration / 60:.0f} min"
-    outcome = s.outcome.value if s.outcome is not None else "-"
-    devices = ",".join(s.devices) or "-"
+def program_seconds(s: SessionRecord) -> float | None:
+    """How long the program ran, in session seconds; None while it runs.
+
+    The session's own clock (detail "elapsed"), not the wall clock: a session
+    simulated at x120 ran 5 minutes of program in under 3 seconds. A row written
+    without it falls back to the wall-clock length.
+    """
+    elapsed = s.detail.get("elapsed") if isinstance(s.detail, dict) else None
+    if isinstance(elapsed, int | float) and not isinstance(elapsed, bool):
+        return float(elapsed)
+    return s.duration
+
+
+def _length(s: SessionRecord) -> str:
+    if s.ended_at is None:
+        return "running"
+    seconds = program_seconds(s)
+    return "-" if seconds is None else format_time(seconds)
+
+
+def _session_row(s: SessionRecord) -> tuple[object, ...]:
     return (
-        f"{s.id:>5}  {started}  {s.program:<24} {devices:<24} {s.profile:<12} "
-        f"{duration:>8}  {outcome:<14} {s.gentler_presses:<7}  "
-        + ("simulated" if s.simulated else "real")
-    ).rstrip()
+        s.id,
+        s.started_at.astimezone().strftime("%Y-%m-%d %H:%M"),
+        s.program,
+        ",".join(s.devices) or "-",
+        s.profile,
+        _length(s),
+        s.outcome.value if s.outcome is not None else "-",
+        s.gentler_presses,
+        "simulated" if s.simulated else "real",
+    )
+
+
+def _session_data(s: SessionRecord) -> dict[str, object]:
+    return {
+        "id": s.id,
+        "program": s.program,
+        "devices": list(s.devices),
+        "profile": s.profile,
+        "started_at": s.started_at.isoformat(),
+        "ended_at": None if s.ended_at is None else s.ended_at.isoformat(),
+        "outcome": None if s.outcome is None else s.outcome.value,
+        "reason": s.detail.get("reason") if isinstance(s.detail, dict) else None,
+        "program_seconds": None if s.ended_at is None else program_seconds(s),
+        "wall_seconds": s.duration,
+        "gentler_presses": s.gentler_presses,
+        "simulated": s.simulated,
+    }
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     """Print the latest sessions."""
     with open_store(args) as store:
         sessions = store.list_sessions(args.limit, profile=args.profile)
+    if args.json:
+        print_json([_session_data(s) for s in sessions])
+        return 0
     if not sessions:
         print("no sessions yet")
         return 0
-    print(
-        f"{'id':>5}  {'started':<16}  {'program':<24} {'devices':<24} {'profile':<12} "
-        f"{'length':>8}  {'outcome':<14} gentler  devices were"
-    )
-    for session in sessions:
-        print(_format_session(session))
+    header = ("id", "started", "program", "devices", "profile", "length", "outcome", "gentler")
+    print_table((*header, "devices were"), [_session_row(s) for s in sessions], right=(0, 5, 7))
     return 0
 
 
@@ -100,6 +163,9 @@ def cmd_course_show(args: argparse.Namespace) -> int:
     with open_store(args) as store:
         profile = store.get_profile(args.profile)
         progress = course_status(store, args.profile)
+    if getattr(args, "json", False):
+        print_json(None if progress is None else _course_data(progress))
+        return 0
     if progress is None:
         hint = "" if args.profile == DEFAULT_PROFILE_NAME else f" --profile {args.profile}"
         print(f"no course for profile {args.profile}; start one with: massaged course start{hint}")
@@ -126,6 +192,25 @@ def cmd_course_show(args: argparse.Namespace) -> int:
             print(f"next session: due {due}")
     print(f"after each session: {after_session_advice(profile.audience)}")
     return 0
+
+
+def _course_data(progress: CourseProgress) -> dict[str, object]:
+    course = progress.course
+    return {
+        "profile": course.profile,
+        "started_at": course.started_at.isoformat(),
+        "sessions": course.sessions,
+        "every_days": course.every_days,
+        "completed": progress.completed,
+        "remaining": progress.remaining,
+        "last_session": None
+        if progress.last_session is None
+        else progress.last_session.isoformat(),
+        "next_due": progress.next_due,
+        "due_now": progress.due_now,
+        "overdue": progress.overdue,
+        "done": progress.done,
+    }
 
 
 def cmd_course_start(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import logging
 from datetime import date
 from pathlib import Path
 
+from controller.output import add_json_option, print_json
 from controller.profiles import (
     CONTRAINDICATIONS,
     DEFAULT_PROFILE,
@@ -60,11 +61,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     sub = parser.add_subparsers(dest="profiles_action", metavar="ACTION", required=True)
 
-    p = sub.add_parser("list", help="every profile")
+    p = sub.add_parser(
+        "list",
+        help="every profile",
+        description="Every profile: audience, painful side and how many contraindications.",
+    )
+    add_json_option(p)
     add_db_option(p)
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("show", help="one profile in full")
+    p = sub.add_parser(
+        "show",
+        help="one profile in full",
+        description="One profile in full: audience, caps, painful side, contraindications.",
+    )
     p.add_argument("name", metavar="NAME")
     p.add_argument("--json", action="store_true", help="print the profile as JSON")
     add_db_option(p)
@@ -175,6 +185,9 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Print every profile, one line each."""
     with open_store(args) as store:
         profiles = store.list_profiles()
+    if getattr(args, "json", False):
+        print_json([profile.model_dump(mode="json") for profile in profiles])
+        return 0
     for profile in profiles:
         contra = len(profile.contraindications)
         print(

@@ -6,11 +6,13 @@ import argparse
 import logging
 import sys
 import textwrap
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from controller.argtypes import number
+from controller.output import add_json_option, print_json, print_table
 from devices.capabilities import Capabilities, DeviceKind, Side, belt_motors
+from devices.errors import ConfigError
 from devices.outputs import BeltOutput, ButterflyOutput, Output, PillowOutput
 from programs.library import USER_DIR_ENV, list_programs, resolve, user_dir
 from programs.loader import load_program, schema_text
@@ -42,10 +44,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.set_defaults(func=lambda args: _help(parser))
     cmds = parser.add_subparsers(dest="programs_command", metavar="SUBCOMMAND")
 
-    p = cmds.add_parser("list", help="list the built-in and user programs")
+    p = cmds.add_parser(
+        "list",
+        help="list the built-in and user programs",
+        description=(
+            "Every program: its id, audience, minutes (program/at most), whether it is "
+            f"built in or yours (${USER_DIR_ENV}), and its title."
+        ),
+    )
+    add_json_option(p)
     p.set_defaults(func=cmd_list)
 
-    p = cmds.add_parser("show", help="the steps with their times and what each device does")
+    p = cmds.add_parser(
+        "show",
+        help="the steps with their times and what each device does",
+        description=(
+            "A program as it would run: its steps with start times and sides, what each "
+            "device does in each, and a text timeline of every output."
+        ),
+    )
     p.add_argument("program", metavar="ID|FILE")
     _add_render_options(p)
     p.add_argument(
@@ -53,23 +70,51 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.set_defaults(func=cmd_show)
 
-    p = cmds.add_parser("plot", help="draw the rendered program as a PNG")
+    p = cmds.add_parser(
+        "plot",
+        help="draw the rendered program as a PNG",
+        description="Draw every output of the rendered program over time, as a PNG "
+        "(needs matplotlib: pip install 'massaged[plot]').",
+    )
     p.add_argument("program", metavar="ID|FILE")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.png")
     _add_render_options(p)
     p.set_defaults(func=cmd_plot)
 
-    p = cmds.add_parser("plot-recording", help="draw a simulator recording (JSON lines) as a PNG")
+    p = cmds.add_parser(
+        "plot-recording",
+        help="draw a simulator recording (JSON lines) as a PNG",
+        description="Draw what the simulated devices did (a --record file of 'massaged run "
+        "--simulate' or 'massaged simulate') as a PNG, optionally shaded by a program's steps.",
+    )
     p.add_argument("recording", type=Path, metavar="RECORDING.jsonl")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.png")
     p.add_argument("--program", metavar="ID|FILE", help="shade this program's steps")
+    p.add_argument(
+        "--session-start",
+        type=number,
+        default=0.0,
+        metavar="SECONDS",
+        help="the recording's t at which the session started: the plot's time 0 "
+        "('massaged demo' prints it; default 0)",
+    )
     p.set_defaults(func=cmd_plot_recording)
 
-    p = cmds.add_parser("validate", help="check program files; exit 1 if any is invalid")
+    p = cmds.add_parser(
+        "validate",
+        help="check program files; exit 1 if any is invalid",
+        description="Check program files against the schema and the safety rules; every "
+        "problem is named with its file and line. Exit 1 if any file is invalid.",
+    )
     p.add_argument("files", nargs="+", type=Path, metavar="FILE")
     p.set_defaults(func=cmd_validate)
 
-    p = cmds.add_parser("schema", help="print the JSON schema of a program file")
+    p = cmds.add_parser(
+        "schema",
+        help="print the JSON schema of a program file",
+        description="Print the JSON schema of a program file (for editors that check TOML "
+        "against a schema).",
+    )
     p.set_defaults(func=cmd_schema)
 
 
@@ -125,27 +170,38 @@ def _clock(seconds: float) -> str:
 def cmd_list(args: argparse.Namespace) -> int:
     """Print every program: id, audience, minutes, where from, title."""
     found, errors = list_programs()
-    rows = [("ID", "AUDIENCE", "MIN", "SOURCE", "TITLE")]
+    if args.json:
+        print_json(
+            [
+                {
+                    "id": source.program.id,
+                    "title": source.program.title,
+                    "audience": source.program.audience.value,
+                    "duration_s": source.program.total_duration,
+                    "max_duration_min": source.program.max_duration,
+                    "builtin": source.builtin,
+                    "path": str(source.path),
+                }
+                for source in found
+            ]
+        )
+        for err in errors:
+            print(f"warning: skipped {err}", file=sys.stderr)
+        return 0
+    rows = []
     for source in found:
         p = source.program
         minutes = f"{fmt_number(round(p.total_duration / 60, 1))}/{fmt_number(p.max_duration)}"
         rows.append(
             (p.id, p.audience.value, minutes, "built-in" if source.builtin else "user", p.title)
         )
-    _print_table(rows)
+    print_table(("ID", "AUDIENCE", "MIN", "SOURCE", "TITLE"), rows)
     directory = user_dir()
     if directory is None:
         print(f"\n(your own programs: set ${USER_DIR_ENV} to a directory of <id>.toml files)")
     for err in errors:
         print(f"warning: skipped {err}", file=sys.stderr)
     return 0
-
-
-def _print_table(rows: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
-        print("  ".join(cells).rstrip())
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -186,7 +242,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 span.label,
             )
         )
-    _print_table(rows)
+    print_table(rows[0], rows[1:])
     print()
     table: list[tuple[str, ...]] = [("DEVICE", "KIND", "MODEL", "CUES", "ACTIVE", "PEAK")]
     for name, timeline in plan.timelines.items():
@@ -200,7 +256,7 @@ def cmd_show(args: argparse.Namespace) -> int:
                 _peak(timeline),
             )
         )
-    _print_table(table)
+    print_table(table[0], table[1:])
     print()
     _print_bars(plan, max(20, int(args.width)))
     return 0
@@ -329,20 +385,30 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_plot_recording(args: argparse.Namespace) -> int:
     """Draw a simulator recording as a PNG."""
-    from programs.plot import plot_recording
-    from simulator.recording import read_recording
+    from controller.recording_file import load_recording
+    from programs.plot import TimeAxis, plot_recording
 
     path: Path = args.recording
-    try:
-        rows = read_recording(path)
-    except OSError as err:
-        raise ProgramError(f"{path}: cannot read: {err.strerror or err}", source=str(path)) from err
+    _check_out(args.out)
+    rows = load_recording(path)
     plan = None
     if args.program:
         plan = render(resolve(args.program).program)
-    out = plot_recording(rows, args.out, plan=plan, title=f"recording {path.name}")
+    title = f"recording {path.name}"
+    if plan is not None:
+        title = f"{plan.program_id}: {plan.title} — {title}"
+    axis = TimeAxis(origin=args.session_start)
+    out = plot_recording(rows, args.out, plan=plan, axis=axis, title=title)
     print(f"wrote {out}")
     return 0
+
+
+def _check_out(out: Path) -> None:
+    """Refuse a PNG path that cannot be written, before reading or drawing anything."""
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is a folder; give a file name such as {out / 'plot.png'}")
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.commands.config import add_config_option, apply_session_defaults
 from controller.commands.profiles import add_db_option, open_store
 from controller.courses import after_session_advice
 from controller.live import KeyReader, LinePrinter, LiveDisplay, format_time, install_interrupt
@@ -78,7 +79,12 @@ def register(sub: Any) -> None:
             "(a refusal, or a session the history could not record), 3 emergency stop."
         ),
     )
-    p.add_argument("program", metavar="PROGRAM", help="program id or TOML file")
+    p.add_argument(
+        "program",
+        metavar="PROGRAM",
+        nargs="?",
+        help="program id or TOML file (default: [session] default_program, collar-zone)",
+    )
     p.add_argument(
         "--device",
         action="append",
@@ -88,7 +94,9 @@ def register(sub: Any) -> None:
         help="a device (repeatable): belt=/dev/ttyACM0, pillow=AA:BB:CC:DD:EE:FF, ...",
     )
     p.add_argument(
-        "--profile", metavar="NAME", help=f"whose session (default: {DEFAULT_PROFILE_NAME})"
+        "--profile",
+        metavar="NAME",
+        help=f"whose session (default: [session] profile, {DEFAULT_PROFILE_NAME})",
     )
     p.add_argument(
         "--simulate",
@@ -142,8 +150,11 @@ def register(sub: Any) -> None:
         help="drive the devices from this process even when a daemon runs",
     )
     p.add_argument(
-        "--no-display", action="store_true", help="one line per step instead of the live view"
+        "--no-display",
+        action="store_true",
+        help="one line per step instead of the live view (also: [session] display = false)",
     )
+    add_config_option(p)
     p.add_argument(
         "--timeout",
         type=float,
@@ -293,6 +304,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     from programs import library
     from programs.render import render
 
+    apply_session_defaults(args)  # [session] program, profile, display: see docs/configuration.md
     speed = check_options(args)
     if not args.simulate and not args.devices and not args.no_daemon:
         # One process owns the devices: when a daemon runs, the session runs there.
@@ -453,7 +465,7 @@ async def _through_daemon(args: argparse.Namespace) -> int | None:
     from controller.config import load_config
     from controller.remote import run_remote
 
-    socket = args.socket or load_config().daemon.socket
+    socket = args.socket or load_config(getattr(args, "config", None)).daemon.socket
     if not await control.daemon_running(Path(socket)):
         if args.socket:
             raise ConfigError(f"no daemon answers on {socket}")

@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from controller.argtypes import seconds
 from devices.capabilities import DeviceKind, KneadDirection
 from devices.drivers.base import Device
 from devices.errors import ConfigError
@@ -47,7 +49,7 @@ def register(sub: Any) -> None:
         help="reach Bluetooth devices of a running 'massaged simulate'",
     )
     p.add_argument("--radio", help="the simulator's radio socket (default: its standard path)")
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds to connect (default 10)")
+    p.add_argument("--timeout", type=seconds, default=10.0, help="seconds to connect (default 10)")
     p.set_defaults(func=run_selftest)
 
 
@@ -87,7 +89,10 @@ async def run_selftest(args: argparse.Namespace) -> int:
             print(f"{kind.value} at {address}: FAILED: {err}")
         finally:
             await device.close()
-    return 1 if failed else 0
+    if failed:
+        print(f"massaged: error: {failed} of {len(targets)} self-tests failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def check_device(

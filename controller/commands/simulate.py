@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from controller.argtypes import number
+
 logger = logging.getLogger(__name__)
 
 MAX_SPEED = 120.0
@@ -43,7 +45,7 @@ def register(sub: Any) -> None:
     p.add_argument("--record", type=Path, metavar="FILE", help="write the recording (JSON Lines)")
     p.add_argument(
         "--speed",
-        type=float,
+        type=number,
         default=1.0,
         help="run the firmware's physical timers N times faster (default 1)",
     )

@@ -21,11 +21,22 @@ from typing import Any
 from bleak import BleakClient
 from bleak.backends.characteristic import BleakGATTCharacteristic
 from bleak.backends.client import BaseBleakClient
-from bleak.exc import BleakDeviceNotFoundError, BleakError
+from bleak.exc import (
+    BleakBluetoothNotAvailableError,
+    BleakDBusError,
+    BleakDeviceNotFoundError,
+    BleakError,
+)
 from bleak.uuids import normalize_uuid_str
 
 from devices.capabilities import DeviceKind
-from devices.errors import DeviceTimeoutError, LinkError, LinkLostError
+from devices.errors import (
+    BluetoothUnavailableError,
+    DeviceTimeoutError,
+    IdentificationError,
+    LinkError,
+    LinkLostError,
+)
 from devices.links.base import (
     DEFAULT_OPEN_TIMEOUT,
     DEFAULT_READ_TIMEOUT,
@@ -158,6 +169,7 @@ class BleLink(Link):
                 route = system_disconnect_route(client, self.address, self.client_kwargs)
                 if route is not None:
                     HELD_LINKS.hold(self.address, route)
+                self._check_services(client)
                 for uuid in self.notify_uuids:
                     await client.start_notify(uuid, self._notification_handler(uuid))
         except TimeoutError as err:
@@ -170,13 +182,32 @@ class BleLink(Link):
             raise LinkError(f"BLE device not found: {err}", device=self.address) from err
         except (BleakError, OSError) as err:
             await self._drop_client()
+            if (why := bluetooth_unavailable(err)) is not None:
+                raise BluetoothUnavailableError(why, device=self.address) from err
             raise LinkError(f"cannot connect over BLE: {err}", device=self.address) from err
         except BaseException:
-            # Cancelled: release the connection before letting the cancellation through.
+            # Cancelled, or not the device expected: release the connection first.
             await self._drop_client()
             raise
         self._open = True
         logger.info("%s: BLE link open", self.address)
+
+    def _check_services(self, client: BleakClient) -> None:
+        """IdentificationError naming what the device is when it lacks our characteristics."""
+        services = client.services
+        wanted = (self.write_uuid, *self.notify_uuids)
+        if all(services.get_characteristic(uuid) is not None for uuid in wanted):
+            return
+        expected = next((p for p in BLE_PROFILES.values() if p.write_uuid == self.write_uuid), None)
+        offered = {normalize_uuid_str(s.uuid) for s in services}
+        actual = [
+            p.kind.value
+            for p in BLE_PROFILES.values()
+            if p is not expected and normalize_uuid_str(p.service_uuid) in offered
+        ]
+        what = f"a {expected.kind.value}" if expected is not None else "the expected device"
+        seems = f": it offers a {actual[0]}'s services" if actual else ""
+        raise IdentificationError(f"{self.address} is not {what}{seems}")
 
     async def close(self) -> None:
         """Disconnect; never raises, safe to call twice, no lost callback."""
@@ -252,6 +283,27 @@ class BleLink(Link):
             logger.debug("%s: BLE disconnect failed: %r", self.address, err)
         else:
             HELD_LINKS.free(self.address)
+
+
+_NO_BLUEZ = (
+    "org.freedesktop.DBus.Error.ServiceUnknown",
+    "org.freedesktop.DBus.Error.NameHasNoOwner",
+)
+"""D-Bus errors that mean BlueZ (org.bluez) is not running."""
+
+
+def bluetooth_unavailable(err: BaseException) -> str | None:
+    """A sentence when err means this machine cannot use Bluetooth at all, else None."""
+    if isinstance(err, BleakBluetoothNotAvailableError):
+        # str() of this error shows its (message, reason) tuple: the message alone reads well.
+        message = err.args[0] if err.args and isinstance(err.args[0], str) else str(err)
+        return f"Bluetooth is unavailable: {message.rstrip('.')}"
+    if isinstance(err, BleakDBusError) and err.dbus_error in _NO_BLUEZ:
+        return "Bluetooth is unavailable: BlueZ (bluetoothd) is not running"
+    if isinstance(err, FileNotFoundError | ConnectionRefusedError):
+        # bleak reaches BlueZ over the system D-Bus socket; without it there is no Bluetooth.
+        return "Bluetooth is unavailable: no system D-Bus to reach BlueZ (bluetoothd)"
+    return None
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,8 @@ def _radio_path(radio: Path | str | None, device: BLEDevice | str | None = None)
 
 def _unavailable(err: RadioClosedError) -> BleakBluetoothNotAvailableError:
     return BleakBluetoothNotAvailableError(
-        f"simulated radio not available: {err}", BleakBluetoothNotAvailableReason.NO_BLUETOOTH
+        f"simulated radio not available: {err.reason}",
+        BleakBluetoothNotAvailableReason.NO_BLUETOOTH,
     )
 
 

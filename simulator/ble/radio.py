@@ -680,23 +680,19 @@ class SimRadio:
         faults = peripheral.faults if peripheral is not None else None
         if endpoint is not None:
             firmware, faults = endpoint.firmware, endpoint.faults
-        if name not in LINK_FAULTS and name not in PHYSICAL_FAULTS:
-            valid = ", ".join((*LINK_FAULTS, *PHYSICAL_FAULTS))
-            raise RadioError("unknown_fault", f"unknown fault {name!r}; valid: {valid}")
-        try:
-            check_fault_value(name, value)
-        except ValueError as err:
-            raise RadioError("bad_request", str(err)) from None
         if name in LINK_FAULTS:
             if faults is None:
                 raise RadioError("unknown_fault", f"{device} has no link faults to set")
+            self._check_value(name, value, "bad_request")
             self._link_fault(faults, name, value)
         elif name in PHYSICAL_FAULTS:
             if firmware is None or not callable(getattr(firmware, name, None)):
                 raise RadioError("unknown_fault", f"{device} has no {name}")
+            self._check_value(name, value, "fault_failed")
             self._physical_fault(firmware, name, value)
         else:
-            raise RadioError("unknown_fault", f"unknown fault {name!r}")
+            valid = ", ".join((*LINK_FAULTS, *PHYSICAL_FAULTS))
+            raise RadioError("unknown_fault", f"unknown fault {name!r}; valid: {valid}")
         logger.info("fault %s=%r on %s", name, value, device)
         if peripheral is not None:
             if peripheral.faults.link_down:
@@ -715,6 +711,14 @@ class SimRadio:
             if device in (s.device_id, s.path):
                 return None, s
         raise RadioError("unknown_device", f"no simulated device {device!r}")
+
+    @staticmethod
+    def _check_value(name: str, value: object, code: str) -> None:
+        """Refuse a value the fault cannot take before it touches the device."""
+        try:
+            check_fault_value(name, value)
+        except ValueError as err:
+            raise RadioError(code, str(err)) from None
 
     @staticmethod
     def _link_fault(faults: LinkFaults, name: str, value: object) -> None:

@@ -222,7 +222,9 @@ class RadioConnection:
                     self.path, limit=MAX_LINE
                 )
         except (OSError, TimeoutError) as err:
-            raise RadioClosedError(f"no simulated radio at {self.path}: {err!r}") from err
+            raise RadioClosedError(
+                f"no simulated radio at {self.path}: {err.strerror or repr(err)}"
+            ) from err
         self._reader_task = asyncio.create_task(
             self._read_loop(self._reader), name=f"radio-reader:{self.path}"
         )

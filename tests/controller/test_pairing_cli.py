@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -48,15 +49,33 @@ def env() -> Iterator[dict[str, str]]:
 
 
 def massaged(env: dict[str, str], *args: str, answer: str = "") -> subprocess.CompletedProcess[str]:
-    """Run the command line as a user would, typing answer at its prompts."""
-    return subprocess.run(
-        [sys.executable, "-m", "controller", *args],
-        input=answer,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
+    """Run the command line as a user would, typing answer at its prompts on a terminal.
+
+    Without an answer, stdin is /dev/null: no terminal, as from a script.
+    """
+    if not answer:
+        return subprocess.run(
+            [sys.executable, "-m", "controller", *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    controller, terminal = pty.openpty()
+    try:
+        os.write(controller, answer.encode())  # typed ahead: the terminal keeps the line
+        return subprocess.run(
+            [sys.executable, "-m", "controller", *args],
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
 
 
 def test_scan_pair_confirm_list_rename_cap_unpair(env: dict[str, str]) -> None:
@@ -72,14 +91,14 @@ def test_scan_pair_confirm_list_rename_cap_unpair(env: dict[str, str]) -> None:
     refused = massaged(env, "pair", pillow, "--simulator", answer="n\n")
     assert refused.returncode == 1
     assert "gentle pulse" in refused.stdout
-    assert "not paired" in refused.stdout
+    assert "not paired" in refused.stderr
     # Felt it: paired, under the name given.
     paired = massaged(env, "pair", pillow, "--simulator", "--name", "sofa", answer="y\n")
     assert paired.returncode == 0, paired.stderr
     assert "paired sofa" in paired.stdout
     again = massaged(env, "pair", pillow, "--simulator", "--yes")
     assert again.returncode == 1
-    assert "already paired" in again.stdout
+    assert "already paired" in again.stderr
     belt = massaged(env, "pair", found["belt"]["address"], "--simulator", "--yes")
     assert belt.returncode == 0, belt.stderr
 
@@ -99,3 +118,38 @@ def test_scan_pair_confirm_list_rename_cap_unpair(env: dict[str, str]) -> None:
     assert devices["belt"]["caps"] == {"belt": 0.5}
     assert massaged(env, "unpair", "pillow").returncode == 0
     assert {d["name"] for d in json.loads(massaged(env, "devices", "--json").stdout)} == {"belt"}
+
+
+def test_pair_without_a_terminal_names_the_flag(env: dict[str, str]) -> None:
+    """No terminal (stdin /dev/null): refused at once, one line naming --yes, no traceback."""
+    scan = massaged(env, "scan", "--simulator", "--timeout", "1", "--json")
+    pillow = next(f for f in json.loads(scan.stdout) if f["kind"] == "pillow")["address"]
+    for args in ((pillow,), ()):
+        done = massaged(env, "pair", *args, "--simulator")
+        assert done.returncode == 1
+        assert "Traceback" not in done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert "--yes" in done.stderr
+        assert "connecting" not in done.stdout  # refused before any device was touched
+    listing = massaged(env, "devices", "--json")
+    assert json.loads(listing.stdout) == []
+
+
+def test_pair_yes_with_several_devices_does_not_pick_one(env: dict[str, str]) -> None:
+    """--yes answers the pulse question only: with three unpaired devices it lists them."""
+    done = massaged(env, "pair", "--simulator", "--yes")
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "ADDRESS" in done.stderr
+    for kind in ("belt", "pillow", "butterfly"):
+        assert kind in done.stderr
+    assert json.loads(massaged(env, "devices", "--json").stdout) == []
+
+
+def test_pair_asks_which_one_on_a_terminal(env: dict[str, str]) -> None:
+    """On a terminal, several unpaired devices: a numbered table, then the chosen one."""
+    done = massaged(env, "pair", "--simulator", answer="2\ny\n")
+    assert done.returncode == 0, done.stderr
+    assert "which one? [1-3]" in done.stdout
+    paired = json.loads(massaged(env, "devices", "--json").stdout)
+    assert len(paired) == 1
