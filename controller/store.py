@@ -370,6 +370,7 @@ class Store:
     def open(cls, path: Path | str | None = None) -> Store:
         """Open (creating and migrating as needed) the store at path, or the default one."""
         db = database_path(path)
+        _check_database_file(db)
         read_only = _is_read_only_file(db)
         if not read_only:
             _create_private_file(db)
@@ -392,6 +393,45 @@ class Store:
             logger.warning("%s is read-only: history can be read, nothing can be saved", db)
         return store
 
+    @classmethod
+    def open_for_reading(cls, path: Path | str | None = None) -> Store:
+        """The store at path (or the default one) for a command that only reads it.
+
+        Nothing is created or changed: not the file, its folder, their permissions,
+        nor SQLite's -wal and -shm files (issue 13). A missing default database is an
+        empty one (a fresh install has no history yet); a missing --db is an error.
+        """
+        db = paths.db_path() if path is None else Path(path).expanduser()
+        if not db.exists():
+            if path is None:
+                return cls._empty(db)
+            raise StoreError(f"no database at {db}: check the path (nothing was created)")
+        _check_database_file(db)
+        conn = _connect_read_only(db)
+        store = cls(conn, db, read_only=True)
+        try:
+            version = store.schema_version
+        except BaseException:
+            conn.close()
+            raise
+        if version == SCHEMA_VERSION:
+            return store
+        conn.close()
+        if version == 0:
+            raise StoreError(f"{db} is an SQLite database but not a massaged one")
+        # massaged's own database from another release: upgraded as any command would,
+        # or the error that says why it cannot be (newer schema, read-only file).
+        return cls.open(db)
+
+    @classmethod
+    def _empty(cls, db: Path) -> Store:
+        """An empty store in memory named after db: what a database not made yet holds."""
+        conn = sqlite3.connect(":memory:", **_CONNECT_OPTIONS)
+        store = cls(conn, db, read_only=False)
+        store._migrate()
+        store.read_only = True  # a write would be lost: refuse it instead
+        return store
+
     def _configure(self) -> None:
         with self._reading("open the database"):
             self._conn.execute("PRAGMA foreign_keys = ON")
@@ -410,6 +450,9 @@ class Store:
             )
         if version == SCHEMA_VERSION:
             return
+        if version == 0 and self._has_tables():
+            # Another program's database (--db pointing at the wrong file): not ours to change.
+            raise StoreError(f"{self.path} is an SQLite database but not a massaged one")
         if self.read_only:
             raise StoreError(
                 f"the database {self.path} needs an upgrade (schema {version} to "
@@ -425,6 +468,11 @@ class Store:
         finally:
             with self._reading("upgrade the database"):
                 self._conn.execute("PRAGMA foreign_keys = ON")
+
+    def _has_tables(self) -> bool:
+        with self._reading("read the database") as conn:
+            row = conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone()
+        return row is not None
 
     def _migrate_to(self, target: int) -> None:
         with self._writing(f"upgrade the database to schema {target}") as cur:
@@ -968,6 +1016,45 @@ def _course(row: Sequence[Any]) -> CourseRecord:
         every_days=row[4],
         ended_at=_parse_ts(row[5]),
     )
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file."""
+
+
+def _check_database_file(path: Path) -> None:
+    """StoreError, before anything is opened or changed, when an existing path is not
+    an SQLite database: a folder, a TOML file, a file this user cannot read."""
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder: give the database file, e.g. {path / 'massaged.db'}")
+    try:
+        with path.open("rb") as file:
+            head = file.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise StoreError(f"cannot read the database {path}: {err.strerror or err}") from err
+    # An empty file is an empty database to SQLite (one being created by another process).
+    if head and head != SQLITE_MAGIC:
+        raise StoreError(f"{path} is damaged or not a massaged database (not an SQLite file)")
+
+
+def _connect_read_only(db: Path) -> sqlite3.Connection:
+    """A read-only connection that creates nothing next to db.
+
+    SQLite's mode=ro still makes the -wal and -shm files of a WAL database and leaves
+    them behind. When there is no -wal, no writer has anything uncommitted to the main
+    file, so it is read as immutable (nothing made); with one, a writer is or was there
+    and its -shm is used (mode=ro), as a read-only folder allows too.
+    """
+    uri = db.resolve().as_uri() + "?mode=ro"
+    wal = db.with_name(db.name + "-wal")
+    if not wal.exists():
+        uri += "&immutable=1"
+    try:
+        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, **_CONNECT_OPTIONS)
+    except sqlite3.Error as err:
+        raise StoreError(_describe(err, db, "open the database")) from err
 
 
 def _create_private_file(path: Path) -> None:

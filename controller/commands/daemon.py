@@ -370,6 +370,7 @@ async def cmd_pair(args: argparse.Namespace) -> int:
     from controller import pairing
     from controller.store import DeviceRecord, Store
     from devices.discovery import scan
+    from devices.errors import LinkError
 
     config = load(args)
     if not args.yes and not output.interactive():
@@ -382,7 +383,12 @@ async def cmd_pair(args: argparse.Namespace) -> int:
     store = Store.open(config.store.path)
     try:
         paired = {r.address.upper() for r in store.list_devices()}
-        found_all = await scan(config.daemon.scan_timeout, radio_path=radio)
+        try:
+            found_all = await scan(config.daemon.scan_timeout, radio_path=radio)
+        except LinkError:
+            if args.address is None or args.kind is None:
+                raise
+            found_all = []  # address and kind given: connecting says what is wrong, if anything
         candidates = [f for f in found_all if f.address.upper() not in paired]
         address = args.address
         found = None

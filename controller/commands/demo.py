@@ -251,8 +251,10 @@ def _plots(
     plan = render(library.get(program_id).program)
     title = f"{plan.program_id}: {plan.title} — recorded on the simulated devices at ×{speed:g}"
     try:
-        # The same time axis, channel names, steps and margins as the plan's plot.
-        plot_recording(rows, out / "recording.png", plan=plan, axis=axis, title=title)
+        # The same time axis, channel names, steps and margins as the plan's plot; without
+        # the session's start the recording keeps its own time and no steps are claimed.
+        shown = plan if axis is not None else None
+        plot_recording(rows, out / "recording.png", plan=shown, axis=axis, title=title)
         plot_plan(plan, out / f"{program_id}-plan.png")
     except PlotError as err:
         say(f"no plots: {err}")
@@ -261,5 +263,7 @@ def _plots(
     say(f"\nrecording: {recording} ({changes} output changes, format in docs/simulator.md)")
     if axis is not None:
         say(f"   the session started at t = {axis.origin:.2f} s of the recording")
+    else:
+        say("   (the session's start is unknown: the plot counts from the simulator's start)")
     say(f"plot of the recording: {out / 'recording.png'}")
     say(f"plot of the program: {out / f'{program_id}-plan.png'}")

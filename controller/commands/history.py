@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from controller.commands.profiles import add_db_option, open_store
+from controller.commands.profiles import add_db_option, open_store, open_store_for_reading
 from controller.courses import (
     COURSE_INTERVALS,
     COURSE_SESSIONS,
@@ -145,7 +145,7 @@ def _session_data(s: SessionRecord) -> dict[str, object]:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """Print the latest sessions."""
-    with open_store(args) as store:
+    with open_store_for_reading(args) as store:
         sessions = store.list_sessions(args.limit, profile=args.profile)
     if args.json:
         print_json([_session_data(s) for s in sessions])
@@ -160,7 +160,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_course_show(args: argparse.Namespace) -> int:
     """Print the current course's progress and next due date."""
-    with open_store(args) as store:
+    with open_store_for_reading(args) as store:
         profile = store.get_profile(args.profile)
         progress = course_status(store, args.profile)
     if getattr(args, "json", False):

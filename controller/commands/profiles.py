@@ -52,6 +52,13 @@ def open_store(args: argparse.Namespace) -> Store:
     return Store.open(db)
 
 
+def open_store_for_reading(args: argparse.Namespace) -> Store:
+    """The store named by --db, or the default one, for a command that only reads it:
+    nothing is created or changed (Store.open_for_reading)."""
+    db: Path | None = getattr(args, "db", None)
+    return Store.open_for_reading(db)
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``profiles`` and its actions."""
     parser = subparsers.add_parser(
@@ -183,7 +190,7 @@ def describe(profile: Profile) -> list[str]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print every profile, one line each."""
-    with open_store(args) as store:
+    with open_store_for_reading(args) as store:
         profiles = store.list_profiles()
     if getattr(args, "json", False):
         print_json([profile.model_dump(mode="json") for profile in profiles])
@@ -199,7 +206,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print one profile."""
-    with open_store(args) as store:
+    with open_store_for_reading(args) as store:
         profile = store.get_profile(args.name)
     if args.json:
         print(json.dumps(profile.model_dump(mode="json"), indent=2))
@@ -270,7 +277,7 @@ TELL_DAEMON_TIMEOUT_S = 5.0
 def cmd_check(args: argparse.Namespace) -> int:
     """Print which contraindications block which devices; exit 3 when any does."""
     kinds = None if not args.device else {DeviceKind(k) for k in args.device}
-    with open_store(args) as store:
+    with open_store_for_reading(args) as store:
         profile = store.get_profile(args.name)
     result = check_contraindications(profile, kinds)
     for message in result.messages:

@@ -40,7 +40,7 @@ import math
 import time
 from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any, Final
 
@@ -102,7 +102,7 @@ STATE_DEFAULTS: Final[Mapping[str, Any]] = {
     "last_error": None,
 }
 """Every key of a device's state message, before the daemon says otherwise."""
-BRIDGE_OWNED: Final = frozenset({"name", "selected_program", "selected_scale"})
+BRIDGE_OWNED: Final = frozenset({"name", "selected_program", "selected_scale", "well_today"})
 
 
 def _package_version() -> str:
@@ -253,6 +253,9 @@ class MqttBridge:
         self._available: dict[str, bool] = {}
         self._selected_program: dict[str, str] = {}
         self._selected_scale: dict[str, float] = {}
+        self._well_on: date | None = None
+        """The day the person last said (switch "Well today") they are well: a start from a
+        button carries well_today only on that day. One person, so one for every device."""
         self._published: dict[str, dict[str, Any]] = {}
         self._last_sent: dict[str, float] = {}
         self._dirty: set[str] = set()
@@ -490,7 +493,11 @@ class MqttBridge:
             "name": name,
             "selected_program": self._selected_program.get(name, self._default_program),
             "selected_scale": self._selected_scale.get(name, SCALE_MAX),
+            "well_today": self._well_today(),
         }
+
+    def _well_today(self) -> bool:
+        return self._well_on == date.today()
 
     def _mark_dirty(self, name: str) -> None:
         if name in self._devices and self._full_state(name) != self._published.get(name):
@@ -775,27 +782,38 @@ class MqttBridge:
             self._selected_scale[name] = round(request.scale, 4)
             if self._full_state(name)["running"]:
                 calls.append(("scale", {"scale": request.scale}))
+        if request.well_today is not None:
+            self._well_on = date.today() if request.well_today else None
+            for each in self._devices:
+                self._mark_dirty(each)
         self._mark_dirty(name)
         if request.heater is not None:
             # Through the API like everything else; see docs/mqtt.md for when it is refused.
             calls.append(("heater", {"device": name, "on": request.heater}))
         if request.action is not None:
-            calls.append(self._action(name, request.action))
+            calls.append(self._action(name, request.action, request))
         if not calls:
             await self._answer_set(topic, ok({"done": []}))
             return
         self._spawn(self._set_calls(topic, name, calls), f"mqtt-set-{calls[-1][0]}")
 
-    def _action(self, name: str, action: str) -> tuple[str, dict[str, Any]]:
+    def _action(
+        self, name: str, action: str, request: SetRequest | None = None
+    ) -> tuple[str, dict[str, Any]]:
         """The API command a button means for this device."""
         if action != "start":
             return action, {}
         if self._full_state(name)["paused"]:
             return "resume", {}
+        # The daemon judges the confirmations (controller.readiness): the bridge only
+        # passes on what the person said, today, through the switch or this message.
         return "run", {
             "program": self._selected_program.get(name, self._default_program),
             "devices": [name],
             "scale": self._selected_scale.get(name, SCALE_MAX),
+            "well_today": self._well_today(),
+            "accept_caution": bool(request and request.accept_caution),
+            "override_spacing": bool(request and request.override_spacing),
         }
 
     async def _set_calls(

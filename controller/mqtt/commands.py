@@ -118,6 +118,12 @@ class SetRequest(BaseModel):
     program: str | None = Field(default=None, min_length=1, max_length=200)
     scale: float | None = Field(default=None, ge=SCALE_MIN, le=SCALE_MAX, allow_inf_nan=False)
     heater: bool | None = None
+    well_today: bool | None = None
+    """The person says they are well today (true) or takes it back (false); see docs/mqtt.md."""
+    accept_caution: bool | None = None
+    """With a start: the method's caution for complex osteochondrosis was read and accepted."""
+    override_spacing: bool | None = None
+    """With a start: start although the course's spacing or the rest after the last asks to wait."""
     action: str | None = None
 
     @field_validator("action")
@@ -130,12 +136,15 @@ class SetRequest(BaseModel):
     @property
     def empty(self) -> bool:
         """True when it asks for nothing."""
-        return all(v is None for v in (self.program, self.scale, self.heater, self.action))
+        return all(
+            v is None for v in (self.program, self.scale, self.heater, self.well_today, self.action)
+        )
 
 
 SET_EXPECTED: Final = (
     "a JSON object with at least one of program (id), scale "
-    f"({SCALE_MIN}..{SCALE_MAX}), heater (true/false), action ({', '.join(ACTIONS)})"
+    f"({SCALE_MIN}..{SCALE_MAX}), heater (true/false), well_today (true/false), "
+    f"action ({', '.join(ACTIONS)}); with a start also accept_caution and override_spacing"
 )
 
 
@@ -232,9 +241,14 @@ class StopButton(Button):
 
 
 class Switch(Entity):
-    """The heater switch: exactly payload_on or payload_off."""
+    """A switch (the heater, "well today"): exactly payload_on or payload_off."""
 
     platform = "switch"
+
+    def __init__(self, name: str, field: str) -> None:
+        super().__init__(name)
+        self.field = field
+        """The SetRequest field it sets."""
 
     def discovery(self, programs: Sequence[str]) -> dict[str, Any]:
         """payload_on and payload_off."""
@@ -247,7 +261,7 @@ class Switch(Entity):
     def _accept(self, text: str, programs: Sequence[str]) -> SetRequest | None:
         if text not in (PAYLOAD_ON, PAYLOAD_OFF):
             return None
-        return SetRequest(heater=text == PAYLOAD_ON)
+        return SetRequest.model_validate({self.field: text == PAYLOAD_ON})
 
 
 class ProgramSelect(Entity):
@@ -294,7 +308,8 @@ ENTITIES: Final[Mapping[str, Entity]] = {
     "program": ProgramSelect("program"),
     "scale": ScaleNumber("scale"),
     **{button: StopButton(button) if button in STOPS else Button(button) for button in BUTTONS},
-    "heater": Switch("heater"),
+    "heater": Switch("heater", "heater"),
+    "well_today": Switch("well_today", "well_today"),
 }
 """Every <base>/<device>/set/<entity> topic and what it takes."""
 

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 ORIGIN_NAME: Final = "massaged"
 DEFAULT_PROGRAM: Final = "collar-zone"
-SESSION_EVENT_TYPES: Final = ("finished", "stopped", "emergency_stop", "fault")
+SESSION_EVENT_TYPES: Final = ("finished", "stopped", "emergency_stop", "cut", "fault")
 """The event entity's event types: how a session ended."""
 BRIDGE_ID: Final = "bridge"
 """The bridge's own topic level; never used for a device."""
@@ -451,6 +451,13 @@ def device_discovery(
             },
         }
     )
+    components["well_today"] = {
+        **command("well_today"),
+        "name": "Well today",
+        "state_topic": state,
+        "value_template": f"{{{{ '{PAYLOAD_ON}' if value_json.well_today else '{PAYLOAD_OFF}' }}}}",
+        "icon": "mdi:account-check",
+    }
     if description.heater:
         components["heater"] = {
             **command("heater"),

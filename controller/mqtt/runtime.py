@@ -32,6 +32,7 @@ OUTCOME_EVENTS = {
     "stopped": "stopped",
     "emergency_stop": "emergency_stop",
     "fault": "fault",
+    "cut": "cut",
 }
 """A session outcome as the Home Assistant event entity names it."""
 

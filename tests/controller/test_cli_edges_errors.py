@@ -64,6 +64,9 @@ def one_clear_failure(result: subprocess.CompletedProcess[str]) -> str:
     assert "Traceback" not in everything, everything
     assert result.returncode != 0, everything
     lines = [line for line in result.stderr.splitlines() if line.strip()]
+    if lines and lines[0].startswith("usage: "):
+        # argparse's refusal: its usage (wrapped lines indented), then the one error line.
+        lines = [line for line in lines[1:] if not line.startswith(" ")]
     assert len(lines) == 1, result.stderr
     return lines[0]
 
@@ -102,7 +105,7 @@ class Simulator:
 def simulator(short: Path) -> Iterator[Simulator]:
     """'massaged simulate' with its default belt, pillow and butterfly, recording."""
     env = environment(short)
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [*COMMAND, "simulate", "--record", str(short / "recording.jsonl")],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -110,19 +113,20 @@ def simulator(short: Path) -> Iterator[Simulator]:
         text=True,
         env=env,
         cwd=ROOT,
-    )
-    try:
-        assert process.stdout is not None and process.stderr is not None
-        devices = [json.loads(process.stdout.readline()) for _ in range(3)]
-        assert "# radio" in process.stderr.readline()  # listening from here
-        yield Simulator(short, env, process, devices)
-    finally:
-        process.send_signal(signal.SIGINT)
+    ) as process:
         try:
-            process.wait(timeout=WAIT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            assert process.stdout is not None
+            assert process.stderr is not None
+            devices = [json.loads(process.stdout.readline()) for _ in range(3)]
+            assert "# radio" in process.stderr.readline()  # listening from here
+            yield Simulator(short, env, process, devices)
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 # -- the simulator ------------------------------------------------------------------
@@ -238,8 +242,9 @@ def test_demo_refuses_bad_input_before_starting_anything(
 def test_argument_errors_name_what_is_wanted(
     short: Path, args: tuple[str, ...], expected: str
 ) -> None:
+    env = environment(short)
     before = snapshot(short)
-    result = massaged(environment(short), *args)
+    result = massaged(env, *args)
     line = one_clear_failure(result)
     assert result.returncode == 2
     assert expected in line
@@ -279,7 +284,7 @@ def test_programs_validate_wants_real_numbers_and_a_real_duration(
     path = short / "odd.toml"
     path.write_text(PROGRAM.format(duration=duration, intensity=intensity))
     line = one_clear_failure(massaged(environment(short), "programs", "validate", str(path)))
-    assert line == f"{path}: step 1 (stroking): {expected}"
+    assert line.startswith(f"{path}: step 1 (stroking): {expected}")
 
 
 def test_plot_recording_of_a_file_that_is_not_a_recording(short: Path) -> None:

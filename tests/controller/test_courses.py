@@ -165,6 +165,8 @@ def run(argv: list[str]) -> int:
 
 def test_history_and_course_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "m.db")
+    with Store.open(db):  # a new database: read commands create none (issue 13)
+        pass
     assert run(["history", "--db", db]) == 0
     assert "no sessions yet" in capsys.readouterr().out
     with Store.open(db) as store:

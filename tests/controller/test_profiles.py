@@ -22,7 +22,7 @@ from controller.profiles import (
     parse_kind_caps,
     parse_profile,
 )
-from controller.store import Store
+from controller.store import Store, StoreError
 from devices.capabilities import DeviceKind
 from devices.errors import ConfigError
 
@@ -164,8 +164,9 @@ def run(argv: list[str]) -> int:
 
 def test_cli_set_show_check_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = str(tmp_path / "m.db")
-    assert run(["profiles", "list", "--db", db]) == 0
-    assert "default" in capsys.readouterr().out
+    with pytest.raises(StoreError, match="no database at"):  # a read command creates nothing
+        run(["profiles", "list", "--db", db])
+    assert not Path(db).exists()
 
     code = run(
         [
@@ -195,6 +196,8 @@ def test_cli_set_show_check_list(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "the whole session is blocked" in capsys.readouterr().out
 
     assert run(["profiles", "set", "anna", "--clear-contraindications", "--db", db]) == 0
+    assert run(["profiles", "list", "--db", db]) == 0
+    assert "default" in capsys.readouterr().out
     assert run(["profiles", "show", "anna", "--json", "--db", db]) == 0
     shown = capsys.readouterr().out
     assert json.loads(shown[shown.index("{") :])["contraindications"] == []

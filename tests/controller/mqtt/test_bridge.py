@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 from typing import Any
@@ -449,6 +450,7 @@ DOCUMENTED = {
     "massaged/pillow/set/scale": b"0.5",
     **{f"massaged/pillow/set/{button}": b"PRESS" for button in BUTTONS},
     "massaged/pillow/set/heater": b"ON",
+    "massaged/pillow/set/well_today": b"ON",
 }
 """A payload each pillow command topic takes (it would act if it were not retained)."""
 
@@ -530,6 +532,41 @@ async def test_entities_map_onto_the_api(
     scale = await api.wait_for("scale")
     assert isinstance(scale, api_module.ScaleRequest)
     assert scale.scale == 0.4
+
+
+async def test_a_start_carries_well_today_only_on_the_day_the_switch_said_so(
+    make_bridge: BridgeFactory, spy: SpyFactory, api: FakeAPI
+) -> None:
+    """The daemon asks whether the person is well today (issue 12): Home Assistant's Start
+    button cannot say it, so the "Well today" switch does, for that day and every device."""
+    bridge = await make_bridge()
+    watcher = await spy("massaged/pillow", "massaged/belt")
+    await watcher.publish("massaged/pillow/set/start", b"PRESS")
+    run = await api.wait_for("run")
+    assert isinstance(run, api_module.RunRequest)
+    assert run.well_today is False
+    api.calls.clear()
+    await watcher.publish("massaged/pillow/set/well_today", b"ON")
+    await watcher.wait_for(is_json("massaged/belt", well_today=True))
+    await watcher.publish("massaged/belt/set/start", b"PRESS")
+    run = await api.wait_for("run")
+    assert isinstance(run, api_module.RunRequest)
+    assert (run.well_today, run.accept_caution, run.override_spacing) == (True, False, False)
+    api.calls.clear()
+    await watcher.publish(
+        "massaged/belt/set",
+        b'{"action": "start", "accept_caution": true, "override_spacing": true}',
+    )
+    run = await api.wait_for("run")
+    assert isinstance(run, api_module.RunRequest)
+    assert (run.well_today, run.accept_caution, run.override_spacing) == (True, True, True)
+    api.calls.clear()
+    # Yesterday's word does not hold today.
+    bridge._well_on = datetime.date.today() - datetime.timedelta(days=1)
+    await watcher.publish("massaged/belt/set/start", b"PRESS")
+    run = await api.wait_for("run")
+    assert isinstance(run, api_module.RunRequest)
+    assert run.well_today is False
 
 
 async def test_the_set_topic_takes_json(

@@ -155,7 +155,7 @@ def test_entities() -> None:
     session = components["session"]
     assert session["platform"] == "event"
     assert session["event_types"] == list(SESSION_EVENT_TYPES)
-    assert set(SESSION_EVENT_TYPES) == {"finished", "stopped", "emergency_stop", "fault"}
+    assert set(SESSION_EVENT_TYPES) == {"finished", "stopped", "emergency_stop", "cut", "fault"}
     assert session["state_topic"] == "massaged/belt/event"
 
 
