@@ -257,17 +257,24 @@ def _row_channels(panel: Panel) -> list[str]:
     return motors + others + heat
 
 
-def _full_scale(panel: Panel) -> float:
-    """The value of a full strip: a belt's 255, else the panel's highest value (at least 1)."""
+def _full_scale(panel: Panel, at_least: float = 1.0) -> float:
+    """The value of a full strip: a belt's 255, else the panel's highest value (or at_least)."""
     if panel.kind == DeviceKind.BELT.value:
         return 255.0
     values = [v for c, s in panel.series.items() if c not in HEAT_CHANNELS for _, v in s]
-    return max([1.0, *values])
+    return max([at_least, *values])
 
 
-def _draw_rows(ax: Axes, panel: Panel, last_t: float, names: Mapping[str, str]) -> None:
+def _plan_scales(plan: SessionPlan) -> dict[str, float]:
+    """Each kind's full strip in the plan: a recording drawn with it uses the same (or more)."""
+    return {panel.kind: _full_scale(panel) for panel in plan_panels(plan)}
+
+
+def _draw_rows(
+    ax: Axes, panel: Panel, last_t: float, names: Mapping[str, str], at_least: float
+) -> None:
     """One strip per channel (a belt's motors, a butterfly's outputs): no line hides another."""
-    full_scale = _full_scale(panel)
+    full_scale = _full_scale(panel, at_least)
     channels = _row_channels(panel)
     ticks: list[float] = []
     tick_labels: list[str] = []
@@ -304,6 +311,7 @@ def _draw(
     steps: Sequence[StepSpan] = (),
     end: float | None = None,
     labels: Mapping[str, str] | None = None,
+    scales: Mapping[str, float] | None = None,
 ) -> Any:
     """Draw the panels; returns the matplotlib Figure (written by _save)."""
     if not panels:
@@ -327,7 +335,7 @@ def _draw(
     for i, (ax, panel) in enumerate(zip(axes, panels, strict=True)):
         _draw_steps(ax, steps, labels=i == 0, end=last_t)
         if panel.kind in _ROW_KINDS:
-            _draw_rows(ax, panel, last_t, names)
+            _draw_rows(ax, panel, last_t, names, (scales or {}).get(panel.kind, 1.0))
         else:
             _draw_lines(ax, panel, last_t, names)
     axes[-1].set_xlabel("program time, seconds from the session's start")
@@ -366,6 +374,7 @@ def plan_figure(plan: SessionPlan, out: Path = Path("plan.png")) -> Any:
         steps=plan.steps,
         end=plan.duration,
         labels=_motor_labels(plan),
+        scales=_plan_scales(plan),
     )
 
 
@@ -394,6 +403,7 @@ def recording_figure(
         steps=plan.steps if plan is not None else (),
         end=plan.duration if plan is not None else None,
         labels=_motor_labels(plan) if plan is not None else None,
+        scales=_plan_scales(plan) if plan is not None else None,
     )
 
 

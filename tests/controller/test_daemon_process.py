@@ -128,13 +128,36 @@ def setup() -> Iterator[Setup]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def wait_every_device_on(setup: Setup, timeout: float = 20.0) -> None:
+    """Until the recording shows every device putting something out at the same moment."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state: dict[tuple[str, str], Any] = {}
+        kinds: dict[str, str] = {}
+        for row in setup.rows():
+            state[(row["device"], row["channel"])] = row["value"]
+            kinds[row["device"]] = row["kind"]
+        on = {
+            device
+            for (device, channel), value in state.items()
+            if isinstance(value, int)
+            and value
+            and (kinds[device] != "butterfly" or channel.startswith("output"))
+        }
+        if kinds and on == set(kinds):
+            return
+        time.sleep(0.02)
+    raise AssertionError("the devices were never all on at once")
+
+
 def test_sigkill_mid_session_devices_stop_and_restart_finds_them(setup: Setup) -> None:
     daemon = setup.start("daemon", "--simulator", "--auto-pair")
     setup.wait_devices_up(3)
     answer = setup.api("run", {"program": "collar-zone", "transaction": "t-1"})
     assert answer["status"] == "ok", answer
     assert answer["transaction"] == "t-1"
-    time.sleep(2.0)  # the first stroke is under way on every device
+    # Killed while every device is on (a stroke is a movement with rests between them).
+    wait_every_device_on(setup)
     killed_at = time.monotonic() - setup.t0
     daemon.send_signal(signal.SIGKILL)
     daemon.wait(timeout=5)

@@ -199,3 +199,23 @@ def test_a_belt_has_one_row_per_motor_and_none_overlaps() -> None:
     assert len(bands) == 7
     for (_, top), (bottom, _) in itertools.pairwise(bands):
         assert top <= bottom
+
+
+def test_a_recording_uses_its_plans_strip_scale() -> None:
+    # A quieter recording (the safety layer's ramp, a gentler press) keeps the plan's scale,
+    # so the two plots compare by eye.
+    plan = render(get("collar-zone").program)
+    quiet = [
+        {**row, "value": float(row["value"]) / 2}  # type: ignore[arg-type]
+        if row["kind"] == "butterfly"
+        else row
+        for row in _played()
+    ]
+    plan_fig = plan_figure(plan)
+    rec_fig = recording_figure(quiet, plan=plan, axis=TimeAxis(SESSION_START))
+
+    def butterfly_scale(fig: object) -> str:
+        ax = next(a for a in fig.axes if a.get_ylabel().startswith("butterfly"))  # type: ignore[attr-defined]
+        return str(ax.get_ylabel().rsplit("full row = ", 1)[1])
+
+    assert butterfly_scale(rec_fig) == butterfly_scale(plan_fig)
