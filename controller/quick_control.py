@@ -478,13 +478,21 @@ def done_sentence(api_command: str, data: Any) -> str:
 
 def print_status(data: dict[str, Any]) -> None:
     """Human-readable daemon status."""
+    # Only now, the request answered: the table formatter is not on the emergency stop's path.
+    from controller.output import format_table
+
     devices = data.get("devices") or []
     print(f"{len(devices)} paired device(s)")
+    rows = []
     for d in devices:
         battery = "mains" if d.get("battery") is None else f"{d['battery']} %"
         busy = ", in session" if d.get("in_session") else ""
         error = f"  ({d['last_error']})" if d.get("last_error") else ""
-        print(f"  {d['name']:<12} {d['kind']:<10} {d['link']:<10} {battery}{busy}{error}")
+        rows.append((d["name"], d["kind"], d["link"], f"{battery}{busy}{error}"))
+    if rows:
+        # Columns as wide as their content: a long name or link state keeps them aligned.
+        for line in format_table(("NAME", "KIND", "LINK", "BATTERY"), rows):
+            print(f"  {line}")
     session = data.get("session")
     if session:
         print(

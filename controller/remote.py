@@ -2,7 +2,11 @@
 
 When a daemon owns the devices, ``massaged run`` asks it to start the session
 and then shows it by polling ``status``; keys and Ctrl-C become control
-requests (stop, emergency_stop, pause, resume, gentler, scale).
+requests (stop, emergency_stop, pause, resume, gentler, scale). SIGTERM and
+SIGHUP (the terminal closed) stop softly as Ctrl-C does: a session started
+from a terminal ends with it, unless started with ``--detach``
+(controller.stop_signals). ``massaged attach`` shows a running session again;
+it is a viewer, so Ctrl-C, SIGTERM and SIGHUP there leave the session running.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -35,6 +40,7 @@ from controller.session import (
     SessionSnapshot,
     SessionState,
 )
+from controller.stop_signals import Received, describe, on_stop_signals
 from devices.capabilities import DeviceKind
 from devices.errors import MassagedError
 
@@ -76,8 +82,19 @@ def snapshot_from_data(data: dict[str, Any]) -> SessionSnapshot:
 class RemoteSession:
     """Shows a daemon's session and turns keys and Ctrl-C into control requests."""
 
-    def __init__(self, socket: Path, *, out: TextIO | None = None, live: bool = True) -> None:
+    def __init__(
+        self,
+        socket: Path,
+        *,
+        out: TextIO | None = None,
+        live: bool = True,
+        viewer: bool = False,
+    ) -> None:
         self.socket = socket
+        self.viewer = viewer
+        """True (massaged attach): a stop signal leaves the session running, and this ends."""
+        self.detached = asyncio.Event()
+        self.received = Received()
         self.out = out if out is not None else sys.stdout
         self.live = live
         self.redraw = live and redraws(self.out)
@@ -89,6 +106,8 @@ class RemoteSession:
         self._interrupts = 0
         self._requests: set[asyncio.Task[None]] = set()
         self._last_step: int | None = None
+        self.last: dict[str, Any] | None = None
+        """How the followed session ended (the daemon's last_session), once it did."""
 
     async def request(self, command: str, payload: dict[str, Any] | None = None) -> Any:
         """One control request; the answer's data, or MassagedError with the daemon's reason."""
@@ -124,33 +143,42 @@ class RemoteSession:
         elif key in ("-", "_"):
             self._send("scale", {"scale": max(SCALE_STEP, self._scale - SCALE_STEP)})
 
-    def _interrupted(self) -> None:
+    def _interrupted(self, sig: signal.Signals = signal.SIGINT, count: int = 0) -> None:
+        if self.viewer:
+            self.detached.set()
+            return
         self._interrupts += 1
         if self._interrupts == 1:
-            self.message = "stopping softly (Ctrl-C again: emergency stop)"
+            again = "Ctrl-C" if sig == signal.SIGINT else "again"
+            self.message = f"{describe(sig)}: stopping softly ({again}: emergency stop)"
             self._send("stop", note=self.message)
         else:
             self._send("emergency_stop", note="EMERGENCY STOP")
 
     async def follow(self) -> dict[str, Any] | None:
-        """Show the session until it ends; returns the daemon's last_session record."""
-        loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signal.SIGINT, self._interrupted)
+        """Show the session until it ends; returns the daemon's last_session record.
+
+        A viewer (attach) also ends on a stop signal, returning None with detached set.
+        """
         if self.redraw:
             self.out.write(_HIDE_CURSOR)
         try:
-            with KeyReader(self.on_key) if self.live else contextlib.nullcontext():
+            with (
+                on_stop_signals(self._interrupted) as self.received,
+                KeyReader(self.on_key) if self.live else contextlib.nullcontext(),
+            ):
                 while True:
                     status = await self.request("status")
                     session = status.get("session")
                     if session is None:
                         return status.get("last_session")  # type: ignore[no-any-return]
-                    self._show(session)
-                    await asyncio.sleep(POLL_S)
+                    self._show_safely(session)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(POLL_S):
+                            await self.detached.wait()
+                    if self.detached.is_set():
+                        return None
         finally:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(signal.SIGINT)
             if self.redraw:
                 with contextlib.suppress(BrokenPipeError):
                     self.out.write(_SHOW_CURSOR)
@@ -159,6 +187,15 @@ class RemoteSession:
                 with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                     async with asyncio.timeout(2.0):
                         await task
+
+    def _show_safely(self, session: dict[str, Any]) -> None:
+        """_show, and plain silence once the terminal is gone (SIGHUP: writes fail)."""
+        try:
+            self._show(session)
+        except OSError as err:
+            logger.info("the terminal is gone (%s): following the session silently", err)
+            self.live = self.redraw = False
+            self.out = open(os.devnull, "w")  # noqa: SIM115 - lives as long as this session
 
     def _show(self, session: dict[str, Any]) -> None:
         snap = snapshot_from_data(session)
@@ -192,13 +229,18 @@ async def run_remote(
     scale: float = 1.0,
     live: bool = True,
     confirmed: Collection[str] = (),
+    detach: bool = False,
+    remote: RemoteSession | None = None,
 ) -> dict[str, Any] | None:
     """Start a session on the daemon and follow it to its end; returns how it ended.
 
     confirmed names what the person confirmed before it (run request fields such as
     "well_today", controller.readiness); the daemon refuses a session without them.
+    detach: return None once it started, leaving it to the daemon. remote: the
+    RemoteSession to follow it with (its received signals say what stopped it).
     """
-    remote = RemoteSession(socket, live=live)
+    if remote is None:
+        remote = RemoteSession(socket, live=live)
     payload: dict[str, Any] = {"program": program, "scale": scale}
     payload.update(dict.fromkeys(confirmed, True))
     if devices:
@@ -210,4 +252,27 @@ async def run_remote(
         f"{started['program']}: {started['title']} on {', '.join(started['devices'])}",
         out=remote.out,
     )
+    if detach:
+        say(
+            "detached: the session runs on in the daemon; massaged attach shows it, "
+            "massaged stop stops it",
+            out=remote.out,
+        )
+        return None
     return await remote.follow()
+
+
+async def attach(socket: Path, *, live: bool = True) -> RemoteSession:
+    """Follow the daemon's running session as a viewer; MassagedError when none runs."""
+    remote = RemoteSession(socket, live=live, viewer=True)
+    status = await remote.request("status")
+    session = status.get("session") if isinstance(status, dict) else None
+    if session is None:
+        raise MassagedError(f"no session is running on the daemon at {socket}")
+    say(
+        f"attached to {session['program']}: {session['title']} "
+        f"({session['state']}; Ctrl-C leaves it running, s stops it)",
+        out=remote.out,
+    )
+    remote.last = await remote.follow()
+    return remote

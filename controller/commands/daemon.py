@@ -490,7 +490,7 @@ async def cmd_devices(args: argparse.Namespace) -> int:
     except control.DaemonNotRunningError:
         devices = _devices_offline(Store, config, command, payload)
     if command != "devices":
-        print(f"{command}: ok")
+        print(_done(command, payload))
         return 0
     assert devices is not None
     if getattr(args, "json", False):
@@ -508,6 +508,17 @@ async def cmd_devices(args: argparse.Namespace) -> int:
         )
     output.print_table(("NAME", "KIND", "MODEL", "ADDRESS", "LINK", "CAP"), rows)
     return 0
+
+
+def _done(command: str, payload: dict[str, Any]) -> str:
+    """What a devices action did, as a sentence."""
+    if command == "rename":
+        return f"renamed {payload['name']} to {payload['new_name']}"
+    if command == "unpair":
+        return f"unpaired {payload['name']}: the daemon no longer connects to it"
+    if command == "set_caps":
+        return f"{payload['name']}: at most {payload['max_intensity']:.0%} of its maximum"
+    return f"{command}: done"
 
 
 def _devices_offline(

@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,18 @@ from typing import Any
 from controller.commands.config import add_config_option, apply_session_defaults
 from controller.commands.profiles import add_db_option, open_store
 from controller.courses import after_session_advice
-from controller.live import KeyReader, LinePrinter, LiveDisplay, format_time, install_interrupt
+from controller.live import KeyReader, LinePrinter, LiveDisplay, format_time
 from controller.profiles import DEFAULT_PROFILE, DEFAULT_PROFILE_NAME, Profile, painful_body_side
 from controller.readiness import Confirm, postponement, questions, refusal
 from controller.safety import SafetyLimits
-from controller.session import SessionResult, SessionRunner, check_fits, check_profile
+from controller.session import (
+    SessionResult,
+    SessionRunner,
+    SessionState,
+    check_fits,
+    check_profile,
+)
+from controller.stop_signals import Received, describe, on_stop_signals
 from controller.store import DeviceRecord, Outcome, Store, StoreError
 from devices.capabilities import DeviceKind
 from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT, Device
@@ -68,7 +76,10 @@ def register(sub: Any) -> None:
             "Run a program (a built-in id such as collar-zone, or a TOML file) on the "
             "devices: given with --device, the registered ones, or simulated ones with "
             "--simulate. Keys while running: p pause/resume, g gentler, s stop, "
-            "e emergency stop, +/- intensity; Ctrl-C stops softly, twice is an emergency stop."
+            "e emergency stop, +/- intensity; Ctrl-C stops softly, twice is an emergency stop. "
+            "So do SIGTERM and SIGHUP (the terminal closed): a session started from a "
+            "terminal ends with it, unless started with --detach (through the daemon; "
+            "massaged attach shows it again)."
         ),
         epilog=(
             "Before the session you confirm that you are well today (asked on a terminal, "
@@ -76,7 +87,9 @@ def register(sub: Any) -> None:
             "and a start earlier than the course's spacing or the rest after the last "
             "session (--override-spacing). "
             "Exit status: 0 completed, stopped or cut by the session limit, 1 fault or error "
-            "(a refusal, or a session the history could not record), 3 emergency stop."
+            "(a refusal, or a session the history could not record), 3 emergency stop, "
+            "128 + the signal (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP) for a session a signal "
+            "stopped softly."
         ),
     )
     p.add_argument(
@@ -145,6 +158,12 @@ def register(sub: Any) -> None:
         help="a running daemon's control socket (default: from the configuration)",
     )
     p.add_argument(
+        "--detach",
+        action="store_true",
+        help="through the daemon: start the session and return at once; it runs on "
+        "when this terminal goes away (massaged attach shows it, massaged stop stops it)",
+    )
+    p.add_argument(
         "--no-daemon",
         action="store_true",
         help="drive the devices from this process even when a daemon runs",
@@ -175,6 +194,13 @@ def check_options(args: argparse.Namespace) -> float:
         raise ConfigError("--record only works with --simulate: it records simulated devices")
     if args.simulate and args.devices:
         raise ConfigError("--simulate runs its own belt, pillow and butterfly: leave out --device")
+    if getattr(args, "detach", False) and (args.simulate or args.no_daemon or args.devices):
+        raise ConfigError(
+            "--detach leaves the session to the daemon: it does not go with --simulate, "
+            "--no-daemon or --device (a session in this process ends with it)"
+        )
+    if args.record is not None:
+        check_output_file(args.record, "--record")
     speed = 1.0 if args.speed is None else float(args.speed)
     if not math.isfinite(speed) or not 1.0 <= speed <= MAX_SPEED:
         raise ConfigError(f"--speed must be 1..{MAX_SPEED:g}, not {args.speed}")
@@ -183,6 +209,20 @@ def check_options(args: argparse.Namespace) -> float:
     if args.timeout <= 0:
         raise ConfigError(f"--timeout must be positive, not {args.timeout}")
     return speed
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """ConfigError unless path can be a new or replaced file in an existing folder.
+
+    Never creates the folder: a typo must not leave new folders behind (issue 13).
+    """
+    if path.is_dir():
+        raise ConfigError(f"{option} {path}: is a folder; give a file name in it")
+    folder = path.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} {path}: cannot write in {folder} (permission denied)")
 
 
 def parse_device(text: str) -> tuple[DeviceKind, str]:
@@ -271,32 +311,47 @@ async def real_devices(
         await asyncio.gather(*(d.close() for d in devices.values()))
 
 
-async def play(runner: SessionRunner, *, live: bool) -> SessionResult:
-    """Run the session with the live view (and keys) or one line per step."""
+def _print_note(text: str) -> None:
+    print(text, flush=True)
+
+
+@contextlib.contextmanager
+def stop_on_signals(runner: SessionRunner, note: Any = _print_note) -> Iterator[Received]:
+    """Ctrl-C, SIGTERM or SIGHUP stops the session softly, a second one at once."""
+
+    def stop(sig: Any, count: int) -> None:
+        if count == 1 and runner.state != SessionState.ENDED:
+            again = "Ctrl-C" if describe(sig) == "Ctrl-C" else "again"
+            note(f"{describe(sig)}: stopping softly ({again}: emergency stop)")
+            runner.stop()
+        else:
+            note("EMERGENCY STOP")
+            runner.request_emergency_stop()
+
+    with on_stop_signals(stop) as received:
+        yield received
+
+
+async def play(runner: SessionRunner, *, live: bool) -> tuple[SessionResult, Received]:
+    """Run the session with the live view (and keys) or one line per step; also returns
+    the stop signals received (controller.stop_signals)."""
     if not live:
         runner.add_listener(LinePrinter())
-        uninstall = install_interrupt(runner)
-        try:
-            return await runner.run()
-        finally:
-            uninstall()
+        with stop_on_signals(runner) as received:
+            return await runner.run(), received
     display = LiveDisplay(runner)
-    uninstall = install_interrupt(runner, display.note)
-    try:
-        with KeyReader(display.on_key):
-            task = asyncio.get_running_loop().create_task(display.run(), name="live-display")
+    with stop_on_signals(runner, display.note) as received, KeyReader(display.on_key):
+        task = asyncio.get_running_loop().create_task(display.run(), name="live-display")
+        try:
+            return await runner.run(), received
+        finally:
             try:
-                return await runner.run()
-            finally:
-                try:
-                    async with asyncio.timeout(DISPLAY_WAIT_S):
-                        await asyncio.shield(task)
-                except (TimeoutError, asyncio.CancelledError):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-    finally:
-        uninstall()
+                async with asyncio.timeout(DISPLAY_WAIT_S):
+                    await asyncio.shield(task)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -353,7 +408,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 + (f" at ×{speed:g}" if speed != 1.0 else ""),
                 flush=True,
             )
-            result = await play(runner, live=live)
+            result, received = await play(runner, live=live)
         history_error = _history_error(store, result)
     finally:
         store.close()
@@ -361,7 +416,16 @@ async def cmd_run(args: argparse.Namespace) -> int:
     if history_error is not None:
         print(f"massaged: error: {history_error}", file=sys.stderr)
         return EXIT_CODES[result.outcome] or HISTORY_EXIT_CODE
-    return EXIT_CODES[result.outcome]
+    return exit_code(result.outcome, received)
+
+
+def exit_code(outcome: Outcome, received: Received) -> int:
+    """The exit status: by the outcome, or 128 + the signal that stopped the session."""
+    code = EXIT_CODES[outcome]
+    signalled = received.exit_code()
+    if code == 0 and outcome == Outcome.STOPPED and signalled is not None:
+        return signalled
+    return code
 
 
 def confirm_before(

@@ -68,8 +68,9 @@ STATUS: dict[str, Any] = {
 }
 STATUS_TEXT = (
     "2 paired device(s)\n"
-    "  belt         belt       up         mains, in session\n"
-    "  pillow       pillow     down       80 %  (link lost)\n"
+    "  NAME    KIND    LINK  BATTERY\n"
+    "  belt    belt    up    mains, in session\n"
+    "  pillow  pillow  down  80 %  (link lost)\n"
     "session collar-zone: running, step 3/7 kneading, 212 s left\n"
 )
 
