@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "controller.commands.demo",
     "controller.commands.programs",
     "controller.commands.run",
+    "controller.commands.attach",
     "controller.commands.profiles",
     "controller.commands.history",
     "controller.commands.config",

@@ -89,9 +89,12 @@ class RemoteSession:
         out: TextIO | None = None,
         live: bool = True,
         viewer: bool = False,
+        handle_signals: bool = True,
     ) -> None:
         self.socket = socket
         self.viewer = viewer
+        self.handle_signals = handle_signals
+        """False: the owner handles the stop signals and passes them to on_signal."""
         """True (massaged attach): a stop signal leaves the session running, and this ends."""
         self.detached = asyncio.Event()
         self.received = Received()
@@ -143,6 +146,11 @@ class RemoteSession:
         elif key in ("-", "_"):
             self._send("scale", {"scale": max(SCALE_STEP, self._scale - SCALE_STEP)})
 
+    def on_signal(self, sig: signal.Signals) -> None:
+        """A stop signal the owner caught (handle_signals=False): as if follow had."""
+        self.received.signals.append(sig)
+        self._interrupted(sig, len(self.received.signals))
+
     def _interrupted(self, sig: signal.Signals = signal.SIGINT, count: int = 0) -> None:
         if self.viewer:
             self.detached.set()
@@ -164,7 +172,9 @@ class RemoteSession:
             self.out.write(_HIDE_CURSOR)
         try:
             with (
-                on_stop_signals(self._interrupted) as self.received,
+                on_stop_signals(self._interrupted)
+                if self.handle_signals
+                else contextlib.nullcontext(self.received) as self.received,
                 KeyReader(self.on_key) if self.live else contextlib.nullcontext(),
             ):
                 while True:

@@ -1052,9 +1052,12 @@ def _connect_read_only(db: Path) -> sqlite3.Connection:
     if not wal.exists():
         uri += "&immutable=1"
     try:
-        return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, **_CONNECT_OPTIONS)
+        conn: sqlite3.Connection = sqlite3.connect(
+            uri, uri=True, timeout=BUSY_TIMEOUT_S, **_CONNECT_OPTIONS
+        )
     except sqlite3.Error as err:
         raise StoreError(_describe(err, db, "open the database")) from err
+    return conn
 
 
 def _create_private_file(path: Path) -> None:

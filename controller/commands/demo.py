@@ -79,6 +79,27 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     procs: list[asyncio.subprocess.Process] = []
     result: dict[str, Any] | None = None
     axis: TimeAxis | None = None
+    from controller.remote import RemoteSession
+    from controller.stop_signals import on_stop_signals
+
+    # The children run in their own sessions, so Ctrl-C or a closed terminal reaches only
+    # this process, which stops the session softly and then its children, in order.
+    main = asyncio.current_task()
+    stopped_by: list[int] = []
+    remote: RemoteSession | None = None
+    ended = False
+
+    def on_signal(sig: Any, count: int) -> None:
+        if ended:
+            return  # stopping the children already: a further signal must not strand them
+        if remote is not None:
+            remote.on_signal(sig)  # the session: a soft stop, as in run
+        elif count == 1 and main is not None:
+            stopped_by.append(128 + int(sig))  # the set-up: end it, children stopped
+            main.cancel()
+
+    signals = contextlib.ExitStack()
+    signals.enter_context(on_stop_signals(on_signal))
     try:
         say("1. starting the simulator: a serial VB1 belt, an SP1 pillow and an EB1 butterfly")
         sim = await _start(
@@ -108,20 +129,34 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         if live:
             await asyncio.sleep(1.5)  # let the reader see the steps above
         # A demonstration on simulated devices: nobody is massaged, nobody to ask.
+        remote = RemoteSession(socket, live=live, handle_signals=False)
         async with watch_origin(socket, args.speed) as origin:
-            result = await run_remote(socket, args.program, live=live, confirmed=["well_today"])
+            result = await run_remote(
+                socket, args.program, live=live, confirmed=["well_today"], remote=remote
+            )
         # Put the recording on the program's time axis, so that it lines up with the plan.
         axis = origin.axis(recording_t0(banner), args.speed)
+    except asyncio.CancelledError:
+        if not stopped_by:
+            raise
+        say("\nstopped during the set-up: no session ran")
     finally:
-        for proc in reversed(procs):
-            await _stop(proc)
+        ended = True
+        with signals:
+            for proc in reversed(procs):
+                await _stop(proc)
         shutil.rmtree(folder, ignore_errors=True)
+    if stopped_by:
+        return stopped_by[0]
     if result is not None:
         say(f"\nsession {result['outcome']}: {result['reason']} after {result['elapsed']:.0f} s")
     from controller.courses import after_session_advice
 
     say(after_session_advice())
     await asyncio.to_thread(_plots, args.program, recording, out, axis, args.speed)
+    signalled = None if remote is None else remote.received.exit_code()
+    if result is not None and result["outcome"] == "stopped" and signalled is not None:
+        return signalled  # stopped softly by Ctrl-C, SIGTERM or SIGHUP: 130, 143, 129
     return 0 if result is not None and result["outcome"] == "completed" else 1
 
 
@@ -155,8 +190,11 @@ async def _start(
         "controller",
         *args,
         env=env,
+        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # Its own session: the terminal's Ctrl-C and hang-up go to the demo alone.
+        start_new_session=True,
     )
     procs.append(proc)
     return proc

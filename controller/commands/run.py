@@ -527,7 +527,7 @@ async def _through_daemon(args: argparse.Namespace) -> int | None:
     """Run the session on a running daemon; None when no daemon answers."""
     from controller import control
     from controller.config import load_config
-    from controller.remote import run_remote
+    from controller.remote import RemoteSession, run_remote
 
     socket = args.socket or load_config(getattr(args, "config", None)).daemon.socket
     if not await control.daemon_running(Path(socket)):
@@ -541,20 +541,32 @@ async def _through_daemon(args: argparse.Namespace) -> int | None:
         )
     confirmed = _confirm_for_daemon(args)
     live = not args.no_display and sys.stdout.isatty()
-    result = await run_remote(
-        Path(socket),
-        args.program,
-        profile=args.profile,
-        scale=args.scale,
-        live=live,
-        confirmed=[c.value for c in confirmed],
-    )
+    remote = RemoteSession(Path(socket), live=live)
+    try:
+        result = await run_remote(
+            Path(socket),
+            args.program,
+            profile=args.profile,
+            scale=args.scale,
+            live=live,
+            confirmed=[c.value for c in confirmed],
+            detach=args.detach,
+            remote=remote,
+        )
+    except MassagedError as err:
+        if "already running" in str(err):
+            raise MassagedError(
+                f"{err} (massaged attach shows it, massaged stop stops it)"
+            ) from err
+        raise
+    if args.detach:
+        return 0
     if result is None:
         print("the session ended (no record of how)")
         return 1
     print(f"session {result['outcome']}: {result['reason']} after {format_time(result['elapsed'])}")
     print(after_session_advice())
-    return EXIT_CODES[Outcome(result["outcome"])]
+    return exit_code(Outcome(result["outcome"]), remote.received)
 
 
 @contextlib.asynccontextmanager

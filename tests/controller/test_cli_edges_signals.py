@@ -1,0 +1,291 @@
+"""Signals and the terminal (issue 13): one rule for a session started from a terminal.
+
+SIGTERM and SIGHUP stop a session softly, as Ctrl-C does, wherever it runs: in
+the process (``run --simulate``), in the daemon for a ``run`` client, and in
+``demo``. Each ends with every simulated device at zero in the recording, a
+true history row (stopped, with its end), and exit status 128 + the signal. A
+session started with ``--detach`` runs on, and ``massaged attach`` shows it
+again; attach is a viewer that Ctrl-C leaves without stopping the session.
+
+These start real processes on the simulator, sped up, so each takes seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.store import Outcome, Store
+
+SPEED = "20"
+"""collar-zone's 5¼ minutes in about 16 s: time to signal it mid-session."""
+SIGNALS = [signal.SIGTERM, signal.SIGHUP]
+
+
+@dataclass
+class World:
+    """A private folder, the environment pointing every path into it, and the processes."""
+
+    folder: Path
+    env: dict[str, str]
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    @property
+    def socket(self) -> Path:
+        return self.folder / "control.sock"
+
+    @property
+    def db(self) -> Path:
+        return self.folder / "data" / "massaged.db"
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controller", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            cwd=self.folder,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "controller", *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.folder,
+            timeout=30,
+        )
+
+    def session(self) -> dict[str, Any] | None:
+        status = self.cli("status", "--json")
+        assert status.returncode == 0, status.stderr
+        session: dict[str, Any] | None = json.loads(status.stdout)["session"]
+        return session
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    folder = Path(tempfile.mkdtemp(prefix="msd-sig-"))
+    env = {
+        **os.environ,
+        "HOME": str(folder / "home"),
+        "XDG_RUNTIME_DIR": str(folder / "run"),
+        "MASSAGED_DATA_DIR": str(folder / "data"),
+        "MASSAGED_CONFIG_DIR": str(folder / "config"),
+        "MASSAGED_SIM_RADIO": str(folder / "radio.sock"),
+        "MASSAGED_DAEMON_SOCKET": str(folder / "control.sock"),
+    }
+    w = World(folder, env)
+    try:
+        yield w
+    finally:
+        for proc in reversed(w.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=5)
+            for stream in (proc.stdout, proc.stderr):
+                if stream is not None:
+                    stream.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def read_until(proc: subprocess.Popen[str], pattern: str, timeout: float = 30.0) -> str:
+    """stdout of proc up to the first line matching pattern (AssertionError on time-out)."""
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=0.5):
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                break
+            seen.append(line)
+            if re.search(pattern, line):
+                return "".join(seen)
+    raise AssertionError(f"no line matching {pattern!r} in: {''.join(seen)}")
+
+
+def rows(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_driven(record: Path, timeout: float = 20.0) -> None:
+    """Until the recording shows some output on: the session is moving something."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if record.exists() and any(on(rows(record))):
+            return
+        time.sleep(0.1)
+    raise AssertionError("no device was ever driven")
+
+
+def on(recording: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    """The outputs left on at the end of a recording (an EB1's strength is a setting)."""
+    last: dict[tuple[str, str], Any] = {}
+    for row in recording:
+        last[(row["device"], row["channel"])] = row["value"]
+    return {
+        key: value
+        for key, value in last.items()
+        if isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value
+        and not key[1].startswith("strength")
+    }
+
+
+def check_ended(proc: subprocess.Popen[str], sig: signal.Signals, record: Path) -> str:
+    """proc stopped its session softly for sig: status, output, recording."""
+    out, err = proc.communicate(timeout=30)
+    assert "Traceback" not in out + err, err
+    assert proc.returncode == 128 + int(sig), (proc.returncode, out, err)
+    assert "session stopped" in out, out
+    recording = rows(record)
+    assert recording, "nothing recorded"
+    assert not on(recording), on(recording)
+    return out
+
+
+def check_history_stopped(db: Path) -> None:
+    with Store.open_for_reading(db) as store:
+        sessions = store.list_sessions(5)
+    assert sessions, "no history row"
+    assert sessions[0].outcome == Outcome.STOPPED, sessions[0]
+    assert sessions[0].ended_at is not None
+
+
+def start_daemon(world: World) -> Path:
+    """The simulator and a daemon on it, sped up; returns the recording."""
+    record = world.folder / "rec.jsonl"
+    sim = world.start("simulate", "--record", str(record), "--speed", SPEED)
+    assert sim.stdout is not None
+    for _ in range(3):
+        json.loads(sim.stdout.readline())
+    world.start("daemon", "--simulator", "--auto-pair", "--speed", SPEED)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        answer = world.cli("devices", "--json")
+        if answer.returncode == 0:
+            devices = json.loads(answer.stdout)
+            if len(devices) == 3 and all(d["link"] == "up" for d in devices):
+                return record
+        time.sleep(0.3)
+    raise AssertionError("the daemon did not connect the simulated devices")
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_run_simulate_stops_softly_on_a_signal(world: World, sig: signal.Signals) -> None:
+    record = world.folder / "rec.jsonl"
+    run = world.start(
+        "run", "--simulate", "--record", str(record), "--speed", SPEED, "--well", "--no-display"
+    )
+    read_until(run, r"step 1/8")
+    wait_driven(record)
+    run.send_signal(sig)
+    out = check_ended(run, sig, record)
+    assert f"{sig.name}: stopping softly" in out
+    check_history_stopped(world.db)
+
+
+@pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
+def test_a_run_client_of_the_daemon_stops_its_session_on_a_signal(
+    world: World, sig: signal.Signals
+) -> None:
+    record = start_daemon(world)
+    run = world.start("run", "collar-zone", "--no-display", "--well")
+    read_until(run, r"collar-zone")
+    wait_driven(record)
+    run.send_signal(sig)
+    check_ended(run, sig, record)
+    assert world.session() is None  # not left running in the daemon
+    check_history_stopped(world.db)
+
+
+def test_detach_then_attach_shows_the_running_session(world: World) -> None:
+    record = start_daemon(world)
+    detached = world.cli("run", "collar-zone", "--detach", "--well", "--no-display")
+    assert detached.returncode == 0, detached.stderr
+    assert "massaged attach" in detached.stdout
+    session = world.session()
+    assert session is not None
+    assert session["state"] == "running"
+    wait_driven(record)
+
+    # A second run says how to get the session back, in one line.
+    again = world.cli("run", "collar-zone", "--well", "--no-display")
+    assert again.returncode == 1
+    assert "already running" in again.stderr
+    assert "massaged attach" in again.stderr
+    assert "Traceback" not in again.stderr
+
+    # attach is a viewer: Ctrl-C leaves it, the session runs on.
+    viewer = world.start("attach", "--no-display")
+    shown = read_until(viewer, r"attached to collar-zone")
+    assert "Ctrl-C leaves it running" in shown
+    read_until(viewer, r"step \d+/8")
+    viewer.send_signal(signal.SIGINT)
+    out, err = viewer.communicate(timeout=15)
+    assert viewer.returncode == 0, err
+    assert "left the view: the session runs on" in out
+    session = world.session()
+    assert session is not None
+    assert session["state"] == "running"
+
+    # Attached again, it follows the session to its end (stopped from elsewhere).
+    viewer = world.start("attach", "--no-display")
+    read_until(viewer, r"attached to collar-zone")
+    assert world.cli("stop").returncode == 0
+    out, err = viewer.communicate(timeout=30)
+    assert viewer.returncode == 0, err
+    assert "session stopped" in out
+    assert not on(rows(record))
+    check_history_stopped(world.db)
+
+
+def test_attach_without_a_session_says_so(world: World) -> None:
+    start_daemon(world)
+    answer = world.cli("attach")
+    assert answer.returncode == 1
+    assert answer.stderr.strip() == (
+        f"massaged: error: no session is running on the daemon at {world.socket}"
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+def test_demo_stops_its_session_softly_on_a_signal(world: World, sig: signal.Signals) -> None:
+    out_dir = world.folder / "demo-out"
+    demo = world.start("demo", "--out", str(out_dir), "--speed", SPEED, "--no-display")
+    read_until(demo, r"^4\. ", timeout=60)
+    record = out_dir / "recording.jsonl"
+    read_until(demo, r"step \d+/8")
+    demo.send_signal(sig)
+    out = check_ended(demo, sig, record)
+    # The demo's daemon ran on: the session was stopped, not lost with its daemon.
+    assert "no massaged daemon" not in out
