@@ -205,6 +205,21 @@ def _guarded(run: Callable[[], int]) -> int:
     except MassagedError as err:
         print(f"massaged: error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:
+        # A file, folder or socket the system refused (permissions, a full or read-only
+        # disk, a path too long): the user's to fix, so one line; -vv logs where it came from.
+        import logging
+
+        logging.getLogger(__name__).debug("system error", exc_info=True)
+        print(f"massaged: error: {_os_error(err)}", file=sys.stderr)
+        return 1
+
+
+def _os_error(err: OSError) -> str:
+    """An OSError as one line: its reason and the file it names."""
+    reason = err.strerror or str(err) or type(err).__name__
+    names = [n for n in (err.filename, err.filename2) if n is not None]
+    return f"{' -> '.join(str(n) for n in names)}: {reason}" if names else reason
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -98,6 +98,7 @@ class RemoteSession:
         """True (massaged attach): a stop signal leaves the session running, and this ends."""
         self.detached = asyncio.Event()
         self.received = Received()
+        self._catching = False
         self.out = out if out is not None else sys.stdout
         self.live = live
         self.redraw = live and redraws(self.out)
@@ -146,6 +147,19 @@ class RemoteSession:
         elif key in ("-", "_"):
             self._send("scale", {"scale": max(SCALE_STEP, self._scale - SCALE_STEP)})
 
+    @contextlib.contextmanager
+    def catching_signals(self) -> Iterator[None]:
+        """The stop signals handled here (unless the owner handles them, or already here)."""
+        if not self.handle_signals or self._catching:
+            yield
+            return
+        self._catching = True
+        try:
+            with on_stop_signals(self._interrupted) as self.received:
+                yield
+        finally:
+            self._catching = False
+
     def on_signal(self, sig: signal.Signals) -> None:
         """A stop signal the owner caught (handle_signals=False): as if follow had."""
         self.received.signals.append(sig)
@@ -172,9 +186,7 @@ class RemoteSession:
             self.out.write(_HIDE_CURSOR)
         try:
             with (
-                on_stop_signals(self._interrupted)
-                if self.handle_signals
-                else contextlib.nullcontext(self.received) as self.received,
+                self.catching_signals(),
                 KeyReader(self.on_key) if self.live else contextlib.nullcontext(),
             ):
                 while True:
@@ -251,6 +263,21 @@ async def run_remote(
     """
     if remote is None:
         remote = RemoteSession(socket, live=live)
+    # From before the request on: a signal while it starts must stop it, not strand it
+    # (unless detached: that session is the daemon's from the start).
+    with remote.catching_signals() if not detach else contextlib.nullcontext():
+        return await _start_and_follow(remote, program, devices, profile, scale, confirmed, detach)
+
+
+async def _start_and_follow(
+    remote: RemoteSession,
+    program: str,
+    devices: list[str] | None,
+    profile: str | None,
+    scale: float,
+    confirmed: Collection[str],
+    detach: bool,
+) -> dict[str, Any] | None:
     payload: dict[str, Any] = {"program": program, "scale": scale}
     payload.update(dict.fromkeys(confirmed, True))
     if devices:
@@ -262,6 +289,9 @@ async def run_remote(
         f"{started['program']}: {started['title']} on {', '.join(started['devices'])}",
         out=remote.out,
     )
+    if remote.received.signals and not remote.viewer:
+        # The signal came while the daemon was starting it: its stop may have come too early.
+        remote._send("stop", note="stopping softly")
     if detach:
         say(
             "detached: the session runs on in the daemon; massaged attach shows it, "

@@ -8,7 +8,7 @@ import logging
 from datetime import date
 from pathlib import Path
 
-from controller.output import add_json_option, print_json
+from controller.output import add_json_option, print_json, print_table
 from controller.profiles import (
     CONTRAINDICATIONS,
     DEFAULT_PROFILE,
@@ -195,12 +195,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     if getattr(args, "json", False):
         print_json([profile.model_dump(mode="json") for profile in profiles])
         return 0
-    for profile in profiles:
-        contra = len(profile.contraindications)
-        print(
-            f"{profile.name:<20} {profile.audience.value:<6} "
-            f"painful side {profile.painful_side.value:<5} contraindications {contra}"
-        )
+    rows = [
+        (p.name, p.audience.value, p.painful_side.value, len(p.contraindications)) for p in profiles
+    ]
+    print_table(("NAME", "AUDIENCE", "PAINFUL SIDE", "CONTRAINDICATIONS"), rows, right=(3,))
     return 0
 
 

@@ -81,7 +81,12 @@ async def run_selftest(args: argparse.Namespace) -> int:
             ble_kwargs["radio"] = args.radio
     failed = 0
     for kind, address in targets:
-        device = make_device(kind, address, ble_backend=ble_backend, ble_kwargs=ble_kwargs)
+        try:
+            device = make_device(kind, address, ble_backend=ble_backend, ble_kwargs=ble_kwargs)
+        except ConfigError as err:  # a kind that has no link of that form: the next one
+            failed += 1
+            print(f"{kind.value} at {address}: FAILED: {err}")
+            continue
         try:
             await check_device(device, timeout=args.timeout, say=print)
         except Exception as err:  # report every device, then fail overall

@@ -90,6 +90,14 @@ async def run_simulate(args: argparse.Namespace) -> int:
     if args.record is not None and (problem := _record_problem(args.record)):
         print(f"massaged: error: --record {args.record}: {problem}", file=sys.stderr)
         return 2
+    if args.radio is not None and not args.radio.parent.parent.is_dir():
+        # The radio makes its own private folder, but no chain of folders above it.
+        print(
+            f"massaged: error: --radio {args.radio}: folder {args.radio.parent.parent} "
+            "does not exist",
+            file=sys.stderr,
+        )
+        return 2
     loop = asyncio.get_running_loop()
     fleet = Fleet(
         specs,

@@ -151,6 +151,24 @@ def test_a_second_simulator_refuses_and_leaves_the_first_ones_files(simulator: S
     assert simulator.process.poll() is None
 
 
+@pytest.mark.parametrize(
+    ("option", "where", "expected"),
+    [
+        ("--radio", "missing/deeper/radio.sock", "folder {short}/missing does not exist"),
+        ("--record", "missing/recording.jsonl", "folder {short}/missing does not exist"),
+        ("--record", ".", "is a folder; give a file name"),
+    ],
+)
+def test_simulate_refuses_a_path_it_cannot_use_and_creates_nothing(
+    short: Path, option: str, where: str, expected: str
+) -> None:
+    env = environment(short)
+    before = snapshot(short)
+    result = massaged(env, "simulate", option, str(short / where))
+    assert expected.format(short=short) in one_clear_failure(result)
+    assert snapshot(short) == before
+
+
 def test_sim_fault_checks_the_value_of_each_fault(simulator: Simulator) -> None:
     for args, expected in [
         (("pillow-1", "set_occupied", "maybe"), "set_occupied takes true or false, not 'maybe'"),
@@ -179,8 +197,12 @@ def test_sim_fault_without_a_simulator_says_so(short: Path) -> None:
 def test_selftest_of_a_belt_at_a_pillows_address_says_it_is_a_pillow(
     simulator: Simulator,
 ) -> None:
-    result = massaged(simulator.env, "selftest", "--simulator", f"belt={PILLOW}")
-    one_clear_failure(result)
+    result = massaged(
+        simulator.env, "selftest", "--simulator", "pillow=/dev/null", f"belt={PILLOW}"
+    )
+    # Every target is reported, even after one that cannot be set up at all.
+    assert one_clear_failure(result) == "massaged: error: 2 of 2 self-tests failed"
+    assert "pillow at /dev/null: FAILED" in result.stdout
     assert f"{PILLOW} is not a belt: it offers a pillow's services" in result.stdout
     assert "Characteristic" not in result.stdout + result.stderr
 

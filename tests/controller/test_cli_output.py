@@ -514,3 +514,15 @@ def _daemon_log(folder: Path, level: str) -> str:
     assert daemon.returncode == 0, err
     assert "Traceback" not in err
     return err
+
+
+def test_a_system_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A file the system refuses ends the command with one line naming it, not a traceback."""
+
+    def refused() -> int:
+        raise PermissionError(13, "Permission denied", "/var/lib/massaged/massaged.db")
+
+    assert cli._guarded(refused) == 1
+    assert capsys.readouterr().err == (
+        "massaged: error: /var/lib/massaged/massaged.db: Permission denied\n"
+    )

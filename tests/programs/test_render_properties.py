@@ -44,7 +44,9 @@ def steps(draw: st.DrawFn, audience: Audience) -> dict[str, Any]:
         most = int(longest // REPETITION_S[technique])
         step["repetitions"] = draw(st.integers(min_value=1, max_value=max(1, min(most, 12))))
     else:
-        step["duration_s"] = draw(st.floats(min_value=MIN_STEP_S, max_value=longest, allow_nan=False))
+        step["duration_s"] = draw(
+            st.floats(min_value=MIN_STEP_S, max_value=longest, allow_nan=False)
+        )
     top = CHILD_MAX_INTENSITY if audience is Audience.CHILD else 1.0
     level = st.floats(min_value=0.0, max_value=top, allow_nan=False)
     if technique is not Technique.REST:
