@@ -175,6 +175,7 @@ def _full(argv: Sequence[str]) -> int:
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()
+        print("massaged: error: give a command (listed above)", file=sys.stderr)
         return 2
 
     def run() -> int:

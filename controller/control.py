@@ -38,6 +38,7 @@ import logging
 import os
 import socket
 import stat
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,7 @@ class ControlServer:
 
     async def start(self) -> None:
         """Bind the socket with private permissions and start serving."""
+        check_socket_path(self.path)  # before its folder is made
         gid = _group_id(self.group) if self.group else None
         folder = self.path.parent
         folder.mkdir(parents=True, exist_ok=True, mode=0o750 if gid is not None else 0o700)
@@ -401,6 +403,21 @@ def _group_id(name: str) -> int:
         raise ConfigError(f"[daemon] socket_group: no group named {name!r}") from None
 
 
+UNIX_PATH_MAX = 104 if sys.platform == "darwin" else 108
+"""The size of sockaddr_un.sun_path: a socket path needs one byte less (its end)."""
+
+
+def check_socket_path(path: Path) -> None:
+    """ConfigError, in one clear line, for a socket path too long for a Unix socket."""
+    size = len(os.fsencode(path))
+    if size >= UNIX_PATH_MAX:
+        raise ConfigError(
+            f"the control socket path {path} is {size} bytes, over the Unix limit of "
+            f"{UNIX_PATH_MAX - 1}: choose a shorter one ([daemon] socket, "
+            "MASSAGED_DAEMON_SOCKET or --socket)"
+        )
+
+
 async def _answers(path: Path) -> bool:
     try:
         async with asyncio.timeout(1.0):
@@ -449,6 +466,7 @@ async def _call_once(
     path: Path, command: str, payload: dict[str, Any] | None, timeout: float, shown: float
 ) -> dict[str, Any]:
     """One connection, one request, one answer; errors name the caller's time-out (shown)."""
+    check_socket_path(path)
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_LINE)

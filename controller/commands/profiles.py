@@ -22,7 +22,7 @@ from controller.profiles import (
     parse_kind_caps,
 )
 from controller.safety import HEATER_LIMITS_S, SESSION_LIMITS_S
-from controller.store import Store
+from controller.store import Store, StoreError
 from devices.capabilities import DeviceKind
 
 logger = logging.getLogger(__name__)
@@ -49,6 +49,9 @@ def add_db_option(parser: argparse.ArgumentParser) -> None:
 def open_store(args: argparse.Namespace) -> Store:
     """The store named by --db, or the default one."""
     db: Path | None = getattr(args, "db", None)
+    if db is not None and not db.expanduser().parent.is_dir():
+        # A path the user typed: a typo must not leave new folders behind (issue 13).
+        raise StoreError(f"--db {db}: the folder {db.expanduser().parent} does not exist")
     return Store.open(db)
 
 

@@ -120,6 +120,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _help(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
+    print("massaged: error: give a programs subcommand (listed above)", file=sys.stderr)
     return 2
 
 

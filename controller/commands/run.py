@@ -530,6 +530,7 @@ async def _through_daemon(args: argparse.Namespace) -> int | None:
     from controller.remote import RemoteSession, run_remote
 
     socket = args.socket or load_config(getattr(args, "config", None)).daemon.socket
+    control.check_socket_path(Path(socket))
     if not await control.daemon_running(Path(socket)):
         if args.socket:
             raise ConfigError(f"no daemon answers on {socket}")

@@ -278,7 +278,9 @@ def test_attach_without_a_session_says_so(world: World) -> None:
     )
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name
+)
 def test_demo_stops_its_session_softly_on_a_signal(world: World, sig: signal.Signals) -> None:
     out_dir = world.folder / "demo-out"
     demo = world.start("demo", "--out", str(out_dir), "--speed", SPEED, "--no-display")

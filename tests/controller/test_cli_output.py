@@ -526,3 +526,15 @@ def test_a_system_error_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().err == (
         "massaged: error: /var/lib/massaged/massaged.db: Permission denied\n"
     )
+
+
+@pytest.mark.parametrize("argv", [[], ["programs"]], ids=["massaged", "programs"])
+def test_a_missing_command_shows_the_choices_and_says_so(
+    argv: list[str], home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The help on stdout, and the one line on stderr that says what went wrong."""
+    assert cli.main(argv) == 2
+    captured = capsys.readouterr()
+    assert "usage: massaged" in captured.out
+    assert captured.err.startswith("massaged: error: give a ")
+    assert captured.err.count("\n") == 1

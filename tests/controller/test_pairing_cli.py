@@ -151,5 +151,7 @@ def test_pair_asks_which_one_on_a_terminal(env: dict[str, str]) -> None:
     done = massaged(env, "pair", "--simulator", answer="2\ny\n")
     assert done.returncode == 0, done.stderr
     assert "which one? [1-3]" in done.stdout
+    header = next(line for line in done.stdout.splitlines() if "ADDRESS" in line)
+    assert header.split() == ["#", "KIND", "ADDRESS", "NAME"]  # a table sized to its content
     paired = json.loads(massaged(env, "devices", "--json").stdout)
     assert len(paired) == 1
