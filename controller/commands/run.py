@@ -18,6 +18,7 @@ from controller.commands.config import add_config_option, apply_session_defaults
 from controller.commands.profiles import add_db_option, open_store
 from controller.courses import after_session_advice
 from controller.live import KeyReader, LinePrinter, LiveDisplay, format_time
+from controller.output import ask
 from controller.profiles import DEFAULT_PROFILE, DEFAULT_PROFILE_NAME, Profile, painful_body_side
 from controller.readiness import Confirm, postponement, questions, refusal
 from controller.safety import SafetyLimits
@@ -443,7 +444,7 @@ def confirm_before(
         if not sys.stdin.isatty():
             raise SafetyError(refusal(question, field_hint=False))
         print(question.reason, flush=True)
-        answer = input(f"{question.prompt} [y/N] ")
+        answer = ask(f"{question.prompt} [y/N] ", answered_by=f"add {question.flag}")
         if answer.strip().lower() not in ("y", "yes"):
             if question.confirm == Confirm.WELL_TODAY:
                 raise SafetyError("not started: postpone the session until you feel well")
