@@ -370,7 +370,7 @@ class Store:
     def open(cls, path: Path | str | None = None) -> Store:
         """Open (creating and migrating as needed) the store at path, or the default one."""
         db = database_path(path)
-        _check_database_file(db)
+        check_database_file(db)
         read_only = _is_read_only_file(db)
         if not read_only:
             _create_private_file(db)
@@ -403,10 +403,10 @@ class Store:
         """
         db = paths.db_path() if path is None else Path(path).expanduser()
         if not db.exists():
-            if path is None:
+            if path is None or db == paths.db_path():
                 return cls._empty(db)
             raise StoreError(f"no database at {db}: check the path (nothing was created)")
-        _check_database_file(db)
+        check_database_file(db)
         conn = _connect_read_only(db)
         store = cls(conn, db, read_only=True)
         try:
@@ -1022,7 +1022,7 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 """The first 16 bytes of every SQLite database file."""
 
 
-def _check_database_file(path: Path) -> None:
+def check_database_file(path: Path) -> None:
     """StoreError, before anything is opened or changed, when an existing path is not
     an SQLite database: a folder, a TOML file, a file this user cannot read."""
     if path.is_dir():

@@ -170,7 +170,13 @@ def load(args: argparse.Namespace) -> Any:
     config = load_config(getattr(args, "config", None))
     if getattr(args, "socket", None):
         config.daemon.socket = args.socket
+    control.check_socket_path(Path(config.daemon.socket))  # before any slow start-up
     if getattr(args, "db", None):
+        if not args.db.expanduser().parent.is_dir():
+            # A path the user typed: a typo must not leave new folders behind (issue 13).
+            raise ConfigError(
+                f"--db {args.db}: the folder {args.db.expanduser().parent} does not exist"
+            )
         config.store.path = args.db
     if getattr(args, "simulator", False):
         config.daemon.simulator = True
@@ -198,7 +204,7 @@ async def cmd_daemon(args: argparse.Namespace) -> int:
     from controller.daemon import Daemon, serve_until_signalled
     from controller.guard import HostGuard
     from controller.locks import DaemonLock
-    from controller.store import Store, database_path
+    from controller.store import Store, check_database_file, database_path
 
     config = load(args)
     if args.speed != 1.0 and not config.daemon.simulator:
@@ -214,6 +220,7 @@ async def cmd_daemon(args: argparse.Namespace) -> int:
     backend, ble_kwargs, radio = _simulator_link(config)
     # Before the store, the socket or any device: a second daemon on this database is
     # refused here, before it can close a session or open a port the first one uses.
+    check_database_file(database_path(config.store.path))  # no lock file beside a wrong one
     lock = DaemonLock(database_path(config.store.path))
     lock.acquire()
     try:
@@ -527,7 +534,9 @@ def _devices_offline(
     from controller import api, pairing
 
     api.parse_request(command, payload)  # the same validation as through the daemon
-    store = store_cls.open(config.store.path)
+    # Listing only reads: it creates no database and changes nothing (issue 13).
+    opener = store_cls.open_for_reading if command == "devices" else store_cls.open
+    store = opener(config.store.path)
     try:
         if command == "rename":
             pairing.check_name(payload["new_name"])

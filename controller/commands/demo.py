@@ -64,7 +64,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     # Everything the user typed is checked before ~15 s of setup, not after it.
     _check_args(args)
     try:
-        await asyncio.to_thread(out.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(out.mkdir, exist_ok=True)
     except OSError as err:
         raise ConfigError(f"--out {out}: cannot create the folder: {err.strerror or err}") from err
     recording = out / "recording.jsonl"
@@ -174,6 +174,9 @@ def _check_args(args: argparse.Namespace) -> None:
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; give a folder for the recording and plots")
+    if not out.exists() and not out.parent.is_dir():
+        # The demo makes the --out folder itself, never the folders above it (issue 13).
+        raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
 
 
 def say(text: str) -> None:

@@ -254,10 +254,18 @@ async def test_overheat_stops_the_belt_and_cuts_the_pillows_heater() -> None:
         assert values_after(w.rows, "pillow-1", "heater", hot)[-1:] == [0]
         await w.wait_for(lambda: "overheated" in w.runner_events(), "the overheat recorded")
         # The belt comes back once it has cooled below 42 °C (the session goes on).
-        await w.wait_for(lambda: not w.quiet("belt-1"), "the belt back once cool")
         belt = w.firmware("belt-1")
         assert isinstance(belt, VB1Firmware)
-        assert belt.temperature < 42
+        seen: list[float] = []
+
+        def back() -> bool:
+            seen.append(belt.temperature)
+            return not w.quiet("belt-1")
+
+        await w.wait_for(back, "the belt back once cool")
+        # It cools while off and warms again as soon as it runs, so the coolest reading is
+        # the one around its return: under 42 °C, or it came back too hot.
+        assert min(seen) < 42, seen[-5:]
         result = await w.wait_ended()
         await end_checks(w, result, Outcome.COMPLETED, ("overheated",))
         devices = {e.detail.get("device") for e in w.store.session_events(result["session_id"])}
