@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from controller.argtypes import count
 from controller.commands.profiles import add_db_option, open_store, open_store_for_reading
 from controller.courses import (
     COURSE_INTERVALS,
@@ -22,17 +23,6 @@ from controller.store import SessionRecord
 logger = logging.getLogger(__name__)
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        # Not a ValueError: argparse would print "invalid _positive value".
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``history`` and ``course``."""
     p = subparsers.add_parser(
@@ -44,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "how it ended, and how often gentler was pressed."
         ),
     )
-    p.add_argument("--limit", type=_positive, default=20, metavar="N", help="at most N (20)")
+    p.add_argument("--limit", type=count, default=20, metavar="N", help="at most N (20)")
     p.add_argument("--profile", metavar="NAME", help="only this profile's sessions")
     add_json_option(p)
     add_db_option(p)
@@ -75,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--profile", default=DEFAULT_PROFILE_NAME, metavar="NAME")
     p.add_argument(
         "--sessions",
-        type=_positive,
+        type=count,
         default=COURSE_SESSIONS,
         metavar="N",
         help=f"sessions in the course ({COURSE_SESSIONS})",
