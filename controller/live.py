@@ -178,7 +178,9 @@ class KeyReader:
         if self._saved is not None:
             import termios
 
-            termios.tcsetattr(fd, termios.TCSADRAIN, self._saved)
+            # A terminal that hung up (SIGHUP) has no settings left to restore.
+            with contextlib.suppress(termios.error):
+                termios.tcsetattr(fd, termios.TCSADRAIN, self._saved)
 
     def _readable(self) -> None:
         import os
@@ -188,6 +190,11 @@ class KeyReader:
         try:
             data = os.read(self._fd, 64)
         except OSError:
+            data = b""
+        if not data:
+            # The terminal hung up: it stays readable with nothing to read; stop watching it.
+            if self._loop is not None:
+                self._loop.remove_reader(self._fd)
             return
         for key in data.decode(errors="ignore"):
             try:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import stat
 from collections.abc import Callable, Iterator
 
 logger = logging.getLogger(__name__)
@@ -45,6 +47,22 @@ def describe(sig: signal.Signals) -> str:
     return SIGNAL_NAMES.get(sig, sig.name)
 
 
+def _terminal_gone() -> None:
+    """After a hang-up, stdout and stderr on the terminal fail (EIO): send them nowhere.
+
+    The session still stops softly and its history is written; only its words are lost,
+    as nobody is left to read them. Pipes and files are left alone.
+    """
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            # Not isatty: on a hung-up terminal it fails and says False. A character
+            # device is the terminal (or already /dev/null).
+            if stat.S_ISCHR(os.fstat(fd).st_mode):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, fd)
+                os.close(devnull)
+
+
 @contextlib.contextmanager
 def on_stop_signals(handler: Callable[[signal.Signals, int], None]) -> Iterator[Received]:
     """Call handler(signal, how many so far) on each stop signal, in the running loop.
@@ -58,6 +76,8 @@ def on_stop_signals(handler: Callable[[signal.Signals, int], None]) -> Iterator[
     def make(sig: signal.Signals) -> Callable[[], None]:
         def on_signal() -> None:
             received.signals.append(sig)
+            if sig == signal.SIGHUP:
+                _terminal_gone()
             handler(sig, len(received.signals))
 
         return on_signal

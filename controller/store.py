@@ -384,6 +384,8 @@ class Store:
             raise StoreError(_describe(err, db, "open the database")) from err
         store = cls(conn, db, read_only=read_only)
         try:
+            # Before the WAL journal is set: another program's database is left as it is.
+            store._refuse_foreign()
             store._configure()
             store._migrate()
         except BaseException:
@@ -450,9 +452,6 @@ class Store:
             )
         if version == SCHEMA_VERSION:
             return
-        if version == 0 and self._has_tables():
-            # Another program's database (--db pointing at the wrong file): not ours to change.
-            raise StoreError(f"{self.path} is an SQLite database but not a massaged one")
         if self.read_only:
             raise StoreError(
                 f"the database {self.path} needs an upgrade (schema {version} to "
@@ -468,6 +467,11 @@ class Store:
         finally:
             with self._reading("upgrade the database"):
                 self._conn.execute("PRAGMA foreign_keys = ON")
+
+    def _refuse_foreign(self) -> None:
+        """StoreError for another program's database (--db naming the wrong file)."""
+        if self.schema_version == 0 and self._has_tables():
+            raise StoreError(f"{self.path} is an SQLite database but not a massaged one")
 
     def _has_tables(self) -> bool:
         with self._reading("read the database") as conn:
@@ -1060,6 +1064,18 @@ def _connect_read_only(db: Path) -> sqlite3.Connection:
     return conn
 
 
+def _schema_in_header(path: Path) -> int:
+    """The user_version in an SQLite file's header (0: none, or not readable)."""
+    try:
+        with path.open("rb") as file:
+            header = file.read(64)
+    except OSError:
+        return 0
+    if len(header) < 64 or not header.startswith(SQLITE_MAGIC):
+        return 0
+    return int.from_bytes(header[60:64], "big")
+
+
 def _create_private_file(path: Path) -> None:
     """Create the database file owner-only before SQLite does (it would use the umask)."""
     try:
@@ -1067,7 +1083,8 @@ def _create_private_file(path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     except FileExistsError:
         mode = path.stat().st_mode & 0o777
-        if mode & 0o077:
+        if mode & 0o077 and _schema_in_header(path) > 0:
+            # Only massaged's own database: never a file it was wrongly given (issue 13).
             # SQLite gives the -wal and -shm files the database file's mode: tighten it.
             logger.warning("%s was readable by others (%o): making it private", path, mode)
             path.chmod(mode & 0o700)

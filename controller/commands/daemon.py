@@ -172,8 +172,9 @@ def load(args: argparse.Namespace) -> Any:
         config.daemon.socket = args.socket
     control.check_socket_path(Path(config.daemon.socket))  # before any slow start-up
     if getattr(args, "db", None):
-        if not args.db.expanduser().parent.is_dir():
+        if getattr(args, "api_command", None) is None and not args.db.expanduser().parent.is_dir():
             # A path the user typed: a typo must not leave new folders behind (issue 13).
+            # (stop, gentler, ... only talk to the daemon: their --db is not opened.)
             raise ConfigError(
                 f"--db {args.db}: the folder {args.db.expanduser().parent} does not exist"
             )

@@ -367,6 +367,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
         answer = await _through_daemon(args)
         if answer is not None:
             return answer
+    if args.detach:
+        raise ConfigError(
+            "--detach leaves the session to the daemon, and no daemon answers: "
+            "start one (massaged daemon), or run without --detach"
+        )
     program = library.resolve(args.program).program
     store = open_store(args)
     try:

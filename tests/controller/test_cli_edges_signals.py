@@ -52,7 +52,9 @@ class World:
     def db(self) -> Path:
         return self.folder / "data" / "massaged.db"
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
+    def start(self, *args: str, group: bool = False) -> subprocess.Popen[str]:
+        """massaged args in the background; group: in its own process group, as a
+        terminal's foreground job is (a terminal signals the whole group)."""
         proc = subprocess.Popen(
             [sys.executable, "-m", "controller", *args],
             stdin=subprocess.DEVNULL,
@@ -61,6 +63,7 @@ class World:
             text=True,
             env=self.env,
             cwd=self.folder,
+            start_new_session=group,
         )
         self.procs.append(proc)
         return proc
@@ -283,11 +286,62 @@ def test_attach_without_a_session_says_so(world: World) -> None:
 )
 def test_demo_stops_its_session_softly_on_a_signal(world: World, sig: signal.Signals) -> None:
     out_dir = world.folder / "demo-out"
-    demo = world.start("demo", "--out", str(out_dir), "--speed", SPEED, "--no-display")
+    demo = world.start("demo", "--out", str(out_dir), "--speed", SPEED, "--no-display", group=True)
     read_until(demo, r"^4\. ", timeout=60)
     record = out_dir / "recording.jsonl"
     read_until(demo, r"step \d+/8")
-    demo.send_signal(sig)
+    # As a terminal does (Ctrl-C, hang-up): to the whole foreground group, the demo's
+    # simulator and daemon too unless they keep out of it.
+    os.killpg(demo.pid, sig)
     out = check_ended(demo, sig, record)
     # The demo's daemon ran on: the session was stopped, not lost with its daemon.
     assert "no massaged daemon" not in out
+
+
+def test_closing_the_terminal_stops_a_live_session_softly(world: World) -> None:
+    """The real hang-up: run's live view on a terminal (a pseudo-terminal here) that closes.
+
+    The kernel sends SIGHUP, and from then on the terminal answers every write and the
+    restoring of its settings with EIO: before, that ended in a traceback and status 1.
+    """
+    import fcntl
+    import pty
+    import termios
+
+    record = world.folder / "rec.jsonl"
+    err = world.folder / "err.txt"
+    master, slave = pty.openpty()
+
+    def own_terminal() -> None:  # in the child: the pty becomes its controlling terminal
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    argv = ["run", "--simulate", "--record", str(record), "--speed", SPEED, "--well"]
+    with err.open("w") as err_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controller", *argv],
+            stdin=slave,
+            stdout=slave,
+            stderr=err_file,
+            env={**world.env, "TERM": "xterm"},
+            cwd=world.folder,
+            preexec_fn=own_terminal,  # this test starts no threads: a pre-exec hook is safe
+        )
+    os.close(slave)
+    try:
+        screen = b""
+        deadline = time.monotonic() + 30
+        with selectors.DefaultSelector() as sel:
+            sel.register(master, selectors.EVENT_READ)
+            while b"Strokes" not in screen and time.monotonic() < deadline:
+                if sel.select(timeout=0.5):
+                    screen += os.read(master, 65536)
+        assert b"Strokes" in screen, screen[-500:]  # the live view is on
+        wait_driven(record)
+    finally:
+        os.close(master)  # the terminal goes away
+    assert proc.wait(timeout=30) == 128 + signal.SIGHUP
+    assert "Traceback" not in err.read_text()
+    assert err.read_text().strip() == ""
+    assert not on(rows(record)), on(rows(record))
+    check_history_stopped(world.db)

@@ -22,7 +22,9 @@ inputs, which must fail before anything starts.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -34,6 +36,7 @@ from pathlib import Path
 import pytest
 
 from controller.cli import build_parser
+from controller.store import Store
 
 TIMEOUT_S = 60.0
 """Generous: a busy shared machine; a command waiting for input would wait forever."""
@@ -189,7 +192,7 @@ def positionals(parser: argparse.ArgumentParser) -> list[str]:
         if action.option_strings or action.nargs == 0:
             continue
         if action.choices:
-            words.append(sorted(action.choices)[0])  # type: ignore[call-overload]
+            words.append(sorted(action.choices)[0])
         else:
             words.append("nosuch")
     return words
@@ -324,3 +327,135 @@ def test_the_walk_covers_the_new_and_the_serving_commands() -> None:
     assert ("attach",) in COMMANDS
     assert {w[0] for w in COMMANDS} >= SERVES
     assert all(invocations(w, Tree(Path("/x"))) for w in COMMANDS if w[0] in SERVES)
+
+
+# -- files and paths, one by one ------------------------------------------------------
+
+
+def massaged(tree: Tree, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "controller", *argv],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=tree.work,
+        env=tree.env(),
+        timeout=TIMEOUT_S,
+    )
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Tree:
+    made = Tree(tmp_path)
+    made.make()
+    return made
+
+
+def one_line(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode != 0, done.stdout
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+def test_history_never_changes_a_folder_or_file_it_was_wrongly_given(tree: Tree) -> None:
+    before = tree.snapshot()
+    line = one_line(massaged(tree, "history", "--db", str(tree.shared)))
+    assert "is a folder" in line
+    line = one_line(massaged(tree, "history", "--db", str(tree.toml)))
+    assert "not a massaged database" in line
+    # Before the fix both were made private (0700, 0600) before failing.
+    assert tree.shared.stat().st_mode & 0o777 == 0o755
+    assert tree.toml.stat().st_mode & 0o777 == 0o644
+    assert tree.snapshot() == before
+
+
+def test_a_read_command_on_a_missing_database_says_so_and_creates_nothing(tree: Tree) -> None:
+    before = tree.snapshot()
+    typo = tree.root / "typo" / "path.db"
+    for argv in (["history"], ["course", "show"], ["profiles", "list"], ["devices", "list"]):
+        line = one_line(massaged(tree, *argv, "--db", str(typo)))
+        assert str(tree.root / "typo") in line, line
+    assert tree.snapshot() == before
+
+
+def sessions_db(path: Path, programs: tuple[str, ...]) -> Store:
+    from controller.store import Outcome as Ended
+
+    store = Store.open(path)
+    for program in programs:
+        sid = store.begin_session(program, ["belt"], "default")
+        store.finish_session(sid, Ended.COMPLETED)
+    return store
+
+
+def test_a_read_only_database_is_read_and_left_as_it_was(tree: Tree) -> None:
+    db = tree.root / "old.db"
+    sessions_db(db, ("neck-basic", "shoulders")).close()
+    db.chmod(0o444)
+    before = tree.snapshot()
+    done = massaged(tree, "history", "--db", str(db))
+    assert done.returncode == 0, done.stderr
+    assert "shoulders" in done.stdout
+    assert "neck-basic" in done.stdout
+    assert "Traceback" not in done.stderr
+    assert tree.snapshot() == before  # no -wal, no -shm, no mode or time changed
+
+
+def test_history_reads_what_a_running_writer_holds_in_its_wal(tree: Tree) -> None:
+    db = tree.root / "busy.db"
+    writer = sessions_db(db, ("neck-basic",))
+    try:
+        assert db.with_name("busy.db-wal").exists()  # the row is in the WAL, not yet the file
+        done = massaged(tree, "history", "--db", str(db), "--json")
+        assert done.returncode == 0, done.stderr
+        assert [row["program"] for row in json.loads(done.stdout)] == ["neck-basic"]
+    finally:
+        writer.close()
+
+
+def test_an_sqlite_file_of_another_program_is_not_changed(tree: Tree) -> None:
+    other = tree.root / "other.db"
+    conn = sqlite3.connect(other)
+    conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.commit()
+    conn.close()
+    before = tree.snapshot()
+    for argv in (["history"], ["course", "start"]):
+        line = one_line(massaged(tree, *argv, "--db", str(other)))
+        assert "not a massaged one" in line
+    assert tree.snapshot() == before
+
+
+@pytest.mark.parametrize("where", ["missing folder", "a folder"])
+def test_run_record_names_a_file_in_an_existing_folder(tree: Tree, where: str) -> None:
+    record = tree.root / "missing" / "x.jsonl" if where == "missing folder" else tree.shared
+    before = tree.snapshot()
+    line = one_line(
+        massaged(tree, "run", "--simulate", "--record", str(record), "--well", "--speed", "120")
+    )
+    assert line.startswith(f"massaged: error: --record {record}:"), line
+    assert tree.snapshot() == before
+
+
+def test_a_socket_path_over_the_unix_limit_is_one_line_before_anything_starts(
+    tree: Tree,
+) -> None:
+    long = tree.root / ("x" * 120) / "control.sock"
+    before = tree.snapshot()
+    for argv in (["daemon"], ["run", "--well"], ["attach"], ["devices", "list"]):
+        line = one_line(massaged(tree, *argv, "--socket", str(long)))
+        assert "over the Unix limit" in line or "too long" in line, line
+    assert tree.snapshot() == before
+
+
+def test_run_detach_without_a_daemon_refuses_instead_of_running_here(tree: Tree) -> None:
+    # Before: --detach did not exist; a detached run must never fall back to a session
+    # in this process, which would end with the terminal after all.
+    before = tree.snapshot()
+    line = one_line(massaged(tree, "run", "collar-zone", "--detach", "--well"))
+    assert line.startswith("massaged: error: --detach leaves the session to the daemon"), line
+    line = one_line(massaged(tree, "run", "--simulate", "--detach", "--well"))
+    assert "--detach" in line
+    assert tree.snapshot() == before
