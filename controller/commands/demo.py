@@ -20,6 +20,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -184,6 +185,28 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """For a child: ask Linux for a SIGTERM when its parent dies (elsewhere: nothing).
+
+    The C function is looked up here, in the parent: the child, between fork and exec,
+    only calls it (nothing that could wait on a lock another thread held).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+    return preexec
+
+
 async def _start(
     procs: list[asyncio.subprocess.Process], env: dict[str, str], *args: str
 ) -> asyncio.subprocess.Process:
@@ -198,6 +221,8 @@ async def _start(
         stderr=asyncio.subprocess.PIPE,
         # Its own session: the terminal's Ctrl-C and hang-up go to the demo alone.
         start_new_session=True,
+        # ... and a SIGTERM when the demo dies, however (kill -9): no orphaned session.
+        preexec_fn=_die_with_parent(),
     )
     procs.append(proc)
     return proc
