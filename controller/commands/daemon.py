@@ -43,7 +43,7 @@ def register(sub: Any) -> None:
     )
     d.add_argument(
         "--speed",
-        type=float,
+        type=argtypes.number,
         default=1.0,
         help="with --simulator: run sessions N times faster (the simulator needs the same --speed)",
     )
@@ -131,7 +131,7 @@ def register(sub: Any) -> None:
     st.add_argument("name")
     st.add_argument(
         "--max-intensity",
-        type=float,
+        type=argtypes.number,
         required=True,
         help="at most this fraction (0..1) of the device's maximum, below the profile's cap",
     )

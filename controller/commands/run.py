@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from controller.argtypes import number, seconds
 from controller.commands.config import add_config_option, apply_session_defaults
 from controller.commands.profiles import add_db_option, open_store
 from controller.courses import after_session_advice
@@ -122,13 +123,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--speed",
-        type=float,
+        type=number,
         metavar="N",
         help=f"with --simulate: run the session N times faster (1..{MAX_SPEED:g})",
     )
     p.add_argument(
         "--scale",
-        type=float,
+        type=number,
         default=1.0,
         metavar="X",
         help="overall intensity 0..1 (default 1; the profile's caps always apply)",
@@ -177,7 +178,7 @@ def register(sub: Any) -> None:
     add_config_option(p)
     p.add_argument(
         "--timeout",
-        type=float,
+        type=seconds,
         default=DEFAULT_CONNECT_TIMEOUT,
         metavar="SECONDS",
         help=f"seconds to connect to each device (default {DEFAULT_CONNECT_TIMEOUT:g})",
