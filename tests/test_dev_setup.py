@@ -14,8 +14,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 
 FAKE_PYTHON = """#!/usr/bin/env bash
@@ -60,7 +58,6 @@ def _dev_demo(project: Path, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="./dev is a bash script")
 def test_the_install_says_what_it_does_and_nothing_alarming(tmp_path: Path) -> None:
     project = _project(tmp_path)
     done = _dev_demo(project)
@@ -83,7 +80,6 @@ def test_the_install_says_what_it_does_and_nothing_alarming(tmp_path: Path) -> N
     assert again.stderr == ""
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="./dev is a bash script")
 def test_a_failed_install_shows_the_end_of_pips_output(tmp_path: Path) -> None:
     project = _project(tmp_path)
     done = _dev_demo(project, FAKE_PIP_FAILS="1")
