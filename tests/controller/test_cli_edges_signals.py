@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 
 from controller.store import Outcome, Store
+from tests.daemon_processes import stop_processes
 
 SPEED = "20"
 """collar-zone's 5¼ minutes in about 16 s: time to signal it mid-session."""
@@ -102,17 +103,7 @@ def world() -> Iterator[World]:
     try:
         yield w
     finally:
-        for proc in reversed(w.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
+        stop_processes(w.procs, timeout=15)
         shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -9,123 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from controller.control import call
 from controller.store import Store
 from simulator.ble.wire import radio_request
+from tests.daemon_processes import Setup, simulator_beside
 from tests.simulator.recording_checks import check_stopped_in_time
-
-
-@dataclass
-class Setup:
-    """The folder, environment and processes of one test."""
-
-    folder: Path
-    env: dict[str, str]
-    procs: list[subprocess.Popen[str]] = field(default_factory=list)
-    t0: float = 0.0
-
-    @property
-    def socket(self) -> Path:
-        return self.folder / "control.sock"
-
-    @property
-    def record(self) -> Path:
-        return self.folder / "rec.jsonl"
-
-    def start(self, *args: str) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "controller", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self.env,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "controller", *args],
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=30,
-        )
-
-    def api(self, command: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        if command == "run" and payload is not None:
-            # The person confirms being well before a session (controller.readiness).
-            payload = {"well_today": True, **payload}
-        return asyncio.run(call(self.socket, command, payload))
-
-    def wait_devices_up(self, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        devices: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            try:
-                answer = self.api("devices")
-            except Exception:  # not listening yet
-                time.sleep(0.2)
-                continue
-            devices = answer["data"]
-            if len(devices) == count and all(d["link"] == "up" for d in devices):
-                return devices
-            time.sleep(0.2)
-        raise AssertionError(f"devices not up in {timeout} s: {devices}")
-
-    def rows(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.record.read_text().splitlines() if line]
 
 
 @pytest.fixture
 def setup() -> Iterator[Setup]:
-    folder = Path(tempfile.mkdtemp(prefix="msd-d-"))
-    env = {
-        **os.environ,
-        "MASSAGED_DATA_DIR": str(folder / "data"),
-        "MASSAGED_CONFIG_DIR": str(folder / "config"),
-        "MASSAGED_SIM_RADIO": str(folder / "radio.sock"),
-        "MASSAGED_DAEMON_SOCKET": str(folder / "control.sock"),
-    }
-    s = Setup(folder, env)
-    sim = s.start("simulate", "--record", str(s.record))
-    assert sim.stdout is not None
-    assert sim.stderr is not None
-    for _ in range(3):
-        json.loads(sim.stdout.readline())
-    match = re.search(r"monotonic ([0-9.]+)", sim.stderr.readline())
-    assert match
-    s.t0 = float(match.group(1))
-    try:
+    with simulator_beside("msd-d-") as s:
         yield s
-    finally:
-        for proc in reversed(s.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def wait_every_device_on(setup: Setup, timeout: float = 20.0) -> None:

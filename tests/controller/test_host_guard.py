@@ -27,7 +27,8 @@ from simulator.ble.backend import SimBleakClient
 from simulator.ble.radio import SimRadio
 from simulator.ble.wire import radio_request
 from simulator.firmware.sp1 import SP1Firmware
-from tests.controller.test_daemon_process import Setup, setup  # noqa: F401 - a fixture
+from tests.controller.test_daemon_process import setup  # noqa: F401 - a fixture
+from tests.daemon_processes import Setup
 from tests.simulator.test_ble_backend import sock_dir  # noqa: F401 - a fixture
 from tests.simulator.test_dead_host import running_at
 

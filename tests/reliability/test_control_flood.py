@@ -13,29 +13,21 @@ session over, the daemon still serving, and the log short.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import os
-import re
 import resource
-import shutil
-import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
-from controller.control import call
+from tests.daemon_processes import Setup, simulator_beside
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMISE_S = 1.0
@@ -48,91 +40,10 @@ LOG_LINES = 200
 """The daemon's log after the flood has at most this many lines (it had one per accept)."""
 
 
-@dataclass
-class Processes:
-    """The folder, environment and processes of one test."""
-
-    folder: Path
-    env: dict[str, str]
-    procs: list[subprocess.Popen[str]] = field(default_factory=list)
-    t0: float = 0.0
-
-    @property
-    def socket(self) -> Path:
-        return self.folder / "control.sock"
-
-    @property
-    def record(self) -> Path:
-        return self.folder / "rec.jsonl"
-
-    @property
-    def log(self) -> Path:
-        return self.folder / "daemon.log"
-
-    def start(self, *args: str, stderr: IO[str] | int = subprocess.PIPE) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "controller", *args],
-            stdout=subprocess.PIPE,
-            stderr=stderr,
-            text=True,
-            env=self.env,
-            cwd=ROOT,
-        )
-        self.procs.append(proc)
-        return proc
-
-    def api(self, command: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
-        return asyncio.run(call(self.socket, command, payload))
-
-    def wait_devices_up(self, count: int, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        devices: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            with contextlib.suppress(Exception):  # not listening yet
-                devices = self.api("devices")["data"]
-                if len(devices) == count and all(d["link"] == "up" for d in devices):
-                    return
-            time.sleep(0.2)
-        raise AssertionError(f"devices not up in {timeout} s: {devices}")
-
-    def rows(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.record.read_text().splitlines() if line]
-
-
 @pytest.fixture
-def procs() -> Iterator[Processes]:
-    folder = Path(tempfile.mkdtemp(prefix="msd-f-"))
-    env = {
-        **os.environ,
-        "MASSAGED_DATA_DIR": str(folder / "data"),
-        "MASSAGED_CONFIG_DIR": str(folder / "config"),
-        "MASSAGED_SIM_RADIO": str(folder / "radio.sock"),
-        "MASSAGED_DAEMON_SOCKET": str(folder / "control.sock"),
-    }
-    p = Processes(folder, env)
-    sim = p.start("simulate", "--record", str(p.record))
-    assert sim.stdout is not None
-    assert sim.stderr is not None
-    for _ in range(3):
-        json.loads(sim.stdout.readline())
-    match = re.search(r"monotonic ([0-9.]+)", sim.stderr.readline())
-    assert match
-    p.t0 = float(match.group(1))
-    try:
+def procs() -> Iterator[Setup]:
+    with simulator_beside("msd-f-") as p:
         yield p
-    finally:
-        for proc in reversed(p.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=5)
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 class Flood:
@@ -225,7 +136,7 @@ HEADROOM = 8
     ids=["descriptors-to-spare", "descriptors-exhausted"],
 )
 def test_an_emergency_stop_gets_through_a_connection_flood(
-    procs: Processes, exhaust: bool, said: str
+    procs: Setup, exhaust: bool, said: str
 ) -> None:
     """Promise 3 under a flood: the stop arrives and every device is at zero on the recording.
 

@@ -1,0 +1,142 @@
+"""Real processes for a test: ``massaged simulate`` in a private folder, then daemons and
+command lines beside it, all stopped and the folder removed at the end.
+
+Shared by the tests that must see the daemon as users run it (a SIGKILL, a SIGSTOP, a
+flood of connections): one way to start, drive and clean up, instead of one per file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from controller.control import call
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Setup:
+    """The folder, environment and processes of one test."""
+
+    folder: Path
+    env: dict[str, str]
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    t0: float = 0.0
+    """The simulator's monotonic clock at its recording's t = 0."""
+
+    @property
+    def socket(self) -> Path:
+        return self.folder / "control.sock"
+
+    @property
+    def record(self) -> Path:
+        return self.folder / "rec.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "daemon.log"
+
+    def start(self, *args: str, stderr: IO[str] | int = subprocess.PIPE) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "controller", *args],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=self.env,
+            cwd=ROOT,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "controller", *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=30,
+        )
+
+    def api(self, command: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        if command == "run" and payload is not None:
+            # The person confirms being well before a session (controller.readiness).
+            payload = {"well_today": True, **payload}
+        return asyncio.run(call(self.socket, command, payload))
+
+    def wait_devices_up(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        devices: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            try:
+                answer = self.api("devices")
+            except Exception:  # not listening yet
+                time.sleep(0.2)
+                continue
+            devices = answer["data"]
+            if len(devices) == count and all(d["link"] == "up" for d in devices):
+                return devices
+            time.sleep(0.2)
+        raise AssertionError(f"devices not up in {timeout} s: {devices}")
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.record.read_text().splitlines() if line]
+
+
+def private_env(folder: Path) -> dict[str, str]:
+    """This environment, with every massaged path inside folder."""
+    return {
+        **os.environ,
+        "MASSAGED_DATA_DIR": str(folder / "data"),
+        "MASSAGED_CONFIG_DIR": str(folder / "config"),
+        "MASSAGED_SIM_RADIO": str(folder / "radio.sock"),
+        "MASSAGED_DAEMON_SOCKET": str(folder / "control.sock"),
+    }
+
+
+def stop_processes(procs: list[subprocess.Popen[str]], timeout: float = 10.0) -> None:
+    """Each process still running gets a Ctrl-C (its soft stop), then a kill; newest first."""
+    for proc in reversed(procs):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@contextlib.contextmanager
+def simulator_beside(prefix: str) -> Iterator[Setup]:
+    """A private folder with ``massaged simulate`` recording in it, ready for a daemon."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    s = Setup(folder, private_env(folder))
+    try:
+        sim = s.start("simulate", "--record", str(s.record))
+        assert sim.stdout is not None
+        assert sim.stderr is not None
+        for _ in range(3):  # one line per simulated device
+            json.loads(sim.stdout.readline())
+        match = re.search(r"monotonic ([0-9.]+)", sim.stderr.readline())
+        assert match
+        s.t0 = float(match.group(1))
+        yield s
+    finally:
+        stop_processes(s.procs)
+        shutil.rmtree(folder, ignore_errors=True)
