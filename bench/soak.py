@@ -60,10 +60,11 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from controller.errors import StoreError
 from controller.profiles import DEFAULT_PROFILE
 from controller.safety import SafetyLimits
-from controller.session import SessionResult, SessionRunner, Timing
-from controller.store import Outcome, Store, StoreError
+from controller.session import Outcome, SessionResult, SessionRunner, Timing
+from controller.store import Store
 from devices.capabilities import DeviceKind, KneadDirection
 from devices.drivers.base import Device
 from devices.errors import MassagedError

@@ -9,11 +9,18 @@ echoing a ``transaction`` when the request carried one.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from devices.errors import ConfigError
+from controller.errors import RequestError
 
 COMMANDS = (
     "run",
@@ -34,6 +41,14 @@ COMMANDS = (
     "history",
     "reload",
     "heater",
+    "profiles",
+    "profile_set",
+    "course",
+    "well_today",
+    "program",
+    "program_check",
+    "program_save",
+    "pulse",
 )
 """Every command of the API, by name (MQTT: massaged/bridge/request/<command>)."""
 
@@ -123,6 +138,89 @@ class HistoryRequest(Request):
     limit: int = Field(default=20, ge=1, le=1000)
 
 
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class ProfileSetRequest(Request):
+    """Create or change a profile; fields left out keep their value (see controller.profiles)."""
+
+    name: str = Field(min_length=1, max_length=64)
+    audience: Literal["adult", "child"] | None = None
+    caps: dict[Literal["belt", "pillow", "butterfly"], Fraction] | None = None
+    """Per-kind caps, fractions 0..1 ({"belt": 0.6}); kinds left out keep theirs."""
+    ems_max_raise_per_100ms: int | None = Field(default=None, ge=1, le=5)
+    painful_side: Literal["left", "right", "none"] | None = None
+    contraindications: list[str] | None = Field(default=None, max_length=64)
+    """The whole list (it replaces the old one); names as in `massaged profiles`."""
+    today: list[str] | None = Field(default=None, max_length=64)
+    """Contraindications for today only (they postpone today's sessions); [] clears them."""
+    complex_osteochondrosis: bool | None = None
+
+    @field_validator("contraindications", "today")
+    @classmethod
+    def _known(cls, names: list[str] | None) -> list[str] | None:
+        from controller.profiles import parse_contraindication
+        from devices.errors import ConfigError
+
+        # A misspelt condition is bad input, refused before anything is saved.
+        try:
+            return None if names is None else [parse_contraindication(n).value for n in names]
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+
+
+class ProfileRequest(Request):
+    """A question about one profile (the configured one when left out)."""
+
+    profile: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class WellTodayRequest(Request):
+    """The person's answer to "are you well today?" for today."""
+
+    well: bool
+    profile: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class ProgramRequest(Request):
+    """One program by id: its steps and its plot."""
+
+    name: str = Field(min_length=1, max_length=64)
+
+
+PROGRAM_TEXT_MAX = 64 * 1024
+"""The longest program file accepted over the API, in characters."""
+
+
+class ProgramCheckRequest(Request):
+    """A program file's text to check (nothing is saved)."""
+
+    text: str = Field(max_length=PROGRAM_TEXT_MAX)
+
+
+class ProgramSaveRequest(Request):
+    """A program file to check and save in the user's program folder as <name>.toml."""
+
+    name: str = Field(min_length=1, max_length=64)
+    text: str = Field(max_length=PROGRAM_TEXT_MAX)
+
+
+class PulseRequest(Request):
+    """A short felt pulse: a paired device by name, or a found one by address (and kind)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=64)
+    address: str | None = Field(default=None, min_length=1, max_length=200)
+    kind: Literal["belt", "pillow", "butterfly"] | None = None
+
+    @model_validator(mode="after")
+    def _one_device(self) -> PulseRequest:
+        if (self.name is None) == (self.address is None):
+            raise ValueError("give name (a paired device) or address (a found one), not both")
+        if self.name is not None and self.kind is not None:
+            raise ValueError("kind goes with address: a paired device's kind is known")
+        return self
+
+
 REQUEST_MODELS: dict[str, type[Request]] = {
     "run": RunRequest,
     "stop": EmptyRequest,
@@ -142,11 +240,15 @@ REQUEST_MODELS: dict[str, type[Request]] = {
     "history": HistoryRequest,
     "reload": EmptyRequest,
     "heater": HeaterRequest,
+    "profiles": EmptyRequest,
+    "profile_set": ProfileSetRequest,
+    "course": ProfileRequest,
+    "well_today": WellTodayRequest,
+    "program": ProgramRequest,
+    "program_check": ProgramCheckRequest,
+    "program_save": ProgramSaveRequest,
+    "pulse": PulseRequest,
 }
-
-
-class RequestError(ConfigError):
-    """A request that cannot be accepted; the message says what is wrong."""
 
 
 def parse_request(command: str, payload: object) -> Request:

@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "controller.commands.config",
     "controller.commands.daemon",
     "controller.commands.completion",
+    "controller.commands.web",
 )
 """Every command module; each registers its own subcommands."""
 
@@ -55,13 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"massaged {version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:
-                raise
-            continue  # a command not built yet in this checkout
-        module.register(sub)
+        importlib.import_module(name).register(sub)
     return parser
 
 

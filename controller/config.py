@@ -24,7 +24,7 @@ import os
 import re
 import tomllib
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -47,11 +47,13 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from controller import paths
+from controller.errors import BadConfigError
 from controller.mqtt.settings import MqttSettings
 from controller.paths import default_control_socket as default_control_socket  # re-exported
 from controller.profiles import DEFAULT_PROFILE_NAME
+from controller.web.settings import WebSettings
 from devices.errors import ConfigError
-from simulator.ble.wire import default_radio_path
+from devices.links.sim_radio import default_radio_path
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +162,7 @@ class SessionSettings(BaseModel):
 
 
 class Config(BaseModel):
-    """The whole configuration: [daemon], [store], [session] and [mqtt]."""
+    """The whole configuration: [daemon], [store], [session], [mqtt] and [web]."""
 
     model_config = _SECTION_CONFIG
 
@@ -172,6 +174,8 @@ class Config(BaseModel):
     """Session defaults."""
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     """The MQTT bridge (Home Assistant discovery)."""
+    web: WebSettings = Field(default_factory=WebSettings)
+    """The web page served by the daemon."""
 
     _file: Path | None = PrivateAttr(default=None)
     _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
@@ -215,14 +219,6 @@ class ConfigIssue:
         if self.line is None:
             return f"{self.file}: {self.message}"
         return f"{self.file}: line {self.line}: {self.message}"
-
-
-class BadConfigError(ConfigError):
-    """The configuration file or environment is invalid; one line per issue."""
-
-    def __init__(self, issues: Iterable[ConfigIssue]) -> None:
-        self.issues = tuple(issues)
-        super().__init__("\n".join(str(issue) for issue in self.issues))
 
 
 def sections() -> dict[str, type[BaseModel]]:

@@ -38,14 +38,13 @@ import logging
 import os
 import socket
 import stat
-import sys
 from pathlib import Path
 from typing import Any
 
 from controller import jsonline
 from controller.api import DaemonAPI, dispatch, error
+from controller.errors import DaemonNotRunningError, JsonError
 from controller.quick_control import RETRY_S, RETRY_SAFE, not_running
-from controller.quick_control import DaemonNotRunningError as DaemonNotRunningError
 from devices.errors import ConfigError, DeviceTimeoutError, LinkError, MassagedError
 
 logger = logging.getLogger(__name__)
@@ -366,7 +365,7 @@ class ControlServer:
     async def _answer(self, line: bytes) -> dict[str, Any]:
         try:
             message = jsonline.decode(line)
-        except jsonline.JsonError as err:
+        except JsonError as err:
             return error(f"request refused: {err}")
         if not isinstance(message, dict) or not isinstance(message.get("command"), str):
             return error('a request is {"command": NAME, "payload": {...}}')
@@ -403,8 +402,8 @@ def _group_id(name: str) -> int:
         raise ConfigError(f"[daemon] socket_group: no group named {name!r}") from None
 
 
-UNIX_PATH_MAX = 104 if sys.platform == "darwin" else 108
-"""The size of sockaddr_un.sun_path: a socket path needs one byte less (its end)."""
+UNIX_PATH_MAX = 108
+"""The size of Linux's sockaddr_un.sun_path: a socket path needs one byte less (its end)."""
 
 
 def check_socket_path(path: Path) -> None:

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 
 from controller.profiles import Audience
-from controller.store import CourseRecord, Outcome, SessionRecord, Store
+from controller.session import Outcome
+from controller.store import CourseRecord, SessionRecord, Store
 from devices.errors import ConfigError
 
 logger = logging.getLogger(__name__)

@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from controller import api, pairing
-from controller.profiles import Profile, painful_body_side
-from controller.readiness import check_ready
+from controller.daemon_pages import PagesMixin
+from controller.errors import RequestError, StoreError
+from controller.profiles import Profile
 from controller.safety import SafetyLimits, write_device_limits
 from controller.session import SessionRunner, SessionSnapshot, SessionState
-from controller.store import DeviceRecord, Store, StoreError
+from controller.session_setup import prepare_session
+from controller.store import DeviceRecord, Store
 from controller.supervisor import DeviceSupervisor
+from controller.web.settings import WebSettings
 from devices.capabilities import DeviceKind
 from devices.drivers.base import Device
 from devices.errors import ConfigError, MassagedError, SafetyError
@@ -39,7 +42,7 @@ DaemonListener = Callable[[str, dict[str, Any]], None]
 """Called with (event type, data) for device, session and pairing events."""
 
 
-class Daemon:
+class Daemon(PagesMixin):
     """Paired devices, one session at a time, and the API every front end calls."""
 
     def __init__(
@@ -54,8 +57,11 @@ class Daemon:
         scan_timeout: float = 5.0,
         default_profile: str = "default",
         speed: float = 1.0,
+        web: WebSettings | None = None,
     ) -> None:
         self.store = store
+        self.web_settings = web
+        """The [web] page to serve from start() to close(); None: no page."""
         self.ble_backend = ble_backend
         self.ble_kwargs = dict(ble_kwargs or {})
         self.radio_path = radio_path
@@ -102,11 +108,15 @@ class Daemon:
         for record in self.store.list_devices():
             self.supervisor.add(record)
         logger.info("daemon started with %d paired device(s)", len(self.supervisor.devices))
+        await self.start_web()  # daemon_pages: a port in use is a warning, not an end
 
     async def close(self) -> None:
         """Stop any session (soft, then hard), stop every device, close every link."""
-        await self._end_session()
-        await self.supervisor.close()
+        try:
+            await self._end_session()
+            await self.supervisor.close()
+        finally:
+            await self.close_web()
 
     async def _end_session(self) -> None:
         runner, task = self.runner, self._session_task
@@ -175,16 +185,17 @@ class Daemon:
         """Carry out one validated request (see controller.api)."""
         handler = getattr(self, f"_cmd_{command}", None)
         if handler is None:
-            raise api.RequestError(f"unknown command {command!r}")
+            raise RequestError(f"unknown command {command!r}")
         result: Any = await handler(request)
         return result
 
     async def _cmd_status(self, _: api.Request) -> dict[str, Any]:
         return {
-            "daemon": {"started_at": self.started_at, "speed": self.speed},
+            "daemon": {"started_at": self.started_at, "speed": self.speed, "web": self.web_url},
             "devices": [e.describe() for e in self.supervisor.devices.values()],
             "session": self.session_status(),
             "last_session": self.last_result,
+            "now": self.page_now(),  # daemon_pages: what the web page's Now shows
         }
 
     def session_status(self) -> dict[str, Any] | None:
@@ -272,55 +283,34 @@ class Daemon:
 
     async def _start_session(self, request: api.RunRequest, source: str) -> dict[str, Any]:
         from programs import library
-        from programs.render import render
 
         estops = self._estops
         # By id only: a front end never makes the daemon read an arbitrary file.
         program = library.get(request.program).program
         profile = self._profile(request.profile)
-        # Before anything else: is today a day for a session, and is now the time?
-        check_ready(
-            profile,
-            self.store,
-            lambda confirm: bool(getattr(request, confirm.value)),
-            simulated=self.simulated,
-        )
         names = request.devices or list(self.supervisor.devices)
-        unknown = [n for n in names if n not in self.supervisor.devices]
-        if unknown:
-            known = ", ".join(self.supervisor.devices) or "none paired"
-            raise ConfigError(f"no paired device {', '.join(unknown)}; paired: {known}")
-        devices = self.supervisor.connected(names)
-        if not devices:
-            raise MassagedError("none of the devices is connected")
-        records = {n: self.supervisor.devices[n].record for n in devices}
-        device_limits = {
-            n: SafetyLimits.from_profile(profile, device_caps=r.caps)
-            for n, r in records.items()
-            if r.caps
-        }
-        # Rendering many devices takes a while: off the loop, so a stop is never kept waiting.
-        plan = await asyncio.to_thread(
-            render,
+
+        def find_devices() -> dict[str, Device]:
+            unknown = [n for n in names if n not in self.supervisor.devices]
+            if unknown:
+                known = ", ".join(self.supervisor.devices) or "none paired"
+                raise ConfigError(f"no paired device {', '.join(unknown)}; paired: {known}")
+            return self.supervisor.connected(names)
+
+        # The records as the session is prepared: a cap changed meanwhile is applied below.
+        records = {n: e.record for n, e in self.supervisor.devices.items()}
+        runner = await prepare_session(
             program,
-            {name: d.capabilities for name, d in devices.items()},
-            painful_side=painful_body_side(profile),
-        )
-        runner = SessionRunner(
-            plan,
-            devices,
-            profile=profile,
+            profile,
+            find_devices,
             store=self.store,
+            confirmed=lambda confirm: bool(getattr(request, confirm.value)),
+            caps={n: r.caps for n, r in records.items()},
             speed=self.speed,
             scale=request.scale,
-            device_limits=device_limits,
             simulated=self.simulated,
         )
-        # Contraindications are checked before anything moves; refuse here with the reason.
-        from controller.session import check_fits, check_profile
-
-        check_profile(profile, {d.capabilities.kind for d in devices.values()}, plan.audience)
-        check_fits(plan, runner.limits)
+        devices = runner.devices
         if self._estops != estops:
             # An emergency stop came while this session was being prepared: it wins.
             raise SafetyError("emergency stop while the session was starting: not started")
@@ -488,18 +478,8 @@ class Daemon:
                 await pairing.confirmation_pulse(device)
         finally:
             await device.close()
-        taken = [r.name for r in self.store.list_devices()]
-        record_name = pairing.check_name(name) if name else pairing.default_name(device_kind, taken)
-        record = self.store.add_device(
-            DeviceRecord(
-                name=record_name,
-                kind=device_kind,
-                address=address,
-                transport=transport,
-                model=caps.model,
-                firmware=caps.firmware,
-                serial=caps.serial,
-            )
+        record = pairing.record_device(
+            self.store, device_kind, address, transport=transport, capabilities=caps, name=name
         )
         self.supervisor.add(record)
         logger.info("paired %s: %s at %s", record.name, caps.model, address)

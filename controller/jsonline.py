@@ -17,7 +17,7 @@ import json
 import re
 from typing import Any, Final
 
-from devices.errors import ConfigError
+from controller.errors import JsonError
 
 MAX_BYTES: Final = 64 * 1024
 """Longest JSON text decoded (a request line, an MQTT payload)."""
@@ -26,10 +26,6 @@ MAX_DEPTH: Final = 16
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
-
-
-class JsonError(ConfigError):
-    """Bytes that are not one acceptable JSON value; the message says why, in a few words."""
 
 
 def _reject_constant(name: str) -> Any:

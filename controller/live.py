@@ -13,7 +13,6 @@ import contextlib
 import logging
 import os
 import shutil
-import signal
 import sys
 from collections.abc import Callable
 from types import TracebackType
@@ -25,15 +24,14 @@ from controller.session import (
     RunnerEvent,
     SessionRunner,
     SessionSnapshot,
-    SessionState,
 )
+from devices.outputs import channel_maximum
 
 logger = logging.getLogger(__name__)
 
 REFRESH_S = 0.25
 """Seconds between two redraws of the live view."""
 KEYS_HELP = "keys: p pause/resume  g gentler  s stop  e EMERGENCY STOP  +/- intensity  Ctrl-C stop"
-_CHANNEL_MAX = {"motor": 255, "speed": 3, "strength": 200, "intensity": 100, "heater": 1}
 _CLEAR = "\x1b[H\x1b[J"
 _HIDE_CURSOR = "\x1b[?25l"
 _SHOW_CURSOR = "\x1b[?25h"
@@ -66,13 +64,6 @@ def bar(value: int, maximum: int, width: int) -> str:
     return "█" * filled + "·" * (width - filled)
 
 
-def _maximum(channel: str) -> int | None:
-    for prefix, maximum in _CHANNEL_MAX.items():
-        if channel.startswith(prefix):
-            return maximum
-    return None
-
-
 def render_snapshot(snap: SessionSnapshot, *, width: int = 80, message: str = "") -> str:
     """The live view of one snapshot, as lines of text."""
     lines = [f"{snap.program_id}: {snap.title}"]
@@ -97,7 +88,7 @@ def render_snapshot(snap: SessionSnapshot, *, width: int = 80, message: str = ""
             f"{device.name} ({device.kind.value})  {device.state.value}  link {device.link}"
         )
         for channel, value in device.output.items():
-            maximum = _maximum(channel)
+            maximum = channel_maximum(channel)
             if isinstance(value, str) or maximum is None:
                 lines.append(f"  {channel:<12} {value}")
             else:
@@ -323,31 +314,3 @@ class LinePrinter:
 def _print(text: str) -> None:
     # A closed pipe (| head) must neither stop the session nor log a traceback per line.
     say(text)
-
-
-def install_interrupt(runner: SessionRunner, say: Say | None = None) -> Callable[[], None]:
-    """Ctrl-C stops softly, a second Ctrl-C is an emergency stop; returns the uninstaller."""
-    speak: Say = say if say is not None else _print
-    loop = asyncio.get_running_loop()
-    presses = 0
-
-    def interrupted() -> None:
-        nonlocal presses
-        presses += 1
-        if presses == 1 and runner.state != SessionState.ENDED:
-            speak("stopping softly (Ctrl-C again: emergency stop)")
-            runner.stop()
-        else:
-            speak("EMERGENCY STOP")
-            runner.request_emergency_stop()
-
-    try:
-        loop.add_signal_handler(signal.SIGINT, interrupted)
-    except (NotImplementedError, RuntimeError):  # not on this platform or thread
-        logger.debug("no SIGINT handler: Ctrl-C interrupts without a fade")
-        return lambda: None
-
-    def uninstall() -> None:
-        loop.remove_signal_handler(signal.SIGINT)
-
-    return uninstall

@@ -25,7 +25,7 @@ import re
 import secrets
 from pathlib import Path
 
-from devices.errors import MassagedError
+from controller.errors import DaemonRunningError, LockError
 
 logger = logging.getLogger(__name__)
 
@@ -34,20 +34,6 @@ PRIVATE_DIR_MODE = 0o700
 _BUSY = frozenset({errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES})
 """What flock(LOCK_NB) fails with when someone else holds the lock."""
 _TOKEN = re.compile(r"^[0-9]+-[0-9a-f]{16}$")
-
-
-class LockError(MassagedError):
-    """A lock is held by another process, or its file cannot be made; the message says which."""
-
-
-class DaemonRunningError(LockError):
-    """Another daemon already uses this database."""
-
-    def __init__(self, db: Path, pid: int | None) -> None:
-        who = "another massaged daemon" + (f" (pid {pid})" if pid else "")
-        super().__init__(f"{who} already uses {db}")
-        self.db = db
-        self.pid = pid
 
 
 def daemon_lock_path(db: Path) -> Path:

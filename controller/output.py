@@ -15,11 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from devices.errors import MassagedError
-
-
-class NoTerminalError(MassagedError):
-    """A question needs an answer and there is no terminal to ask on; names the flag."""
+from controller.errors import NoTerminalError
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:

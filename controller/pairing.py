@@ -1,7 +1,8 @@
 """Pairing: find a device, identify it, let the user feel it, and remember it.
 
 Used by ``massaged pair`` (which asks the user to confirm the pulse) and by the
-daemon's ``pair`` request (MQTT), so both store exactly the same record.
+daemon's ``pair`` request (MQTT); both store the device through :func:`record_device`,
+so both store exactly the same record.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from controller.store import DeviceRecord, Store
 from devices.capabilities import Capabilities, DeviceKind
 from devices.discovery import Found
 from devices.drivers.base import Device
@@ -114,4 +116,29 @@ def kind_of(found: Found | None, kind: str | None, address: str) -> DeviceKind:
         return found.kind
     raise ConfigError(
         f"{address}: not found by a scan; say which kind it is with --kind belt|pillow|butterfly"
+    )
+
+
+def record_device(
+    store: Store,
+    kind: DeviceKind,
+    address: str,
+    *,
+    transport: str,
+    capabilities: Capabilities,
+    name: str | None = None,
+) -> DeviceRecord:
+    """Register an identified device: under name (checked), or the kind's first free name."""
+    taken = [r.name for r in store.list_devices()]
+    record_name = check_name(name) if name else default_name(kind, taken)
+    return store.add_device(
+        DeviceRecord(
+            name=record_name,
+            kind=kind,
+            address=address,
+            transport=transport,
+            model=capabilities.model,
+            firmware=capabilities.firmware,
+            serial=capabilities.serial,
+        )
     )

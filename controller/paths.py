@@ -1,11 +1,10 @@
 """Where massaged keeps its data and configuration on this platform.
 
-Linux and other Unix systems follow the XDG base directory specification
-(``$XDG_DATA_HOME/massaged``, ``$XDG_CONFIG_HOME/massaged``); macOS uses
-``~/Library/Application Support/massaged`` for both; Windows uses
-``%LOCALAPPDATA%`` for data and ``%APPDATA%`` for configuration. The
-environment variables ``MASSAGED_DATA_DIR`` and ``MASSAGED_CONFIG_DIR``
-override everything (tests and unusual set-ups use them).
+The daemon is Unix-only (Unix sockets, owner-only modes, BlueZ), and its
+folders follow the XDG base directory specification
+(``$XDG_DATA_HOME/massaged``, ``$XDG_CONFIG_HOME/massaged``). The environment
+variables ``MASSAGED_DATA_DIR`` and ``MASSAGED_CONFIG_DIR`` override
+everything (tests and unusual set-ups use them).
 
 This module is imported by the command line's quick emergency stop
 (:mod:`controller.quick_control`), so it must stay cheap to import: standard
@@ -15,7 +14,6 @@ library only, nothing slow at module level.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,12 +29,7 @@ def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
     return os.environ if environ is None else environ
 
 
-def _base_dir(environ: Mapping[str, str], xdg_var: str, xdg_default: str, win_var: str) -> Path:
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Application Support"
-    if sys.platform == "win32":
-        win = environ.get(win_var)
-        return Path(win) if win else Path.home() / "AppData" / "Local"
+def _base_dir(environ: Mapping[str, str], xdg_var: str, xdg_default: str) -> Path:
     xdg = environ.get(xdg_var)
     # The XDG spec says a relative path is invalid and must be ignored.
     if xdg and Path(xdg).is_absolute():
@@ -50,7 +43,7 @@ def data_dir(environ: Mapping[str, str] | None = None) -> Path:
     override = env.get(DATA_DIR_ENV)
     if override:
         return Path(override).expanduser()
-    return _base_dir(env, "XDG_DATA_HOME", ".local/share", "LOCALAPPDATA") / APP_NAME
+    return _base_dir(env, "XDG_DATA_HOME", ".local/share") / APP_NAME
 
 
 def config_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -59,7 +52,7 @@ def config_dir(environ: Mapping[str, str] | None = None) -> Path:
     override = env.get(CONFIG_DIR_ENV)
     if override:
         return Path(override).expanduser()
-    return _base_dir(env, "XDG_CONFIG_HOME", ".config", "APPDATA") / APP_NAME
+    return _base_dir(env, "XDG_CONFIG_HOME", ".config") / APP_NAME
 
 
 def default_control_socket(environ: Mapping[str, str] | None = None) -> Path:
@@ -69,12 +62,6 @@ def default_control_socket(environ: Mapping[str, str] | None = None) -> Path:
     # The XDG spec says a relative path is invalid and must be ignored.
     if runtime and Path(runtime).is_absolute():
         return Path(runtime) / "massaged" / "control.sock"
-    if sys.platform == "win32":
-        # Imported only here: tempfile is slow to import, and this module is on the
-        # command line's quick emergency-stop path.
-        import tempfile
-
-        return Path(tempfile.gettempdir()) / "massaged" / "control.sock"
     return Path(f"/tmp/massaged-{os.getuid()}") / "control.sock"
 
 
@@ -97,8 +84,6 @@ def ensure_private_dir(path: Path) -> Path:
     logger = logging.getLogger(__name__)
     existed = path.is_dir()
     path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
-    if sys.platform == "win32":
-        return path
     mode = path.stat().st_mode & 0o777
     if mode == PRIVATE_DIR_MODE:
         return path

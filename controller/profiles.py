@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 
 from devices.capabilities import DeviceKind, Side
 from devices.errors import ConfigError
+from devices.kinds import KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +173,8 @@ CONTRAINDICATIONS: Mapping[Contraindication, ContraindicationInfo] = {
     ),
 }
 
-EMS_KINDS: frozenset[DeviceKind] = frozenset({DeviceKind.BUTTERFLY})
-"""The device kinds an EMS-only contraindication blocks."""
+EMS_KINDS: frozenset[DeviceKind] = frozenset(k for k, spec in KINDS.items() if spec.ems)
+"""The device kinds an EMS-only contraindication blocks (and a child never gets)."""
 
 _ALIASES: Mapping[str, Contraindication] = {
     "high_temperature": Contraindication.FEVER,

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 from controller import paths
-from devices.errors import LinkError
+from controller.errors import ConnectionDroppedError, ControlError, DaemonNotRunningError
 
 # Not typing.TYPE_CHECKING: importing typing costs start-up time and mypy
 # recognises this name on its own.
@@ -104,21 +104,6 @@ class FallBack(Exception):
     """This module cannot be sure of the socket: run the full command line instead.
 
     An outcome rather than a failure, hence the name: the caller falls back.
-    """
-
-
-class ControlError(LinkError):
-    """The request could not be sent or answered; shown as ``massaged: error: ...``."""
-
-
-class ConnectionDroppedError(ControlError):
-    """The daemon closed the connection before answering."""
-
-
-class DaemonNotRunningError(ControlError):
-    """No daemon to reach on the socket; shown with a hint to start one.
-
-    Raised by this client and by the asyncio one (controller.control.call) alike.
     """
 
 

@@ -28,8 +28,9 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 
 from controller.courses import spacing_warnings
+from controller.errors import StoreError
 from controller.profiles import OSTEOCHONDROSIS_CAUTION, Profile, contraindication_message
-from controller.store import Store, StoreError
+from controller.store import Store
 from devices.errors import SafetyError
 
 logger = logging.getLogger(__name__)

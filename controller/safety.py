@@ -7,8 +7,8 @@ turns the request into what may be sent:
    (each press multiplies it by :data:`GENTLER_STEP`; it never goes back up in
    a session), by the rules of :func:`scale_output`;
 2. **cap**: a ceiling per device kind, the smaller of the profile's cap and
-   the device's registry entry, as a fraction of the device maximum (belt
-   level 255, pillow speed 3, butterfly strength 200). A cap is a ceiling,
+   the device's registry entry, as a fraction of the kind's unit maximum
+   (``devices.kinds.KINDS``: belt level, pillow speed, butterfly strength). A cap is a ceiling,
    never a multiplier: a program asking for more gets the cap, never more.
    A cap lowered while a session runs takes effect at once
    (:meth:`SafeDevice.tighten`); a raised one waits for the next session;
@@ -60,7 +60,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -73,7 +73,6 @@ from controller.profiles import (
 )
 from devices.capabilities import Capabilities, DeviceKind
 from devices.drivers.base import Device
-from devices.drivers.eb1 import EB1Driver
 from devices.errors import ConfigError, LinkError, SafetyError
 from devices.events import (
     DeviceEvent,
@@ -82,17 +81,12 @@ from devices.events import (
     ServiceGap,
     StopButtonPressed,
 )
+from devices.kinds import kind_spec
 from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, Output, PillowOutput
+from devices.protocols import eb1
 from programs.bursts import MAX_BURST_S, MIN_REST_S
 
 logger = logging.getLogger(__name__)
-
-DEVICE_MAXIMA: Mapping[DeviceKind, int] = {
-    DeviceKind.BELT: 255,
-    DeviceKind.PILLOW: 3,
-    DeviceKind.BUTTERFLY: 200,
-}
-"""The protocol maximum of each kind's intensity (VB1 level, SP1 speed, EB1 strength)."""
 
 SESSION_LIMITS_S: Mapping[Audience, float] = {Audience.ADULT: 1800.0, Audience.CHILD: 900.0}
 """The method: up to 30 minutes for adults, up to 15 for children."""
@@ -125,18 +119,12 @@ BURST_IMPOSED_REST_S = BURST_REST_S + BURST_GUARD_S
 GENTLER_STEP = 0.7
 """Each "gentler" press multiplies every intensity by this."""
 
-PILLOW_KEEP_FACTOR = 0.3
-"""A running pillow keeps speed 1 while the factor is at least this; below it, it stops.
-
-floor(1 × 0.7) would stop the pillow at the first "gentler" press; with this
-threshold speed 1 survives three presses (0.343) and stops at the fourth.
-"""
 
 RAMP_WINDOW_US = 100_000
 """The EMS ramp's window: max_raise per 100 ms, in microseconds."""
 
-EMS_FREQUENCY_RANGE = (10, 240)
-EMS_INTENSITY_RANGE = (0, 100)
+EMS_FREQUENCY_RANGE = (eb1.FREQ_MIN, eb1.FREQ_MAX)
+EMS_INTENSITY_RANGE = (0, eb1.INTENSITY_MAX)
 
 _DEVICE_CAP_KEYS = frozenset(k.value for k in DeviceKind) | {"ems_max_raise_per_100ms"}
 
@@ -248,7 +236,7 @@ class SafetyLimits(BaseModel):
 
     def max_units(self, kind: DeviceKind, maximum: int | None = None) -> int:
         """The cap in device units (floor); also the EB1 soft limit to write with BF."""
-        return cap_units(self.cap(kind), DEVICE_MAXIMA[kind] if maximum is None else maximum)
+        return cap_units(self.cap(kind), kind_spec(kind).maximum if maximum is None else maximum)
 
 
 # -- pure rules ---------------------------------------------------------------
@@ -264,11 +252,6 @@ def _clip01(value: float) -> float:
     if math.isnan(value):
         return 0.0
     return min(1.0, max(0.0, value))
-
-
-def _scale_int(value: int, factor: float) -> int:
-    # The epsilon undoes float noise (200 × 0.7² is 97.99999…), never more than that.
-    return max(0, math.floor(value * factor + 1e-9))
 
 
 @overload
@@ -287,34 +270,14 @@ def scale_output(output: Output, factor: float) -> Output:
       while factor ≥ PILLOW_KEEP_FACTOR (3 speeds are too coarse to round to 0);
     - butterfly: each channel's strength × factor, rounded down; frequency and
       waveform intensity are untouched (they shape the pulses, not the dose).
+
+    (Each output's ``scaled`` holds its rule, devices.outputs.)
     """
     f = _clip01(factor)
-    if f == 1.0 and _non_negative(output):
+    if f == 1.0 and output.non_negative:
         # Nothing to scale (every output is immutable): the common case, on every pass.
         return output
-    if isinstance(output, BeltOutput):
-        return replace(output, levels=tuple(_scale_int(level, f) for level in output.levels))
-    if isinstance(output, PillowOutput):
-        speed = _scale_int(output.speed, f)
-        if output.speed > 0 and speed == 0 and f >= PILLOW_KEEP_FACTOR:
-            speed = 1
-        return replace(output, speed=speed)
-    if isinstance(output, ButterflyOutput):
-        return ButterflyOutput(
-            a=replace(output.a, strength=_scale_int(output.a.strength, f)),
-            b=replace(output.b, strength=_scale_int(output.b.strength, f)),
-        )
-    raise SafetyError(f"unknown output type {type(output).__name__}")
-
-
-def _non_negative(output: Output) -> bool:
-    if isinstance(output, BeltOutput):
-        return min(output.levels, default=0) >= 0
-    if isinstance(output, PillowOutput):
-        return output.speed >= 0
-    if isinstance(output, ButterflyOutput):
-        return output.a.strength >= 0 and output.b.strength >= 0
-    return False
+    return output.scaled(f)
 
 
 def _within(value: int, low: int, high: int) -> int:
@@ -550,12 +513,12 @@ def burst_step(
 
 
 def off_output(like: Output) -> Output:
-    """Everything off, for the same kind (and motor count) as like."""
-    if isinstance(like, BeltOutput):
-        return BeltOutput.off(len(like.levels))
-    if isinstance(like, PillowOutput):
-        return PillowOutput.off()
-    return ButterflyOutput.off()
+    """Everything off, for the same kind (and motor count) as like: the one all-off rule.
+
+    (For a device known by its capabilities rather than an output:
+    devices.kinds.off_output.)
+    """
+    return like.off_like()
 
 
 # -- time ---------------------------------------------------------------------
@@ -816,7 +779,7 @@ class SafeDevice:
             self._ramps = ramps
             self._ramp_started = True
             self._sent = decided
-            self._heat_on = _heat(decided)
+            self._heat_on = decided.heat
             return decided
 
     async def tick(self) -> Output | None:
@@ -932,7 +895,7 @@ class SafeDevice:
             self._recorded.add(Rule.HEATER_TIME)
             limit = _duration(self.limits.heater_limit_s)
             self.session.record(self.name, Rule.HEATER_TIME, f"heat off: on for {limit} already")
-        return replace(out, heat=False)
+        return out.without_heat()
 
     def _ramp(
         self, out: ButterflyOutput, now_us: int
@@ -993,19 +956,38 @@ it as the wheel's (B1 sequence 0): the host's sequenced B0 goes first, then the 
 B1 time-out with its resends fits; past it the BF is written anyway (the limit wins)."""
 
 
+@runtime_checkable
+class KeepsLimits(Protocol):
+    """A driver that keeps its own copy of the EMS caps and ramp (EB1, Coyote V2)."""
+
+    soft_limits: tuple[int, int]
+    max_raise: int
+
+    @property
+    def is_connected(self) -> bool: ...
+
+    @property
+    def strengths(self) -> tuple[int, int]: ...
+
+    def set_max_raise(self, max_raise_per_100ms: int) -> None: ...
+
+    async def set_soft_limits(self, limits: tuple[int, int]) -> None: ...
+
+
 async def write_device_limits(
     device: Device, limits: SafetyLimits, *, lower_only: bool = False
 ) -> None:
-    """Give a device its own copy of these limits where it keeps one (the EB1's soft
-    limits and ramp, EB1 daemon rules 1 and 2); other kinds keep none.
+    """Give a device its own copy of these limits where it keeps one (:class:`KeepsLimits`:
+    the EB1's soft limits and ramp, EB1 daemon rules 1 and 2, the Coyote V2's host-held
+    caps); other kinds keep none.
 
     At a session start they come from that session's limits, whatever the unit was
     given before; lower_only (a change while a session runs) never loosens them. A
     device that is not connected takes them at its next connect.
     """
-    if not isinstance(device, EB1Driver):
+    if not isinstance(device, KeepsLimits):
         return
-    soft = limits.max_units(DeviceKind.BUTTERFLY)
+    soft = limits.max_units(device.kind)
     wanted = (soft, soft)
     max_raise = limits.ems_max_raise_per_100ms
     if lower_only:
@@ -1023,7 +1005,7 @@ async def write_device_limits(
     await device.set_soft_limits(wanted)
 
 
-async def _settle_below(device: EB1Driver, limits: tuple[int, int]) -> None:
+async def _settle_below(device: KeepsLimits, limits: tuple[int, int]) -> None:
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(SOFT_LIMIT_SETTLE_S):
             # Polled: the driver learns its strengths from B1s and offers no event for it.
@@ -1035,7 +1017,3 @@ def _duration(seconds: float) -> str:
     if seconds >= 60 and seconds % 60 == 0:
         return f"{seconds / 60:g} minutes"
     return f"{seconds:g} s"
-
-
-def _heat(output: Output) -> bool:
-    return isinstance(output, BeltOutput | PillowOutput) and output.heat

@@ -41,16 +41,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from controller import paths
-from controller.locks import LockError, OwnerLock, owner_is_gone, sweep_gone_owners
+from controller.errors import LockError, NotFoundError, StoreError
+from controller.locks import OwnerLock, owner_is_gone, sweep_gone_owners
 from controller.profiles import DEFAULT_PROFILE, DEFAULT_PROFILE_NAME, Profile, parse_profile
+from controller.session.states import Outcome
 from devices.capabilities import DeviceKind
-from devices.errors import ConfigError, MassagedError
+from devices.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -69,25 +70,6 @@ _CONNECT_OPTIONS: dict[str, Any] = {
     # The lock in Store serialises use, so asyncio.to_thread callers are safe.
     "check_same_thread": False,
 }
-
-
-class StoreError(MassagedError):
-    """The store cannot be opened, read or written; the message says why and what to do."""
-
-
-class NotFoundError(StoreError):
-    """No record with that name or id."""
-
-
-class Outcome(StrEnum):
-    """How a session ended."""
-
-    COMPLETED = "completed"
-    STOPPED = "stopped"
-    EMERGENCY_STOP = "emergency_stop"
-    FAULT = "fault"
-    CUT = "cut"
-    """Ended by a limit (the session's time limit) before the program did: never completed."""
 
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -901,14 +883,6 @@ class Store:
             raise
         assert course_id is not None  # an INSERT into a rowid table always sets it
         return self.get_course(course_id)
-
-    def end_course(self, course_id: int, ended_at: datetime | None = None) -> None:
-        """Mark a course as ended."""
-        with self._writing("end the course") as cur:
-            cur.execute(
-                "UPDATE courses SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
-                (_ts(ended_at or utc_now()), course_id),
-            )
 
     def get_course(self, course_id: int) -> CourseRecord:
         """A course by id (NotFoundError if there is none)."""

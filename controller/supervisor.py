@@ -16,10 +16,10 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from controller.backoff import Backoff
 from controller.store import DeviceRecord
 from devices.drivers.base import Device
 from devices.errors import MassagedError
@@ -87,10 +87,15 @@ class DeviceSupervisor:
         self._make_device = make_device
         self.reconnect_min = reconnect_min
         self.reconnect_max = reconnect_max
+        self._new_backoff()  # bad settings are refused here, not later inside a task
         self._on_change = on_change
         self._on_event = on_event
         self.devices: dict[str, Supervised] = {}
         self._closing = False
+
+    def _new_backoff(self) -> Backoff:
+        # Jitter keeps several devices (or daemons) from retrying in lockstep.
+        return Backoff(self.reconnect_min, self.reconnect_max, jitter=0.5)
 
     # -- membership -------------------------------------------------------------
 
@@ -199,8 +204,7 @@ class DeviceSupervisor:
 
     async def _supervise(self, entry: Supervised) -> None:
         name = entry.record.name
-        backoff = self.reconnect_min
-        attempts = 0
+        backoff = self._new_backoff()
         while not self._closing:
             if entry.in_session:
                 entry.wake.clear()
@@ -212,7 +216,8 @@ class DeviceSupervisor:
                 try:
                     await entry.device.connect(timeout=CONNECT_TIMEOUT_S)
                 except (MassagedError, OSError, TimeoutError) as err:
-                    attempts += 1
+                    delay = next(backoff)
+                    attempts = backoff.attempts
                     entry.link = "down"
                     entry.last_error = str(err)
                     self._changed(name)
@@ -222,20 +227,16 @@ class DeviceSupervisor:
                         logger.warning("%s: still unreachable after %d attempts", name, attempts)
                     else:
                         logger.debug("%s: attempt %d failed: %s", name, attempts, err)
-                    # Full jitter keeps several devices (or daemons) from retrying in lockstep.
-                    delay = backoff * (0.5 + random.random() / 2)
-                    backoff = min(backoff * 2, self.reconnect_max)
                     entry.wake.clear()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(delay):
                             await entry.wake.wait()
                     continue
-                if attempts:
-                    logger.warning("%s: connected again after %d attempts", name, attempts)
+                if backoff.attempts:
+                    logger.warning("%s: connected again after %d attempts", name, backoff.attempts)
                 else:
                     logger.info("%s: connected (%s)", name, entry.device.capabilities.model)
-                attempts = 0
-                backoff = self.reconnect_min
+                backoff.reset()
                 entry.link = "up"
                 entry.last_error = ""
                 entry.lost.clear()

@@ -10,6 +10,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from devices.protocols import eb1, vb1
+
 
 class DeviceKind(StrEnum):
     """The three kinds of device massaged drives."""
@@ -53,7 +55,7 @@ class Motor(_Frozen):
     index: int = Field(ge=1)
     place: Place
     side: Side
-    max_level: int = 255
+    max_level: int = vb1.MAX_LEVEL
 
 
 class Kneading(_Frozen):
@@ -70,9 +72,9 @@ class EmsChannel(_Frozen):
     name: str
     side: Side
     places: tuple[Place, ...] = (Place.NECK, Place.SHOULDER, Place.UPPER_BACK)
-    max_strength: int = 200
+    max_strength: int = eb1.MAX_STRENGTH
     # EB1 daemon rule 2: raise by at most 5 per 100 ms.
-    max_raise_per_100ms: int = 5
+    max_raise_per_100ms: int = eb1.MAX_RAISE_PER_B0
 
 
 class Capabilities(_Frozen):

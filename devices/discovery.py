@@ -1,9 +1,10 @@
 """Finding massage devices: BLE advertisements and USB serial ports (or the simulator's).
 
-BLE devices are recognised by the name prefix or advertised service of their
-kind's profile (``devices.links.ble.BLE_PROFILES``); serial belts by their USB
-product string. In simulator mode (``radio_path`` given) the BLE scan goes
-through the simulated radio and its serial endpoints are listed too.
+BLE devices are recognised by the models table (``devices.kinds.classify``):
+by name prefix first (real DG-LAB Coyotes do not advertise their services),
+then by advertised service; serial belts by their USB product string. In
+simulator mode (``radio_path`` given) the BLE scan goes through the simulated
+radio and its serial endpoints are listed too (``devices.links.sim_radio``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from typing import Any, Literal, cast
 from bleak import BleakScanner
 from bleak.backends.device import BLEDevice
 from bleak.backends.scanner import AdvertisementData, BaseBleakScanner
-from bleak.uuids import normalize_uuid_str
 
 from devices.capabilities import DeviceKind
 from devices.errors import BluetoothUnavailableError, LinkError
-from devices.links.ble import BLE_PROFILES, bluetooth_unavailable
-from devices.protocols import vb1
+from devices.kinds import MODELS, classify, model_spec
+from devices.links import sim_radio
+from devices.links.ble import bluetooth_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -50,19 +51,8 @@ class Found:
     transport: Transport
     rssi: int | None
     """Signal strength in dBm (BLE only)."""
-
-
-def classify(name: str | None, service_uuids: list[str]) -> DeviceKind | None:
-    """The device kind an advertisement belongs to, by name prefix first, then by service."""
-    if name:
-        for profile in BLE_PROFILES.values():
-            if name.startswith(profile.name_prefix):
-                return profile.kind
-    uuids = {normalize_uuid_str(u) for u in service_uuids}
-    for profile in BLE_PROFILES.values():
-        if normalize_uuid_str(profile.service_uuid) in uuids:
-            return profile.kind
-    return None
+    model: str = ""
+    """The device model (devices.kinds.MODELS), "" when only the kind is known."""
 
 
 async def scan(
@@ -81,11 +71,10 @@ async def scan(
     backend = scanner_backend
     kwargs = dict(scanner_kwargs or {})
     if radio_path is not None:
-        # Simulator mode: imported only here, so a daemon on hardware never loads the simulator.
-        from simulator.ble.backend import SimBleakScanner
-
-        backend = backend or SimBleakScanner
-        if issubclass(backend, SimBleakScanner):
+        # Simulator mode: loaded only here, so a daemon on hardware never loads the simulator.
+        simulated = sim_radio.scanner_backend()
+        backend = backend or simulated
+        if issubclass(backend, simulated):
             kwargs.setdefault("radio", radio_path)
 
     sources: dict[str, Coroutine[Any, Any, list[Found]]] = {
@@ -145,10 +134,10 @@ async def _scan_ble(
 
     def on_advertisement(device: BLEDevice, adv: AdvertisementData) -> None:
         name = adv.local_name or device.name
-        kind = classify(name, adv.service_uuids)
-        if kind is not None:
+        spec = classify(name, adv.service_uuids)
+        if spec is not None:
             found[device.address] = Found(
-                kind, device.address, name or device.address, "ble", adv.rssi
+                spec.kind, device.address, name or device.address, "ble", adv.rssi, spec.model
             )
 
     async with (
@@ -167,24 +156,29 @@ async def _scan_serial_ports() -> list[Found]:
         logger.debug("discovery: no serial link module, serial ports not listed")
         return []
     list_ports = cast(ListSerialPorts, module.list_serial_ports)
-    async with asyncio.timeout(SERIAL_LIST_TIMEOUT):
-        ports = await asyncio.to_thread(list_ports, product_prefix=vb1.USB_PRODUCT_PREFIX)
-    return [
-        Found(DeviceKind.BELT, path, description or path, "serial", None)
-        for path, description in ports
-    ]
+    found: list[Found] = []
+    for spec in MODELS.values():
+        if spec.usb_product_prefix is None:
+            continue
+        async with asyncio.timeout(SERIAL_LIST_TIMEOUT):
+            ports = await asyncio.to_thread(list_ports, product_prefix=spec.usb_product_prefix)
+        found += [
+            Found(spec.kind, path, description or path, "serial", None, spec.model)
+            for path, description in ports
+        ]
+    return found
 
 
 async def _scan_radio_serial(radio_path: Path) -> list[Found]:
-    from simulator.ble.wire import radio_request
-
-    reply = await radio_request(radio_path, "list_serial", timeout=SERIAL_LIST_TIMEOUT)
     out: list[Found] = []
-    for entry in reply.get("serial", []):
+    for entry in await sim_radio.list_serial(radio_path, SERIAL_LIST_TIMEOUT):
         try:
             kind = DeviceKind(entry["kind"])
         except (KeyError, ValueError):
             logger.warning("discovery: simulated serial endpoint of unknown kind: %r", entry)
             continue
-        out.append(Found(kind, str(entry["path"]), str(entry.get("id", "")), "serial", None))
+        model = model_spec(str(entry.get("model", "")), kind)
+        out.append(
+            Found(kind, str(entry["path"]), str(entry.get("id", "")), "serial", None, model.model)
+        )
     return out

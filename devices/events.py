@@ -60,6 +60,17 @@ class EmsWheelChanged(DeviceEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceFault(DeviceEvent):
+    """The device did what the host did not ask (a Coyote V2 holding another strength).
+
+    The driver has already made it safe (lowered the channel, never raises past the
+    lower of the two values this session); the owner notes it.
+    """
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class LinkLost(DeviceEvent):
     """The link dropped or the device stopped answering after every retry."""
 

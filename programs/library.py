@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from programs.errors import ProgramError
 from programs.loader import load_program
-from programs.model import SLUG_PATTERN, Program, ProgramError
+from programs.model import SLUG_PATTERN, Program
 
 logger = logging.getLogger(__name__)
 

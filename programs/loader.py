@@ -16,10 +16,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from devices.capabilities import DeviceKind
+from programs.errors import ProgramError
 from programs.model import (
     Audience,
     Program,
-    ProgramError,
     ProgramIssue,
     Step,
     StepSide,

@@ -25,7 +25,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from devices.capabilities import DeviceKind, Place
-from devices.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -465,15 +464,6 @@ class Program(BaseModel):
 def program_schema() -> dict[str, Any]:
     """The published JSON schema of a program file (programs/schema.json)."""
     return Program.model_json_schema(mode="validation")
-
-
-class ProgramError(ConfigError):
-    """A program file is unreadable or breaks a rule; the message names file, step and field."""
-
-    def __init__(self, message: str, *, source: str, issues: tuple[ProgramIssue, ...] = ()) -> None:
-        super().__init__(message)
-        self.source = source
-        self.issues = issues
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from devices.capabilities import DeviceKind
-from devices.outputs import BeltOutput, ButterflyOutput, Output
+from devices.kinds import kind_spec, off_output
+from devices.outputs import Output
 from programs.timeline import DeviceTimeline
 
 logger = logging.getLogger(__name__)
@@ -95,23 +95,18 @@ def output_value(output: Output, channel: str) -> float:
     Channel names are the recording's (docs/simulator.md): ``motor1``..``motor6``
     and ``output_a``/``output_b`` (strength × waveform intensity / 100).
     """
-    if isinstance(output, BeltOutput):
-        index = int(channel.removeprefix("motor")) - 1
-        return float(output.levels[index]) if index < len(output.levels) else 0.0
-    if isinstance(output, ButterflyOutput):
-        part = output.a if channel == "output_a" else output.b
-        return part.strength * part.intensity / 100.0
-    raise ValueError(f"no movements on a {output.kind.value} output")
+    if not kind_spec(output.kind).movements:
+        raise ValueError(f"no movements on a {output.kind.value} output")
+    # A motor the output does not drive (fewer motors than asked about) is at rest.
+    return dict(output.felt()).get(channel, 0.0)
 
 
 def counted_channels(timeline: DeviceTimeline) -> list[str]:
     """The channels of a device whose movements count: belt motors and EMS outputs."""
     caps = timeline.capabilities
-    if caps.kind is DeviceKind.BELT:
-        return [f"motor{m.index}" for m in caps.motors]
-    if caps.kind is DeviceKind.BUTTERFLY:
-        return [f"output_{ch.name.lower()}" for ch in caps.ems_channels if ch.name in ("A", "B")]
-    return []
+    if not kind_spec(caps.kind).movements:
+        return []
+    return [channel for channel, _ in off_output(caps).felt()]
 
 
 def plan_series(timeline: DeviceTimeline, channel: str) -> Series:

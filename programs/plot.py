@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from devices.capabilities import DeviceKind
-from devices.errors import ConfigError
-from devices.outputs import BeltOutput, ButterflyOutput, PillowOutput
+from devices.kinds import KINDS, KindSpec
+from programs.errors import PlotError
 from programs.timeline import SessionPlan, StepSpan
 
 if TYPE_CHECKING:
@@ -36,21 +36,13 @@ _SHADES: Final = ("#f2f2f2", "#e3ecf7")
 _WIDTH_IN: Final = 12.0
 _MARGINS: Final = {"left": 0.15, "right": 0.92}
 """The same figure width and side margins for every plot, so a plan and its recording line up."""
-_KIND_ORDER: Final = {
-    DeviceKind.BELT.value: 0,
-    DeviceKind.PILLOW.value: 1,
-    DeviceKind.BUTTERFLY.value: 2,
-}
+_KIND_ORDER: Final = {kind.value: i for i, kind in enumerate(KINDS)}
 _ROW_FILL: Final = 0.8
 """Height of a full-scale strip in a one-row-per-channel panel (rows are 1 apart)."""
-_ROW_KINDS: Final = {DeviceKind.BELT.value, DeviceKind.BUTTERFLY.value}
+_ROW_KINDS: Final = {kind.value for kind, spec in KINDS.items() if spec.plot_rows}
 """Kinds drawn as one strip per channel: six motors (or two EMS channels) on one set of
 axes would hide each other."""
 _EMS_LABELS: Final = {"output_a": "output_a left", "output_b": "output_b right"}
-
-
-class PlotError(ConfigError):
-    """A plot cannot be drawn: matplotlib is missing or there is nothing to draw."""
 
 
 Series = list[tuple[float, float]]
@@ -97,11 +89,7 @@ def _matplotlib() -> tuple[Any, Any]:
     return Figure, FigureCanvasAgg
 
 
-_UNITS: Final = {
-    DeviceKind.BELT.value: "level 0..255",
-    DeviceKind.PILLOW.value: "speed 0..3",
-    DeviceKind.BUTTERFLY.value: "strength × intensity",
-}
+_UNITS: Final = {kind.value: spec.unit for kind, spec in KINDS.items()}
 
 
 def plan_panels(plan: SessionPlan) -> list[Panel]:
@@ -113,19 +101,11 @@ def plan_panels(plan: SessionPlan) -> list[Panel]:
         series: dict[str, Series] = defaultdict(list)
         for cue in timeline.cues:
             out = cue.output
-            if isinstance(out, BeltOutput):
-                for i, level in enumerate(out.levels):
-                    series[f"motor{i + 1}"].append((cue.t, level))
-                if caps.heater:
-                    series["heater"].append((cue.t, 1.0 if out.heat else 0.0))
-            elif isinstance(out, PillowOutput):
-                series["speed"].append((cue.t, out.speed))
-                if caps.heater:
-                    series["heater"].append((cue.t, 1.0 if out.heat else 0.0))
-            elif isinstance(out, ButterflyOutput):
-                # The recording's names (docs/simulator.md): output_a, output_b.
-                for ch_name, ch in (("a", out.a), ("b", out.b)):
-                    series[f"output_{ch_name}"].append((cue.t, ch.strength * ch.intensity / 100))
+            # The recording's names (docs/simulator.md): motor1.., speed, output_a/b.
+            for channel, value in out.felt():
+                series[channel].append((cue.t, value))
+            if caps.heater:
+                series["heater"].append((cue.t, 1.0 if out.heat else 0.0))
         panel.series = dict(series)
         panels.append(panel)
     return _ordered(panels)
@@ -139,7 +119,7 @@ def _ordered(panels: list[Panel]) -> list[Panel]:
 def _motor_labels(plan: SessionPlan) -> dict[str, str]:
     """Labels for belt motors, from the plan's belt: "motor1 neck left"."""
     for timeline in plan.timelines.values():
-        if timeline.capabilities.kind is DeviceKind.BELT:
+        if timeline.capabilities.motors:
             return {
                 f"motor{m.index}": f"motor{m.index} {m.place.value} {m.side.value}".replace(
                     "_", " "
@@ -175,11 +155,10 @@ def recording_panels(
         for name, series in panel.series.items():
             series.sort(key=lambda point: point[0])
             panel.series[name] = _from_zero(series)
-        if panel.kind == DeviceKind.BUTTERFLY.value:
-            # The effective output is what the user feels; the held strength only frames it.
-            has_output = any(name.startswith("output") for name in panel.series)
-            if has_output:
-                panel.series = {k: v for k, v in panel.series.items() if k.startswith("output")}
+        # A butterfly's effective output (output_a/b) is what the user feels; the held
+        # strength and the waveform only frame it.
+        if any(name.startswith("output") for name in panel.series):
+            panel.series = {k: v for k, v in panel.series.items() if k.startswith("output")}
     return _ordered([p for p in by_device.values() if any(p.series.values())])
 
 
@@ -240,10 +219,25 @@ def _draw_lines(ax: Axes, panel: Panel, last_t: float, names: Mapping[str, str])
     if handles:
         ax.legend(handles, labels, loc="upper right", fontsize=7, ncol=4, framealpha=0.85)
     ax.set_ylabel(f"{panel.device}\n{panel.unit}", fontsize=8)
-    if panel.kind == DeviceKind.PILLOW.value:
-        ax.set_ylim(-0.25, 3.6)  # speeds 0..3, room for the legend
-        ax.set_yticks([0, 1, 2, 3])
+    maximum = _maximum(panel.kind)
+    if maximum is not None:
+        ax.set_ylim(-0.25, maximum + 0.6)  # the whole unit, room for the legend
+        ax.set_yticks(list(range(maximum + 1)))
     ax.grid(axis="y", lw=0.3)
+
+
+def _spec(kind: str) -> KindSpec | None:
+    """The kinds table entry of a panel's kind (a recording may name one we do not know)."""
+    try:
+        return KINDS[DeviceKind(kind)]
+    except ValueError:
+        return None
+
+
+def _maximum(kind: str) -> int | None:
+    """The unit maximum of a line panel's kind (a pillow's top speed), None for others."""
+    spec = _spec(kind)
+    return spec.maximum if spec is not None and not spec.plot_rows else None
 
 
 def _row_channels(panel: Panel) -> list[str]:
@@ -258,9 +252,11 @@ def _row_channels(panel: Panel) -> list[str]:
 
 
 def _full_scale(panel: Panel, at_least: float = 1.0) -> float:
-    """The value of a full strip: a belt's 255, else the panel's highest value (or at_least)."""
-    if panel.kind == DeviceKind.BELT.value:
-        return 255.0
+    """The value of a full strip: the kind's (a belt's maximum level), else the panel's highest
+    value (or at_least)."""
+    spec = _spec(panel.kind)
+    if spec is not None and spec.plot_full_scale is not None:
+        return spec.plot_full_scale
     values = [v for c, s in panel.series.items() if c not in HEAT_CHANNELS for _, v in s]
     return max([at_least, *values])
 

@@ -19,17 +19,14 @@ from typing import Final
 from devices.capabilities import (
     Capabilities,
     DeviceKind,
-    Kneading,
     Side,
-    belt_motors,
-    butterfly_channels,
 )
-from devices.outputs import Output
+from devices.kinds import KINDS, off_output
 from programs.model import Program
-from programs.render_belt import belt_frames, belt_off
-from programs.render_butterfly import butterfly_frames, butterfly_off, limit_raise
+from programs.render_belt import belt_frames
+from programs.render_butterfly import butterfly_frames, limit_raise
 from programs.render_common import EPS, Frame, StepContext, resolve_side
-from programs.render_pillow import avoid_auto_off, pillow_frames, pillow_off
+from programs.render_pillow import avoid_auto_off, pillow_frames
 from programs.timeline import Cue, DeviceTimeline, SessionPlan, StepSpan
 
 logger = logging.getLogger(__name__)
@@ -41,37 +38,23 @@ def _unchanged(cues: list[Cue], caps: Capabilities) -> list[Cue]:
 
 @dataclass(frozen=True, slots=True)
 class KindRenderer:
-    """How one kind of device plays steps: its frames, its off output, a final pass."""
+    """How one kind of device plays steps: its frames and a final pass (off: devices.kinds)."""
 
     frames: Callable[[StepContext], list[Frame]]
-    off: Callable[[Capabilities], Output]
     finish: Callable[[list[Cue], Capabilities], list[Cue]] = field(default=_unchanged)
 
 
 RENDERERS: Final[dict[DeviceKind, KindRenderer]] = {
-    DeviceKind.BELT: KindRenderer(belt_frames, belt_off),
-    DeviceKind.PILLOW: KindRenderer(pillow_frames, pillow_off, avoid_auto_off),
-    DeviceKind.BUTTERFLY: KindRenderer(butterfly_frames, butterfly_off, limit_raise),
+    DeviceKind.BELT: KindRenderer(belt_frames),
+    DeviceKind.PILLOW: KindRenderer(pillow_frames, avoid_auto_off),
+    DeviceKind.BUTTERFLY: KindRenderer(butterfly_frames, limit_raise),
 }
 """The renderer of each device kind."""
 
 
 def default_devices() -> dict[str, Capabilities]:
-    """Preview devices when none are given: a 6-motor belt with heater, a pillow, a butterfly."""
-    return {
-        "belt": Capabilities(
-            kind=DeviceKind.BELT, model="VB1 (preview)", motors=belt_motors(6), heater=True
-        ),
-        "pillow": Capabilities(
-            kind=DeviceKind.PILLOW,
-            model="SP1 (preview)",
-            heater=True,
-            kneading=Kneading(nodes=4, max_speed=3),
-        ),
-        "butterfly": Capabilities(
-            kind=DeviceKind.BUTTERFLY, model="EB1 (preview)", ems_channels=butterfly_channels()
-        ),
-    }
+    """Preview devices when none are given: one of each kind (devices.kinds), named by kind."""
+    return {kind.value: spec.preview for kind, spec in KINDS.items()}
 
 
 def step_spans(program: Program) -> list[StepSpan]:
@@ -116,7 +99,7 @@ def render_device(
 ) -> DeviceTimeline:
     """The timeline of one device for a program."""
     renderer = RENDERERS[caps.kind]
-    off = renderer.off(caps)
+    off = off_output(caps)
     cues: list[Cue] = []
     for span, step in zip(spans, program.steps, strict=True):
         ctx = StepContext(

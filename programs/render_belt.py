@@ -173,11 +173,6 @@ PATTERNS: Final[dict[Technique, Callable[[StepContext, Sequence[Motor], float], 
 """One movement of each technique (rest has none)."""
 
 
-def belt_off(caps: Capabilities) -> BeltOutput:
-    """Every motor at 0, heater off."""
-    return BeltOutput.off(len(caps.motors))
-
-
 def belt_frames(ctx: StepContext) -> list[Frame]:
     """The belt's outputs for one step; empty when the belt does not play it."""
     caps = ctx.caps

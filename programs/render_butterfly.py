@@ -68,11 +68,6 @@ _SLOTS: Final = ("A", "B")
 """ButterflyOutput has fields a and b for the channels named A and B."""
 
 
-def butterfly_off(caps: Capabilities) -> ButterflyOutput:
-    """Both strengths 0, both channels silent."""
-    return ButterflyOutput.off()
-
-
 def strength_for(intensity: float, channel: EmsChannel) -> int:
     """Nominal EMS strength for an intensity 0..1."""
     return min(channel.max_strength, round(NOMINAL_MAX_STRENGTH * min(1.0, max(0.0, intensity))))

@@ -49,11 +49,6 @@ DIRECTIONS: Final[dict[Technique, tuple[KneadDirection, ...]]] = {
 """Directions a technique cycles through, one per segment."""
 
 
-def pillow_off(caps: Capabilities) -> PillowOutput:
-    """Nodes still, heater off."""
-    return PillowOutput.off()
-
-
 def speed_for(intensity: float, max_speed: int) -> int:
     """Kneading speed 1..max_speed for an intensity above 0 (the nearest step, at least 1)."""
     if intensity <= 0:

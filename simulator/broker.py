@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from devices.errors import MassagedError
+from simulator.errors import MosquittoError, MosquittoMissingError
 
 HOST = "127.0.0.1"
 """Loopback only: a throw-away broker with anonymous access must not be reachable from outside."""
@@ -53,14 +53,6 @@ POLL_S = 0.02
 """How often the port and the process are looked at while waiting."""
 PROBE_TIMEOUT_S = 0.2
 """Longest wait for one connection attempt (on loopback the answer comes at once)."""
-
-
-class MosquittoError(MassagedError):
-    """The private mosquitto exited at start, did not listen in time, or did not exit."""
-
-
-class MosquittoMissingError(MosquittoError):
-    """No mosquitto binary to run; the message says how to install one."""
 
 
 def find_mosquitto(

@@ -17,11 +17,13 @@ from typing import Any, Literal, Self
 
 from devices.capabilities import DeviceKind
 from devices.errors import ConfigError
+from devices.links.sim_radio import default_radio_path
+from devices.protocols import coyote_v2
 from simulator.ble.radio import SimRadio
-from simulator.ble.wire import default_radio_path
 from simulator.endpoints.pty import PtyEndpoint
 from simulator.faults import LinkFaults
 from simulator.firmware.base import Firmware
+from simulator.firmware.coyote_v2 import CoyoteV2Firmware
 from simulator.firmware.eb1 import EB1Firmware
 from simulator.firmware.sp1 import SP1Firmware
 from simulator.firmware.vb1 import VB1Firmware
@@ -36,6 +38,12 @@ DEFAULT_SPECS = ("belt", "pillow", "butterfly")
 
 _KIND_CODES = {DeviceKind.BELT: 0x01, DeviceKind.PILLOW: 0x02, DeviceKind.BUTTERFLY: 0x03}
 
+BUTTERFLY_MODELS = ("eb1", "coyote_v2")
+"""The butterfly's models: the EB1 (DG-LAB Coyote V3 protocol) and the Coyote V2."""
+_MODEL_ALIASES = {"coyote": "coyote_v2", "coyote_v2": "coyote_v2", "coyote-v2": "coyote_v2"}
+"""Spec heads that name a butterfly model directly (``coyote`` is ``butterfly,model=coyote_v2``)."""
+_YES, _NO = ("yes", "true", "1"), ("no", "false", "0")
+
 
 @dataclass(frozen=True)
 class DeviceSpec:
@@ -47,17 +55,35 @@ class DeviceSpec:
     heater: bool = True
     battery: int | None = None
     """Percent, or None for mains power (the pillow and the serial belt default to mains)."""
+    model: str | None = None
+    """A butterfly's model (BUTTERFLY_MODELS; None: eb1); None for the other kinds."""
+    name: str | None = None
+    """The advertised name, if not the model's own (a real Coyote V3 says 47L121000)."""
+    advertise_services: bool = True
+    """False: the advertisement carries the name only (always so for a Coyote V2)."""
 
 
 def parse_spec(text: str) -> DeviceSpec:
-    """Parse a device spec such as ``belt``, ``belt:ble,motors=4,heater=no`` or ``butterfly``."""
+    """Parse a device spec such as ``belt``, ``belt:ble,motors=4,heater=no`` or ``butterfly``.
+
+    Butterflies: ``butterfly,model=coyote_v2`` (or just ``coyote``) for a Coyote V2, and
+    ``butterfly,name=47L121000,advertise_services=false`` for an EB1 advertising as a real
+    Coyote V3 does.
+    """
     head, *options = [part.strip() for part in text.split(",")]
     kind_text, _, transport_text = head.partition(":")
-    try:
-        kind = DeviceKind(kind_text.lower())
-    except ValueError:
-        valid = ", ".join(k.value for k in DeviceKind)
-        raise ConfigError(f"device {text!r}: unknown kind {kind_text!r}; valid: {valid}") from None
+    values: dict[str, Any] = {}
+    if kind_text.lower() in _MODEL_ALIASES:
+        kind = DeviceKind.BUTTERFLY
+        values["model"] = _MODEL_ALIASES[kind_text.lower()]
+    else:
+        try:
+            kind = DeviceKind(kind_text.lower())
+        except ValueError:
+            valid = ", ".join([*(k.value for k in DeviceKind), "coyote"])
+            raise ConfigError(
+                f"device {text!r}: unknown kind {kind_text!r}; valid: {valid}"
+            ) from None
     transport: Transport
     if not transport_text:
         transport = "serial" if kind == DeviceKind.BELT else "ble"
@@ -67,7 +93,6 @@ def parse_spec(text: str) -> DeviceSpec:
         raise ConfigError(f"device {text!r}: transport must be serial or ble")
     if transport == "serial" and kind != DeviceKind.BELT:
         raise ConfigError(f"device {text!r}: only the belt has a serial link")
-    values: dict[str, Any] = {}
     for option in options:
         key, sep, value = option.partition("=")
         key = key.strip().lower()
@@ -88,11 +113,31 @@ def parse_spec(text: str) -> DeviceSpec:
                 values["battery"] = int(value)
             else:
                 raise ConfigError(f"device {text!r}: battery must be 0..100 or mains")
+        elif key == "model" and kind == DeviceKind.BUTTERFLY:
+            model = _MODEL_ALIASES.get(value.lower(), value.lower())
+            if model not in BUTTERFLY_MODELS:
+                valid = ", ".join(BUTTERFLY_MODELS)
+                raise ConfigError(f"device {text!r}: model must be one of {valid}, not {value!r}")
+            values["model"] = model
+        elif key == "name" and kind == DeviceKind.BUTTERFLY:
+            if not value or len(value.encode()) > 29 or not value.isprintable():
+                raise ConfigError(f"device {text!r}: name must be 1..29 printable bytes")
+            values["name"] = value
+        elif key == "advertise_services" and kind == DeviceKind.BUTTERFLY:
+            if value.lower() not in (*_YES, *_NO):
+                raise ConfigError(f"device {text!r}: advertise_services must be yes or no")
+            values["advertise_services"] = value.lower() in _YES
         else:
             raise ConfigError(f"device {text!r}: unknown option {key!r} for a {kind.value}")
     if transport == "ble":
         # Bluetooth devices run on batteries; the serial belt hangs on its USB cable.
         values.setdefault("battery", 100)
+    if kind == DeviceKind.BUTTERFLY:
+        values.setdefault("model", "eb1")
+        if values["model"] == "coyote_v2":
+            if values.get("advertise_services"):
+                raise ConfigError(f"device {text!r}: a Coyote V2 advertises its name only")
+            values["advertise_services"] = False
     return DeviceSpec(kind=kind, transport=transport, **values)
 
 
@@ -116,6 +161,7 @@ class SimDevice:
             "link": self.spec.transport,
             "address": self.address,
             "name": self.firmware.ble_name or self.id,
+            **({"model": self.spec.model} if self.spec.model else {}),
             **self.extra,
         }
 
@@ -147,10 +193,22 @@ def build_firmware(
             speed=speed,
             now=now,
         )
+    battery = 100 if spec.battery is None else spec.battery
+    if spec.model == "coyote_v2":
+        return CoyoteV2Firmware(
+            device_id,
+            name=spec.name or coyote_v2.BLE_NAME,
+            battery=battery,
+            recorder=recorder,
+            speed=speed,
+            now=now,
+        )
     return EB1Firmware(
         device_id,
         serial=f"47L12{serial}",
-        battery=100 if spec.battery is None else spec.battery,
+        battery=battery,
+        name=spec.name,
+        advertise_services=spec.advertise_services,
         recorder=recorder,
         speed=speed,
         now=now,

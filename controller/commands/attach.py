@@ -56,7 +56,7 @@ async def cmd_attach(args: argparse.Namespace) -> int:
     from controller.courses import after_session_advice
     from controller.live import format_time
     from controller.remote import attach
-    from controller.store import Outcome
+    from controller.session import Outcome
 
     socket = Path(args.socket or load_config(getattr(args, "config", None)).daemon.socket)
     live = not args.no_display and sys.stdout.isatty()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from controller import argtypes, control, output, quick_control, sdnotify
+from controller.errors import DaemonNotRunningError, NoTerminalError
 from devices.errors import ConfigError, MassagedError
 
 logger = logging.getLogger(__name__)
@@ -190,8 +191,8 @@ def _simulator_link(config: Any) -> tuple[Any, dict[str, Any], Path | None]:
     """The bleak backend and radio path when driving simulated devices."""
     if not config.daemon.simulator:
         return None, {}, None
+    from devices.links.sim_radio import default_radio_path
     from simulator.ble.backend import SimBleakClient
-    from simulator.ble.wire import default_radio_path
 
     radio = Path(config.daemon.simulator_radio or default_radio_path())
     return SimBleakClient, {"radio": str(radio)}, radio
@@ -239,6 +240,7 @@ async def cmd_daemon(args: argparse.Namespace) -> int:
         scan_timeout=config.daemon.scan_timeout,
         default_profile=config.session.profile,
         speed=args.speed,
+        web=config.web,
     )
     server = control.ControlServer(
         daemon, Path(config.daemon.socket), group=config.daemon.socket_group
@@ -264,7 +266,8 @@ async def cmd_daemon(args: argparse.Namespace) -> int:
             watchdog = asyncio.get_running_loop().create_task(_watchdog(interval))
         print(
             f"massaged daemon: {len(daemon.supervisor.devices)} paired device(s), "
-            f"control socket {config.daemon.socket}",
+            f"control socket {config.daemon.socket}"
+            + (f", web page {daemon.web_url}" if daemon.web_url else ""),
             file=sys.stderr,
             flush=True,
         )
@@ -336,7 +339,7 @@ async def cmd_scan(args: argparse.Namespace) -> int:
     timeout = args.timeout or config.daemon.scan_timeout
     try:
         found = await _call(config, "scan", {"timeout": timeout})
-    except control.DaemonNotRunningError:
+    except DaemonNotRunningError:
         from devices.discovery import scan
 
         _, _, radio = _simulator_link(config)
@@ -376,14 +379,14 @@ async def cmd_scan(args: argparse.Namespace) -> int:
 async def cmd_pair(args: argparse.Namespace) -> int:
     """Pair one device: identify it, pulse it gently, ask the user, store it."""
     from controller import pairing
-    from controller.store import DeviceRecord, Store
+    from controller.store import Store
     from devices.discovery import scan
     from devices.errors import LinkError
 
     config = load(args)
     if not args.yes and not output.interactive():
         # Before scanning and pulsing: the question at the end could not be asked.
-        raise output.NoTerminalError(
+        raise NoTerminalError(
             "pair asks whether you felt the pulse, and there is no terminal to ask on: "
             "add --yes (and give the device's ADDRESS if several are near)"
         )
@@ -431,18 +434,8 @@ async def cmd_pair(args: argparse.Namespace) -> int:
             )
             if answer.lower() not in ("y", "yes"):
                 raise MassagedError("not paired: try again with the device in your hand")
-        taken = [r.name for r in store.list_devices()]
-        name = pairing.check_name(args.name) if args.name else pairing.default_name(kind, taken)
-        record = store.add_device(
-            DeviceRecord(
-                name=name,
-                kind=kind,
-                address=address,
-                transport=transport,
-                model=caps.model,
-                firmware=caps.firmware,
-                serial=caps.serial,
-            )
+        record = pairing.record_device(
+            store, kind, address, transport=transport, capabilities=caps, name=args.name
         )
     finally:
         store.close()
@@ -495,7 +488,7 @@ async def cmd_devices(args: argparse.Namespace) -> int:
     try:
         data = await _call(config, command, payload)
         devices = data if command == "devices" else None
-    except control.DaemonNotRunningError:
+    except DaemonNotRunningError:
         devices = _devices_offline(Store, config, command, payload)
     if command != "devices":
         print(_done(command, payload))

@@ -76,6 +76,8 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         "MASSAGED_DATA_DIR": str(folder / "data"),
         "MASSAGED_CONFIG_DIR": str(folder / "config"),
         "MASSAGED_DAEMON_SOCKET": str(folder / "control.sock"),
+        # The web page on its usual port, or any free one when that is taken (docs/web.md).
+        "MASSAGED_WEB_PORT": os.environ.get("MASSAGED_WEB_PORT") or _web_port(),
     }
     procs: list[asyncio.subprocess.Process] = []
     result: dict[str, Any] | None = None
@@ -121,6 +123,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         socket = Path(env["MASSAGED_DAEMON_SOCKET"])
         await _wait_devices(socket, 3)
         say(f"   belt, pillow and butterfly connected; control socket {socket}")
+        say(f"   watch and stop it in a browser: {await _web_address(socket)}")
 
         say(f"\n4. the {args.program} program on all three, ×{args.speed:g} speed")
         from controller.remote import run_remote
@@ -159,6 +162,32 @@ async def cmd_demo(args: argparse.Namespace) -> int:
     if result is not None and result["outcome"] == "stopped" and signalled is not None:
         return signalled  # stopped softly by Ctrl-C, SIGTERM or SIGHUP: 130, 143, 129
     return 0 if result is not None and result["outcome"] == "completed" else 1
+
+
+def _web_port() -> str:
+    """The page's default port when it is free here, else "0" (any free port)."""
+    import socket as sockets
+
+    from controller.web.settings import DEFAULT_PORT
+
+    with sockets.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", DEFAULT_PORT))
+        except OSError:
+            return "0"
+    return str(DEFAULT_PORT)
+
+
+async def _web_address(socket: Path) -> str:
+    """The web page's address, from the daemon's status."""
+    from controller import control
+
+    with contextlib.suppress(MassagedError, OSError):
+        answer = await control.call(socket, "status", timeout=2.0)
+        url = ((answer.get("data") or {}).get("daemon") or {}).get("web")
+        if url:
+            return str(url)
+    return "(the web page is not served: see docs/web.md)"
 
 
 def _check_args(args: argparse.Namespace) -> None:
@@ -309,7 +338,8 @@ def _plots(
     program_id: str, recording: Path, out: Path, axis: TimeAxis | None, speed: float
 ) -> None:
     from programs import library
-    from programs.plot import PlotError, plot_plan, plot_recording
+    from programs.errors import PlotError
+    from programs.plot import plot_plan, plot_recording
     from programs.render import render
     from simulator.recording import read_recording
 

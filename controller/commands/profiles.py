@@ -8,6 +8,7 @@ import logging
 from datetime import date
 from pathlib import Path
 
+from controller.errors import StoreError
 from controller.output import add_json_option, print_json, print_table
 from controller.profiles import (
     CONTRAINDICATIONS,
@@ -22,7 +23,7 @@ from controller.profiles import (
     parse_kind_caps,
 )
 from controller.safety import HEATER_LIMITS_S, SESSION_LIMITS_S
-from controller.store import Store, StoreError
+from controller.store import Store
 from devices.capabilities import DeviceKind
 
 logger = logging.getLogger(__name__)

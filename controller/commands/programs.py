@@ -11,12 +11,14 @@ from typing import Final
 
 from controller.argtypes import number
 from controller.output import add_json_option, print_json, print_table
-from devices.capabilities import Capabilities, DeviceKind, Side, belt_motors
+from devices.capabilities import Capabilities, Side, belt_motors
 from devices.errors import ConfigError
-from devices.outputs import BeltOutput, ButterflyOutput, Output, PillowOutput
+from devices.kinds import kind_spec, off_output
+from devices.outputs import Output
+from programs.errors import ProgramError
 from programs.library import USER_DIR_ENV, list_programs, resolve, user_dir
 from programs.loader import load_program, schema_text
-from programs.model import Program, ProgramError, StepSide, fmt_number
+from programs.model import Program, StepSide, fmt_number
 from programs.render import default_devices, render
 from programs.render_butterfly import NOMINAL_MAX_STRENGTH
 from programs.render_common import resolve_side
@@ -28,7 +30,6 @@ BAR_WIDTH: Final = 72
 """Columns of the text timeline in ``programs show``."""
 
 _BLOCKS: Final = " ▁▂▃▄▅▆▇█"
-_EMS_SLOTS: Final = ("A", "B")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -284,50 +285,42 @@ def _peak(timeline: DeviceTimeline) -> str:
     """The highest output a device is asked for, in its units."""
     outputs = [cue.output for cue in timeline.cues]
     caps = timeline.capabilities
-    heat = any(getattr(o, "heat", False) for o in outputs)
+    spec = kind_spec(caps.kind)
+    heat = any(o.heat for o in outputs)
     suffix = ", heat" if heat else ""
-    if caps.kind is DeviceKind.BELT:
-        level = max(
-            (max(o.levels, default=0) for o in outputs if isinstance(o, BeltOutput)), default=0
-        )
-        return f"level {level}/255{suffix}"
-    if caps.kind is DeviceKind.PILLOW:
-        speed = max((o.speed for o in outputs if isinstance(o, PillowOutput)), default=0)
-        top = caps.kneading.max_speed if caps.kneading else 3
-        return f"speed {speed}/{top}{suffix}"
-    strength = max(
-        (max(o.a.strength, o.b.strength) for o in outputs if isinstance(o, ButterflyOutput)),
-        default=0,
-    )
-    return f"strength {strength}/200"
+    peak = max((o.peak() for o in outputs), default=0)
+    top = caps.kneading.max_speed if caps.kneading else spec.maximum
+    return f"{spec.quantity} {peak}/{top}{suffix}"
 
 
 def _channels(timeline: DeviceTimeline) -> list[tuple[str, float]]:
     """Rows of the text timeline of a device: (name, full-scale value)."""
     caps = timeline.capabilities
-    if caps.kind is DeviceKind.BELT:
-        rows = [
-            (f"motor{m.index} {m.place.value} {m.side.value[0].upper()}", float(m.max_level))
-            for m in caps.motors
-        ]
-        return rows + ([("heat", 1.0)] if caps.heater else [])
-    if caps.kind is DeviceKind.PILLOW:
-        top = float(caps.kneading.max_speed) if caps.kneading else 3.0
-        return [("speed", top)] + ([("heat", 1.0)] if caps.heater else [])
-    full = float(NOMINAL_MAX_STRENGTH)
-    channels = [ch for ch in caps.ems_channels if ch.name in _EMS_SLOTS]
-    return [(f"{ch.name} {ch.side.value}", full) for ch in channels]
+    spec = kind_spec(caps.kind)
+    labels = {
+        f"motor{m.index}": f"motor{m.index} {m.place.value} {m.side.value[0].upper()}"
+        for m in caps.motors
+    }
+    labels |= {
+        f"output_{ch.name.lower()}": f"{ch.name} {ch.side.value}" for ch in caps.ems_channels
+    }
+    if spec.plot_full_scale is not None:
+        full = spec.plot_full_scale
+    elif caps.kneading is not None:
+        full = float(caps.kneading.max_speed)
+    elif spec.plot_rows:
+        # EMS: full scale is what a program asks at intensity 1.0, far below the maximum.
+        full = float(NOMINAL_MAX_STRENGTH)
+    else:
+        full = float(spec.maximum)
+    rows = [(labels.get(name, name), full) for name, _ in off_output(caps).felt()]
+    return rows + ([("heat", 1.0)] if caps.heater else [])
 
 
 def _values(output: Output, timeline: DeviceTimeline) -> list[float]:
     """An output as the numbers of the rows _channels names."""
-    caps = timeline.capabilities
-    if isinstance(output, BeltOutput):
-        return [float(v) for v in output.levels] + ([float(output.heat)] if caps.heater else [])
-    if isinstance(output, PillowOutput):
-        return [float(output.speed)] + ([float(output.heat)] if caps.heater else [])
-    chans = [(ch.name, output.a if ch.name == "A" else output.b) for ch in caps.ems_channels]
-    return [c.strength * c.intensity / 100 for name, c in chans if name in _EMS_SLOTS]
+    heat = [float(output.heat)] if timeline.capabilities.heater else []
+    return [value for _, value in output.felt()] + heat
 
 
 def _print_bars(plan: SessionPlan, width: int) -> None:

@@ -18,20 +18,21 @@ from controller.argtypes import number, seconds
 from controller.commands.config import add_config_option, apply_session_defaults
 from controller.commands.profiles import add_db_option, open_store
 from controller.courses import after_session_advice
+from controller.errors import StoreError
 from controller.live import KeyReader, LinePrinter, LiveDisplay, format_time
 from controller.output import ask
-from controller.profiles import DEFAULT_PROFILE, DEFAULT_PROFILE_NAME, Profile, painful_body_side
+from controller.profiles import DEFAULT_PROFILE, DEFAULT_PROFILE_NAME, Profile
 from controller.readiness import Confirm, postponement, questions, refusal
-from controller.safety import SafetyLimits
 from controller.session import (
+    Outcome,
     SessionResult,
     SessionRunner,
     SessionState,
-    check_fits,
     check_profile,
 )
+from controller.session_setup import prepare_session
 from controller.stop_signals import Received, describe, on_stop_signals
-from controller.store import DeviceRecord, Outcome, Store, StoreError
+from controller.store import DeviceRecord, Store
 from devices.capabilities import DeviceKind
 from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT, Device
 from devices.errors import ConfigError, LinkBusyError, LinkError, MassagedError, SafetyError
@@ -359,7 +360,6 @@ async def play(runner: SessionRunner, *, live: bool) -> tuple[SessionResult, Rec
 async def cmd_run(args: argparse.Namespace) -> int:
     """Run one session; print the outcome and the after-session advice."""
     from programs import library
-    from programs.render import render
 
     apply_session_defaults(args)  # [session] program, profile, display: see docs/configuration.md
     speed = check_options(args)
@@ -382,35 +382,25 @@ async def cmd_run(args: argparse.Namespace) -> int:
         kinds = set(DeviceKind) if args.simulate else {t.kind for t in targets}
         # Before anything is connected: a refused session never touches a device.
         dropped = check_profile(profile, kinds, program.audience.value)
-        confirm_before(args, profile, store, simulated=args.simulate)
+        confirmed = confirm_before(args, profile, store, simulated=args.simulate)
         for kind in sorted(dropped):
             print(f"warning: the {kind.value} is left out for profile {profile.name!r}")
-        device_limits = {
-            t.name: SafetyLimits.from_profile(profile, device_caps=t.caps)
-            for t in targets
-            if t.caps
-        }
         live = not args.no_display and sys.stdout.isatty()
         async with _devices(args, targets, dropped, speed) as devices:
-            plan = render(
+            runner = await prepare_session(
                 program,
-                {name: device.capabilities for name, device in devices.items()},
-                painful_side=painful_body_side(profile),
-            )
-            runner = SessionRunner(
-                plan,
+                profile,
                 devices,
-                profile=profile,
                 store=store,
+                confirmed=confirmed.__contains__,
+                caps={t.name: t.caps for t in targets},
                 speed=speed,
                 scale=args.scale,
-                device_limits=device_limits,
                 simulated=args.simulate,
+                field_hint=False,
             )
-            # A program that does not fit the limit is refused before anything moves.
-            check_fits(plan, runner.limits)
             print(
-                f"{program.id}: {program.title}, {format_time(plan.duration)} on "
+                f"{program.id}: {program.title}, {format_time(runner.plan.duration)} on "
                 f"{', '.join(devices)} for {profile.name}"
                 + (f" at ×{speed:g}" if speed != 1.0 else ""),
                 flush=True,

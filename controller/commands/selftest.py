@@ -15,7 +15,8 @@ from controller.argtypes import seconds
 from devices.capabilities import DeviceKind, KneadDirection
 from devices.drivers.base import Device
 from devices.errors import ConfigError
-from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, PillowOutput
+from devices.kinds import kind_spec, model_spec
+from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, Output, PillowOutput
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +39,12 @@ def register(sub: Any) -> None:
         description=(
             "Connect to each device, identify it, run every output briefly and gently "
             "one at a time, stop it, and print what was found. "
-            "KIND is belt, pillow or butterfly; ADDRESS is a serial path or URL, or a "
-            "Bluetooth address."
+            "KIND is belt, pillow or butterfly, optionally with its model "
+            "(butterfly:CoyoteV2; the kind's own by default); ADDRESS is a serial path or "
+            "URL, or a Bluetooth address."
         ),
     )
-    p.add_argument("targets", nargs="+", metavar="KIND=ADDRESS")
+    p.add_argument("targets", nargs="+", metavar="KIND[:MODEL]=ADDRESS")
     p.add_argument(
         "--simulator",
         action="store_true",
@@ -53,17 +55,22 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run_selftest)
 
 
-def parse_target(text: str) -> tuple[DeviceKind, str]:
-    """Split KIND=ADDRESS, naming what is wrong."""
-    kind_text, sep, address = text.partition("=")
+def parse_target(text: str) -> tuple[DeviceKind, str, str]:
+    """Split KIND[:MODEL]=ADDRESS into kind, model (as the models table names it) and address."""
+    target, sep, address = text.partition("=")
     if not sep or not address:
         raise ConfigError(f"{text!r}: expected KIND=ADDRESS, for example belt=/dev/ttyACM0")
+    kind_text, _, model_text = target.partition(":")
     try:
         kind = DeviceKind(kind_text.strip().lower())
     except ValueError:
         valid = ", ".join(k.value for k in DeviceKind)
         raise ConfigError(f"{text!r}: unknown kind {kind_text!r}; valid kinds: {valid}") from None
-    return kind, address.strip()
+    try:
+        model = model_spec(model_text.strip(), kind).model
+    except ConfigError as err:
+        raise ConfigError(f"{text!r}: {err}") from None
+    return kind, model, address.strip()
 
 
 async def run_selftest(args: argparse.Namespace) -> int:
@@ -80,9 +87,11 @@ async def run_selftest(args: argparse.Namespace) -> int:
         if args.radio:
             ble_kwargs["radio"] = args.radio
     failed = 0
-    for kind, address in targets:
+    for kind, model, address in targets:
         try:
-            device = make_device(kind, address, ble_backend=ble_backend, ble_kwargs=ble_kwargs)
+            device = make_device(
+                kind, address, model=model, ble_backend=ble_backend, ble_kwargs=ble_kwargs
+            )
         except ConfigError as err:  # a kind that has no link of that form: the next one
             failed += 1
             print(f"{kind.value} at {address}: FAILED: {err}")
@@ -114,12 +123,7 @@ async def check_device(
         say("  " + ", ".join(d for d in details if d))
     findings: dict[str, Any] = {"kind": caps.kind.value, "model": caps.model, "tested": []}
     try:
-        if caps.kind == DeviceKind.BELT:
-            await _test_belt(device, findings, say)
-        elif caps.kind == DeviceKind.PILLOW:
-            await _test_pillow(device, findings, say)
-        else:
-            await _test_butterfly(device, findings, say)
+        await _TESTS[kind_spec(caps.kind).output](device, findings, say)
     finally:
         with contextlib.suppress(Exception):
             await device.stop()
@@ -209,3 +213,11 @@ async def _test_butterfly(device: Device, findings: dict[str, Any], say: Say) ->
             device, f"EMS channel {name}", findings, say, functools.partial(device.apply, out)
         )
     await device.apply(ButterflyOutput.off())
+
+
+_TESTS: dict[type[Output], Callable[[Device, dict[str, Any], Say], Awaitable[None]]] = {
+    BeltOutput: _test_belt,
+    PillowOutput: _test_pillow,
+    ButterflyOutput: _test_butterfly,
+}
+"""How each kind's outputs are pulsed, one at a time, by the output class it takes."""

@@ -79,7 +79,7 @@ def register(sub: Any) -> None:
 async def run_simulate(args: argparse.Namespace) -> int:
     """Serve the fleet until SIGINT or SIGTERM."""
     # Imported here: every other command starts faster without bleak and the radio.
-    from simulator.ble.wire import RadioError
+    from simulator.errors import RadioError
     from simulator.fleet import DEFAULT_SPECS, Fleet, parse_spec
     from simulator.recording import Recorder
 
@@ -168,7 +168,9 @@ def _parse_value(text: str | None) -> object:
 
 async def run_sim_fault(args: argparse.Namespace) -> int:
     """Send one fault to the running simulator."""
-    from simulator.ble.wire import RadioClosedError, RadioError, default_radio_path, radio_request
+    from devices.links.sim_radio import default_radio_path
+    from simulator.ble.wire import radio_request
+    from simulator.errors import RadioClosedError, RadioError
 
     path = args.radio or default_radio_path()
     try:

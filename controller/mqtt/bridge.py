@@ -45,15 +45,10 @@ from types import TracebackType
 from typing import Any, Final
 
 from controller.api import COMMANDS, DaemonAPI, dispatch, error, ok
+from controller.errors import BadPayload, BrokerError
 from controller.log_limit import limit_repeats
-from controller.mqtt.client import BrokerError, MqttClient, Payload, cancel_and_wait, encode
-from controller.mqtt.commands import (
-    SCALE_MAX,
-    BadPayload,
-    SetRequest,
-    parse_entity,
-    request_fields,
-)
+from controller.mqtt.client import MqttClient, Payload, cancel_and_wait, encode
+from controller.mqtt.commands import SCALE_MAX, SetRequest, parse_entity, request_fields
 from controller.mqtt.discovery import (
     DEFAULT_PROGRAM,
     SESSION_EVENT_TYPES,

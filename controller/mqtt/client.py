@@ -26,8 +26,9 @@ from typing import Any
 
 import aiomqtt
 
+from controller.backoff import Backoff
+from controller.errors import BrokerError
 from controller.mqtt.settings import MqttSettings
-from devices.errors import MassagedError
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +46,6 @@ OnConnected = Callable[[], Awaitable[None]]
 OnMessage = Callable[[str, bytes, bool], Awaitable[None]]
 """Called with (topic, payload, retained) for every message received."""
 OnDisconnected = Callable[[], None]
-
-
-class BrokerError(MassagedError):
-    """The broker is not connected, or did not answer in time."""
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], timeout: float = 5.0) -> None:
@@ -84,19 +81,6 @@ def encode(payload: Payload) -> bytes:
     return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
 
 
-def backoff_delays(
-    first: float, longest: float, rng: Callable[[], float] = random.random
-) -> Callable[[int], float]:
-    """Delay before attempt n (0-based): first × 2ⁿ capped at longest, then 50-100 % of it."""
-
-    def delay(attempt: int) -> float:
-        base = min(longest, first * 2.0 ** min(attempt, 32))
-        # Jitter: many clients that lost the same broker do not all come back at once.
-        return base * (0.5 + 0.5 * rng())
-
-    return delay
-
-
 class MqttClient:
     """One broker connection, kept up by a task of its own until close()."""
 
@@ -121,7 +105,9 @@ class MqttClient:
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._keepalive = keepalive
-        self._delay = backoff_delays(settings.reconnect_min, settings.reconnect_max, rng)
+        # Jitter: many clients that lost the same broker do not all come back at once.
+        self.backoff = Backoff(settings.reconnect_min, settings.reconnect_max, jitter=0.5, rng=rng)
+        """The waits between reconnects (reset by every connection made)."""
         self.state_topic = f"{settings.base_topic}/bridge/state"
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
@@ -130,7 +116,7 @@ class MqttClient:
         self._closing = False
         self._made_connection = False
         self.connections = 0
-        """How many times a connection was made (tests and bridge/info read it)."""
+        """How many times a connection was made (a diagnostic: one more after every loss)."""
 
     @property
     def connected(self) -> bool:
@@ -197,20 +183,6 @@ class MqttClient:
         except aiomqtt.MqttError as err:
             raise BrokerError(f"publish to {topic}: {err}") from err
 
-    def abort(self) -> None:
-        """Drop the connection without DISCONNECT, as a crash would: the broker sends the will.
-
-        The client then reconnects as after any other loss (tests use this).
-        """
-        client = self._client
-        if client is None:
-            return
-        # aiomqtt offers no abort of its own: shut the paho socket down under it.
-        sock = client._client.socket()
-        if isinstance(sock, socket.socket | ssl.SSLSocket):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
     # -- the connection loop ----------------------------------------------------
 
     def _make_client(self) -> aiomqtt.Client:
@@ -243,14 +215,13 @@ class MqttClient:
 
     async def _run(self) -> None:
         """Connect, serve, and after every loss wait and connect again, until cancelled."""
-        attempt = 0
         where = f"{self._settings.host}:{self._settings.port}"
         while not self._closing:
             self._made_connection = False
             try:
                 await self._serve()
             except (aiomqtt.MqttError, BrokerError, OSError, TimeoutError, ssl.SSLError) as err:
-                if self.connected or attempt == 0:
+                if self.connected or self.backoff.attempts == 0:
                     logger.warning("MQTT broker %s: %s", where, err or type(err).__name__)
                 else:
                     logger.debug("MQTT broker %s: %s", where, err or type(err).__name__)
@@ -264,9 +235,8 @@ class MqttClient:
             if self._closing:
                 return
             if self._made_connection:
-                attempt = 0
-            delay = self._delay(attempt)
-            attempt += 1
+                self.backoff.reset()
+            delay = next(self.backoff)
             logger.info("MQTT: reconnecting to %s in %.2f s", where, delay)
             await asyncio.sleep(delay)
 

@@ -23,7 +23,7 @@ from typing import Any, Final
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from controller import jsonline
-from devices.errors import ConfigError
+from controller.errors import BadPayload, JsonError
 
 SCALE_MIN: Final = 0.1
 SCALE_MAX: Final = 1.0
@@ -48,10 +48,6 @@ MAX_JSON_BYTES: Final = jsonline.MAX_BYTES
 
 _DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?")
 """A number as Home Assistant's number entity sends it ("0.55", "1")."""
-
-
-class BadPayload(ConfigError):
-    """A payload a command topic does not take; the text says what it takes."""
 
 
 def describe(payload: bytes) -> str:
@@ -79,7 +75,7 @@ def decode_json(payload: bytes) -> Any:
     """
     try:
         return jsonline.decode(payload, limit=MAX_JSON_BYTES)
-    except jsonline.JsonError as err:
+    except JsonError as err:
         raise BadPayload(f"payload {err}") from None
 
 

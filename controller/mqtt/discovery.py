@@ -28,8 +28,9 @@ from controller.mqtt.commands import (
     SCALE_STEP,
 )
 from controller.profiles import Audience
-from controller.safety import DEVICE_MAXIMA, HEATER_LIMITS_S, SESSION_LIMITS_S
+from controller.safety import HEATER_LIMITS_S, SESSION_LIMITS_S
 from devices.capabilities import Capabilities, DeviceKind
+from devices.kinds import kind_spec
 
 if TYPE_CHECKING:
     from controller.store import DeviceRecord
@@ -43,16 +44,6 @@ SESSION_EVENT_TYPES: Final = ("finished", "stopped", "emergency_stop", "cut", "f
 BRIDGE_ID: Final = "bridge"
 """The bridge's own topic level; never used for a device."""
 
-_KIND_TITLES: Final = {
-    DeviceKind.BELT: "vibration belt",
-    DeviceKind.PILLOW: "shiatsu pillow",
-    DeviceKind.BUTTERFLY: "EMS butterfly",
-}
-_KIND_MODELS: Final = {
-    DeviceKind.BELT: "VB1",
-    DeviceKind.PILLOW: "SP1",
-    DeviceKind.BUTTERFLY: "EB1",
-}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _NOT_SAFE = re.compile(r"[^a-z0-9_-]+")
 
@@ -98,7 +89,9 @@ class DeviceDescription:
             "name": self.name,
             "topic": topic_id(self.name),
             "kind": self.kind.value,
-            "model": self.model or (caps.model if caps else "") or _KIND_MODELS[self.kind],
+            "model": self.model
+            or (caps.model if caps else "")
+            or kind_spec(self.kind).default_model,
             "firmware": self.firmware or (caps.firmware if caps else ""),
             "serial": self.serial or (caps.serial if caps else ""),
             "heater": self.heater,
@@ -289,7 +282,7 @@ def bridge_discovery(
 def device_limits(description: DeviceDescription) -> dict[str, Any]:
     """The device's real limits: protocol maxima, its cap, outputs and the method's time limits."""
     caps = description.capabilities
-    maximum = DEVICE_MAXIMA[description.kind]
+    maximum = kind_spec(description.kind).maximum
     limits: dict[str, Any] = {
         "kind": description.kind.value,
         "scale_min": SCALE_MIN,
@@ -470,7 +463,7 @@ def device_discovery(
     device: dict[str, Any] = {
         "identifiers": [object_id],
         "name": description.name,
-        "model": f"{info['model']} {_KIND_TITLES[description.kind]}",
+        "model": f"{info['model']} {kind_spec(description.kind).label}",
         "via_device": topics.object_id(BRIDGE_ID),
     }
     if info["firmware"]:

@@ -31,8 +31,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 """Seconds to open the link and identify the device."""
-DEFAULT_COMMAND_TIMEOUT = 2.0
-"""Seconds for one command, retries included."""
 
 EventListener = Callable[[DeviceEvent], None]
 

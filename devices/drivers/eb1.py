@@ -296,7 +296,9 @@ class EB1Driver(LinkDevice):
         channels = (output.a, output.b)
         for name, ch in zip("AB", channels, strict=True):
             if not 0 <= ch.strength <= eb1.MAX_STRENGTH:
-                raise ValueError(f"{self.name}: strength {name} must be 0..200, not {ch.strength}")
+                raise ValueError(
+                    f"{self.name}: strength {name} must be 0..{eb1.MAX_STRENGTH}, not {ch.strength}"
+                )
             if not eb1.FREQ_MIN <= ch.frequency <= eb1.FREQ_MAX:
                 raise ValueError(
                     f"{self.name}: frequency {name} must be 10..240, not {ch.frequency}"

@@ -196,8 +196,8 @@ class VB1Driver(LinkDevice):
             raise ValueError(
                 f"{self.name}: {len(output.levels)} levels for a belt of {len(caps.motors)} motors"
             )
-        if output.levels and not 0 <= min(output.levels) <= max(output.levels) <= 255:
-            raise ValueError(f"{self.name}: levels must be 0..255: {output.levels}")
+        if output.levels and not 0 <= min(output.levels) <= max(output.levels) <= vb1.MAX_LEVEL:
+            raise ValueError(f"{self.name}: levels must be 0..{vb1.MAX_LEVEL}: {output.levels}")
         if self._stop_latched and not output.is_zero:
             raise SafetyError(
                 "the belt's own stop button was pressed: it stays off until the user clears it"

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from bleak import BleakClient
@@ -29,7 +28,6 @@ from bleak.exc import (
 )
 from bleak.uuids import normalize_uuid_str
 
-from devices.capabilities import DeviceKind
 from devices.errors import (
     BluetoothUnavailableError,
     DeviceTimeoutError,
@@ -44,7 +42,6 @@ from devices.links.base import (
     Hex,
     Link,
 )
-from devices.protocols import eb1, sp1, vb1
 
 logger = logging.getLogger(__name__)
 
@@ -198,12 +195,15 @@ class BleLink(Link):
         wanted = (self.write_uuid, *self.notify_uuids)
         if all(services.get_characteristic(uuid) is not None for uuid in wanted):
             return
-        expected = next((p for p in BLE_PROFILES.values() if p.write_uuid == self.write_uuid), None)
+        # Imported here: the models table imports every driver, which a link does not need.
+        from devices.kinds import MODELS
+
+        expected = next((m for m in MODELS.values() if m.write_uuid == self.write_uuid), None)
         offered = {normalize_uuid_str(s.uuid) for s in services}
         actual = [
-            p.kind.value
-            for p in BLE_PROFILES.values()
-            if p is not expected and normalize_uuid_str(p.service_uuid) in offered
+            m.kind.value
+            for m in MODELS.values()
+            if m is not expected and any(normalize_uuid_str(u) in offered for u in m.service_uuids)
         ]
         what = f"a {expected.kind.value}" if expected is not None else "the expected device"
         seems = f": it offers a {actual[0]}'s services" if actual else ""
@@ -304,61 +304,3 @@ def bluetooth_unavailable(err: BaseException) -> str | None:
         # bleak reaches BlueZ over the system D-Bus socket; without it there is no Bluetooth.
         return "Bluetooth is unavailable: no system D-Bus to reach BlueZ (bluetoothd)"
     return None
-
-
-@dataclass(frozen=True)
-class BleProfile:
-    """How a device kind's BLE model is found and spoken to."""
-
-    kind: DeviceKind
-    name_prefix: str
-    service_uuid: str
-    write_uuid: str
-    notify_uuids: tuple[str, ...]
-    write_response: bool
-
-
-BLE_PROFILES: dict[DeviceKind, BleProfile] = {
-    DeviceKind.BELT: BleProfile(
-        DeviceKind.BELT, vb1.BLE_NAME_PREFIX, vb1.NUS_SERVICE, vb1.NUS_RX, (vb1.NUS_TX,), False
-    ),
-    DeviceKind.PILLOW: BleProfile(
-        DeviceKind.PILLOW,
-        sp1.BLE_NAME_PREFIX,
-        sp1.SERVICE_UUID,
-        sp1.DATA_UUID,
-        (sp1.DATA_UUID,),
-        False,
-    ),
-    DeviceKind.BUTTERFLY: BleProfile(
-        DeviceKind.BUTTERFLY,
-        eb1.BLE_NAME_PREFIX,
-        eb1.SERVICE_UUID,
-        eb1.WRITE_UUID,
-        (eb1.NOTIFY_UUID, eb1.BATTERY_UUID),
-        True,
-    ),
-}
-"""Each device kind's BLE model: name prefix, advertised service, GATT roles."""
-
-
-def ble_link_for(
-    kind_name: str | DeviceKind,
-    address: str,
-    *,
-    client_backend: type[BaseBleakClient] | None = None,
-    client_kwargs: dict[str, Any] | None = None,
-) -> BleLink:
-    """A BleLink set up for a device kind ("belt", "pillow" or "butterfly")."""
-    try:
-        profile = BLE_PROFILES[DeviceKind(kind_name)]
-    except ValueError as err:
-        raise LinkError(f"no BLE model for device kind {kind_name!r}", device=address) from err
-    return BleLink(
-        address,
-        write_uuid=profile.write_uuid,
-        notify_uuids=profile.notify_uuids,
-        write_response=profile.write_response,
-        client_backend=client_backend,
-        client_kwargs=client_kwargs,
-    )

@@ -20,6 +20,7 @@ B0_INTERVAL = 0.100
 WAVEFORM_EXPIRY = 0.100
 """Output stops when no B0 arrived for 100 ms."""
 MAX_STRENGTH = 200
+"""The highest channel strength: the butterfly's unit maximum."""
 MAX_RAISE_PER_B0 = 5
 """Daemon rule 2: raise a strength by at most 5 per 100 ms."""
 FREQ_MIN, FREQ_MAX = 10, 240

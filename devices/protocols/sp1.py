@@ -26,11 +26,8 @@ AUTO_OFF_SECONDS = 15 * 60
 """Rule 3: the firmware stops after 15 minutes of continuous running."""
 HEAT_CUT_C = 50
 HEAT_CLEAR_C = 45
-LINK_DROP_STOP = 1.0
-"""Rule 5: the pillow stops within 1 s of a dropped link."""
-EMPTY_PAUSE_SECONDS = 5.0
-"""Rule 6: pause a session when the head is lifted for more than 5 s."""
 MAX_SPEED = 3
+"""The fastest kneading speed (0 is still): the pillow's unit maximum."""
 
 
 class Command(IntEnum):

@@ -20,6 +20,8 @@ EVENT_SEQ = 0
 BAUDRATE = 115200
 USB_PRODUCT_PREFIX = "VB1"
 BLE_NAME_PREFIX = "VB1-"
+MAX_LEVEL = 255
+"""The highest motor level (a byte): the belt's unit maximum."""
 NUS_SERVICE = "6e400001-b5a3-f393-e0a9-e50e24dcca9e"
 NUS_RX = "6e400002-b5a3-f393-e0a9-e50e24dcca9e"
 """Host writes here (write without response)."""
@@ -98,17 +100,6 @@ def crc16_ccitt_false(data: bytes) -> int:
     """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no final xor."""
     # binascii's CRC-CCITT (XMODEM form) with the 0xFFFF start is exactly this CRC, in C.
     return binascii.crc_hqx(data, 0xFFFF)
-
-
-def crc16_ccitt_false_reference(data: bytes) -> int:
-    """The bitwise definition, kept to check the fast one against (tests)."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
-            crc &= 0xFFFF
-    return crc
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,9 +289,9 @@ def hello(seq: int) -> Frame:
 
 
 def set_levels(seq: int, levels: tuple[int, ...] | list[int]) -> Frame:
-    """SET_LEVELS with exactly M levels 0..255."""
-    if any(not 0 <= lv <= 255 for lv in levels):
-        raise FrameError(f"VB1 levels must be 0..255: {list(levels)}")
+    """SET_LEVELS with exactly M levels 0..MAX_LEVEL."""
+    if any(not 0 <= lv <= MAX_LEVEL for lv in levels):
+        raise FrameError(f"VB1 levels must be 0..{MAX_LEVEL}: {list(levels)}")
     return Frame(seq, Command.SET_LEVELS, bytes(levels))
 
 

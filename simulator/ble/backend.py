@@ -40,16 +40,15 @@ from bleak.exc import (
 )
 from bleak.uuids import normalize_uuid_str
 
+from devices.links.sim_radio import default_radio_path
 from simulator.ble.wire import (
     DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
     Message,
-    RadioClosedError,
     RadioConnection,
-    RadioError,
-    default_radio_path,
     hex_bytes,
 )
+from simulator.errors import RadioClosedError, RadioError
 
 logger = logging.getLogger(__name__)
 

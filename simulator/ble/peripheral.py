@@ -15,7 +15,7 @@ from bleak.assigned_numbers import CharacteristicPropertyName
 from bleak.uuids import normalize_uuid_str
 
 from devices.capabilities import DeviceKind
-from devices.protocols import eb1, sp1, vb1
+from devices.protocols import coyote_v2, eb1, sp1, vb1
 from simulator.faults import LinkFaults
 from simulator.firmware.base import Firmware
 
@@ -95,6 +95,27 @@ def eb1_gatt() -> GattTable:
     )
 
 
+def coyote_v2_gatt() -> GattTable:
+    """Coyote V2: 180A with battery 1500; 180B with strengths 1504 and two waveforms."""
+    return (
+        ServiceSpec(
+            coyote_v2.BATTERY_SERVICE_UUID,
+            (CharacteristicSpec(coyote_v2.BATTERY_UUID, ("read", "notify")),),
+        ),
+        ServiceSpec(
+            coyote_v2.SERVICE_UUID,
+            (
+                CharacteristicSpec(coyote_v2.STRENGTH_UUID, ("read", "write", "notify")),
+                # In handle order (0x1505 first), whichever channel each one carries.
+                *(
+                    CharacteristicSpec(uuid, ("read", "write"))
+                    for uuid in sorted(coyote_v2.WAVEFORM_UUID_BY_CHANNEL)
+                ),
+            ),
+        ),
+    )
+
+
 GATT_TABLES: dict[DeviceKind, GattTable] = {
     DeviceKind.BELT: nus_gatt(),
     DeviceKind.PILLOW: sp1_gatt(),
@@ -106,6 +127,17 @@ GATT_TABLES: dict[DeviceKind, GattTable] = {
 def gatt_for(kind: DeviceKind) -> GattTable:
     """The GATT table of a device kind's BLE model."""
     return GATT_TABLES[kind]
+
+
+MODEL_GATT_TABLES: dict[str, GattTable] = {"coyote_v2": coyote_v2_gatt()}
+"""The GATT table of each further BLE model of a kind (Firmware.ble_model)."""
+
+
+def gatt_for_firmware(firmware: Firmware) -> GattTable:
+    """The GATT table a firmware is served with: its model's, else its kind's."""
+    if firmware.ble_model is not None:
+        return MODEL_GATT_TABLES[firmware.ble_model]
+    return gatt_for(firmware.kind)
 
 
 @dataclass(frozen=True)
@@ -179,6 +211,8 @@ class Peripheral:
     @property
     def advertised_uuids(self) -> list[str]:
         """Service UUIDs in the advertisement (the firmware's, else the GATT table's first)."""
+        if not self.firmware.advertises_services:
+            return []  # a unit that advertises its name only (the Coyotes)
         if self.firmware.service_uuids:
             return [normalize_uuid_str(u) for u in self.firmware.service_uuids]
         return [self.gatt[0].uuid] if self.gatt else []

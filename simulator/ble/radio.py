@@ -37,19 +37,24 @@ from typing import Any, ClassVar, Self
 from bleak.exc import BleakGATTProtocolErrorCode
 from bleak.uuids import normalize_uuid_str
 
-from simulator.ble.peripheral import DEFAULT_RSSI, Central, GattTable, Peripheral, gatt_for
+from devices.links.sim_radio import default_radio_path
+from simulator.ble.peripheral import (
+    DEFAULT_RSSI,
+    Central,
+    GattTable,
+    Peripheral,
+    gatt_for_firmware,
+)
 from simulator.ble.wire import (
     MAX_LINE,
     SEND_TIMEOUT,
     Message,
-    RadioError,
-    WireError,
     close_writer,
-    default_radio_path,
     hex_bytes,
     read_message,
     send_message,
 )
+from simulator.errors import RadioError, WireError
 from simulator.faults import LinkFaults, check_fault_value
 from simulator.firmware.base import Firmware
 
@@ -176,11 +181,11 @@ class SimRadio:
         faults: LinkFaults | None = None,
         gatt: GattTable | None = None,
     ) -> Peripheral:
-        """Advertise a firmware at an address with a GATT table (default: its kind's)."""
+        """Advertise a firmware at an address with a GATT table (default: its model's)."""
         peripheral = Peripheral(
             firmware=firmware,
             address=address,
-            gatt=gatt if gatt is not None else gatt_for(firmware.kind),
+            gatt=gatt if gatt is not None else gatt_for_firmware(firmware),
             rssi=rssi,
             faults=faults if faults is not None else LinkFaults(),
         )

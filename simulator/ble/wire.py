@@ -71,12 +71,12 @@ import contextlib
 import itertools
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devices.errors import MassagedError, ProtocolError
+from devices.links.sim_radio import default_radio_path
+from simulator.errors import RadioClosedError, RadioError, WireError
 
 logger = logging.getLogger(__name__)
 
@@ -90,44 +90,10 @@ SEND_TIMEOUT = 2.0
 """Seconds for one message to be taken by the peer (drain)."""
 CLOSE_TIMEOUT = 1.0
 """Seconds to wait for a socket to finish closing."""
-RADIO_PATH_ENV = "MASSAGED_SIM_RADIO"
-"""Environment variable naming the radio's socket (overrides the default)."""
 
 Message = dict[str, Any]
 EventCallback = Callable[[Message], None]
 ClosedCallback = Callable[[], None]
-
-
-class WireError(ProtocolError):
-    """A message on the radio socket could not be decoded."""
-
-
-class RadioError(MassagedError):
-    """The radio refused a request; ``code`` says why, ``gatt`` carries an ATT error code."""
-
-    def __init__(self, code: str, message: str, *, gatt: int | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.reason = message
-        """The message without its code: what goes on the wire, and what users read."""
-        self.gatt = gatt
-
-
-class RadioClosedError(RadioError):
-    """The connection to the radio closed (or was never open)."""
-
-    def __init__(self, message: str = "connection to the radio closed") -> None:
-        super().__init__("closed", message)
-
-
-def default_radio_path() -> Path:
-    """Where the simulated radio listens: $MASSAGED_SIM_RADIO, else a private runtime dir."""
-    env = os.environ.get(RADIO_PATH_ENV)
-    if env:
-        return Path(env)
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) / "massaged" if runtime else Path(f"/tmp/massaged-{os.getuid()}")
-    return base / "sim-radio.sock"
 
 
 def encode(message: Message) -> bytes:

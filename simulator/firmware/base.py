@@ -31,6 +31,11 @@ class Firmware(abc.ABC):
     """Advertised local name on BLE (None for a serial-only device)."""
     service_uuids: tuple[str, ...] = ()
     """Advertised service UUIDs on BLE."""
+    advertises_services: bool = True
+    """False for a unit that advertises its name only (the Coyotes): a scan filtered by
+    service finds nothing, and the radio puts no service UUID in its advertisement."""
+    ble_model: str | None = None
+    """The BLE model when a kind has several (its GATT table); None: the kind's own."""
 
     def __init__(
         self,

@@ -66,6 +66,8 @@ class EB1Firmware(Firmware):
         serial: str = "47L121000",
         battery: int = 100,
         soft_limits: tuple[int, int] = (eb1.MAX_STRENGTH, eb1.MAX_STRENGTH),
+        name: str | None = None,
+        advertise_services: bool = True,
         recorder: Recorder | None = None,
         speed: float = 1.0,
         now: float = 0.0,
@@ -76,8 +78,11 @@ class EB1Firmware(Firmware):
             raise ValueError(f"soft limits must be 0..{eb1.MAX_STRENGTH}: {soft_limits}")
         super().__init__(device_id, recorder=recorder, speed=speed, now=now)
         self.serial = serial
-        self.ble_name = f"{eb1.BLE_NAME_PREFIX}{serial}"
+        # A real Coyote V3 says "47L121000" and advertises no service (name=...,
+        # advertise_services=False); the EB1 of the protocol document says "EB1-<serial>".
+        self.ble_name = name if name is not None else f"{eb1.BLE_NAME_PREFIX}{serial}"
         self.service_uuids = (eb1.SERVICE_UUID, eb1.BATTERY_SERVICE_UUID)
+        self.advertises_services = advertise_services
         self._strength = [0, 0]
         self._limits = [soft_limits[0], soft_limits[1]]
         self._balances = [DEFAULT_BALANCE] * 4

@@ -29,7 +29,8 @@ from typing import Any
 
 import pytest
 
-from controller.store import Outcome, Store
+from controller.session import Outcome
+from controller.store import Store
 from tests.daemon_processes import stop_processes
 
 SPEED = "20"

@@ -381,7 +381,7 @@ def test_a_read_command_on_a_missing_database_says_so_and_creates_nothing(tree: 
 
 
 def sessions_db(path: Path, programs: tuple[str, ...]) -> Store:
-    from controller.store import Outcome as Ended
+    from controller.session import Outcome as Ended
 
     store = Store.open(path)
     for program in programs:

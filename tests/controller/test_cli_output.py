@@ -28,10 +28,11 @@ import pytest
 from controller import cli, output, quick_control
 from controller.commands import history
 from controller.commands.config import apply_session_defaults
+from controller.errors import NoTerminalError
 from controller.live import LiveDisplay
 from controller.remote import RemoteSession
-from controller.session import DeviceSnapshot, DeviceState, SessionSnapshot, SessionState
-from controller.store import Outcome, SessionRecord
+from controller.session import DeviceSnapshot, DeviceState, Outcome, SessionSnapshot, SessionState
+from controller.store import SessionRecord
 from devices.capabilities import DeviceKind
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -304,7 +305,7 @@ def test_pair_without_a_terminal_refuses_before_scanning(short: Path) -> None:
 
 
 def test_ask_without_a_terminal_names_what_answers_it() -> None:
-    with pytest.raises(output.NoTerminalError, match="add --yes"):
+    with pytest.raises(NoTerminalError, match="add --yes"):
         output.ask("felt it? [y/N] ", answered_by="add --yes", stdin=io.StringIO("y\n"))
 
 

@@ -14,7 +14,6 @@ from controller import cli
 from controller.commands import config as config_command
 from controller.config import (
     SECRET_MASK,
-    BadConfigError,
     Config,
     default_control_socket,
     effective_config_text,
@@ -22,9 +21,10 @@ from controller.config import (
     load_config,
     sections,
 )
+from controller.errors import BadConfigError
 from controller.mqtt.settings import MqttSettings
 from devices.errors import ConfigError
-from simulator.ble.wire import default_radio_path
+from devices.links.sim_radio import default_radio_path
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "packaging" / "config.example.toml"

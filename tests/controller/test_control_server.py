@@ -24,6 +24,7 @@ import pytest
 
 from controller import api, control, jsonline
 from controller.control import ControlServer
+from controller.errors import JsonError
 
 WAIT = 10.0
 
@@ -164,7 +165,7 @@ def test_the_shared_decoder_refuses_what_json_would_choke_on() -> None:
         (b"Infinity", "not a valid JSON number"),
         (b" " * (jsonline.MAX_BYTES + 1), "too large"),
     ]:
-        with pytest.raises(jsonline.JsonError, match=says):
+        with pytest.raises(JsonError, match=says):
             jsonline.decode(bad)
     nested = b"[" * jsonline.MAX_DEPTH + b"]" * jsonline.MAX_DEPTH
     assert jsonline.nesting(nested.decode()) == jsonline.MAX_DEPTH

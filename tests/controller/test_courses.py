@@ -19,8 +19,10 @@ from controller.courses import (
     start_course,
     validate_course,
 )
+from controller.errors import NotFoundError
 from controller.profiles import Audience, Profile
-from controller.store import CourseRecord, NotFoundError, Outcome, SessionRecord, Store
+from controller.session import Outcome
+from controller.store import CourseRecord, SessionRecord, Store
 from devices.errors import ConfigError
 
 START = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.locks import DaemonLock, DaemonRunningError, daemon_holding, daemon_lock_path
+from controller.errors import DaemonRunningError
+from controller.locks import DaemonLock, daemon_holding, daemon_lock_path
 from devices.capabilities import DeviceKind
 from devices.errors import LinkBusyError
 from devices.links.serial import SerialLink

@@ -22,7 +22,8 @@ import pytest
 
 from controller import sdnotify
 from controller.guard import HostGuard, guarded
-from devices.links.ble import HELD_LINKS, BleLink, ble_link_for
+from devices.kinds import make_link
+from devices.links.ble import HELD_LINKS, BleLink
 from simulator.ble.backend import SimBleakClient
 from simulator.ble.radio import SimRadio
 from simulator.ble.wire import radio_request
@@ -56,12 +57,14 @@ async def rig(sock_dir: Path) -> AsyncIterator[Rig]:  # noqa: F811
     firmware = SP1Firmware("pillow-1")
     radio.add_peripheral(firmware, address=ADDRESS)
     async with radio:
-        link = ble_link_for(
+        link = make_link(
             "pillow",
             ADDRESS,
-            client_backend=SimBleakClient,
-            client_kwargs={"radio": str(radio.socket_path)},
+            transport="ble",
+            ble_backend=SimBleakClient,
+            ble_kwargs={"radio": str(radio.socket_path)},
         )
+        assert isinstance(link, BleLink)
         link.set_callbacks(lambda _s, _d: None, lambda _e: None)
         guard = HostGuard()
         await guard.start()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from controller.commands import profiles as profiles_cmd
+from controller.errors import StoreError
 from controller.profiles import (
     CONTRAINDICATIONS,
     DEFAULT_PROFILE,
@@ -22,7 +23,7 @@ from controller.profiles import (
     parse_kind_caps,
     parse_profile,
 )
-from controller.store import Store, StoreError
+from controller.store import Store
 from devices.capabilities import DeviceKind
 from devices.errors import ConfigError
 

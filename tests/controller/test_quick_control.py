@@ -30,6 +30,7 @@ import pytest
 from controller import api, cli, config, control, paths, quick_control
 from controller.commands import daemon as daemon_command
 from controller.control import ControlServer
+from controller.errors import ControlError
 from devices.errors import ConfigError, MassagedError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -813,7 +814,7 @@ def test_a_silent_daemon_times_out(short: Path) -> None:
     path = short / "control.sock"
     with (
         FakeDaemon(path, None, hold=True),
-        pytest.raises(quick_control.ControlError) as caught,
+        pytest.raises(ControlError) as caught,
     ):
         quick_control.call(path, "stop", timeout=0.2)
     assert str(caught.value) == "the daemon did not answer 'stop' in 0.2 s"
@@ -849,7 +850,7 @@ def full_backlog(path: Path) -> Iterator[tuple[socket.socket, list[socket.socket
 
 def test_a_daemon_that_does_not_accept_times_out(short: Path) -> None:
     path = short / "control.sock"
-    with full_backlog(path), pytest.raises(quick_control.ControlError) as caught:
+    with full_backlog(path), pytest.raises(ControlError) as caught:
         quick_control.call(path, "emergency_stop", timeout=0.2)
     assert str(caught.value) == f"the daemon on {path} did not accept in 0.2 s"
 
@@ -964,7 +965,7 @@ def test_the_request_line_is_what_json_would_write(command: str) -> None:
 
 @pytest.mark.parametrize("command", ['stop", "x": "', "stop\n", "", "ünïcode"])
 def test_a_command_that_is_not_an_identifier_is_refused(command: str) -> None:
-    with pytest.raises(quick_control.ControlError, match="not a control command"):
+    with pytest.raises(ControlError, match="not a control command"):
         quick_control._request_line(command)
 
 
@@ -1043,7 +1044,7 @@ def test_a_request_not_safe_to_repeat_is_sent_once(short: Path, command: str) ->
     """A second gentler would lower once more; a second stop would say no session runs."""
     path = short / "control.sock"
     with ScriptedDaemon(path, [None, OK_ANSWER]) as fake:
-        with pytest.raises(quick_control.ControlError, match="without an answer"):
+        with pytest.raises(ControlError, match="without an answer"):
             quick_control.call(path, command)
         assert len(fake.requests) == 1
     with ScriptedDaemon(path, [BUSY, OK_ANSWER]) as fake:

@@ -24,7 +24,8 @@ from controller.profiles import (
     Profile,
 )
 from controller.readiness import Confirm, check_ready, questions
-from controller.store import Outcome, Store
+from controller.session import Outcome
+from controller.store import Store
 from devices.errors import SafetyError
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)

@@ -14,8 +14,8 @@ from controller.cli import main
 from controller.courses import AFTER_SESSION_ADVICE
 from controller.live import LinePrinter, handle_key, render_snapshot
 from controller.profiles import Contraindication, Profile
-from controller.session import RunnerEvent, SessionRunner
-from controller.store import Outcome, Store
+from controller.session import Outcome, RunnerEvent, SessionRunner
+from controller.store import Store
 from devices.drivers.vb1 import VB1Driver
 from programs import library
 from programs.render import default_devices, render

@@ -16,8 +16,7 @@ from typing import cast
 
 import pytest
 
-from controller.session import SessionState
-from controller.store import Outcome
+from controller.session import Outcome, SessionState
 from devices.protocols import vb1
 from tests.controller.test_session import (
     RAMPED,

@@ -14,10 +14,12 @@ from typing import Any, cast
 
 import pytest
 
+from controller.errors import StoreError
 from controller.profiles import Audience, Contraindication, Profile
 from controller.safety import BURST_MAX_S, BURST_REST_S, CHILD_CAPS
 from controller.session import (
     DeviceState,
+    Outcome,
     RunnerEvent,
     ScaledClock,
     SessionResult,
@@ -27,7 +29,7 @@ from controller.session import (
     check_profile,
     output_channels,
 )
-from controller.store import Outcome, Store, StoreError
+from controller.store import Store
 from devices.capabilities import DeviceKind, KneadDirection
 from devices.drivers.base import Device
 from devices.drivers.eb1 import EB1Driver

@@ -2,7 +2,8 @@
 
 In the style of pyatv's common functional tests: ``DeviceBehaviour`` holds the
 tests; a kind mixin (``BeltBehaviour``, ``PillowBehaviour``,
-``ButterflyBehaviour``) says what that kind does; an endpoint mixin says how a
+``ButterflyBehaviour``) says what that kind does, and a second model of a kind
+subclasses its kind's mixin (``CoyoteV2Behaviour``); an endpoint mixin says how a
 driver and its simulated firmware are wired together. A test module combines
 one of each, e.g. ``class TestBeltMemory(MemoryEndpoint, BeltBehaviour)``.
 """
@@ -24,6 +25,7 @@ from devices.errors import DeviceRefusedError, LinkError, SafetyError
 from devices.events import (
     AutoOff,
     DeviceEvent,
+    DeviceFault,
     EmsWheelChanged,
     LinkLost,
     Overheated,
@@ -438,5 +440,44 @@ class ButterflyBehaviour(DeviceBehaviour):
                 EmsWheelChanged,
                 matches=lambda e: isinstance(e, EmsWheelChanged) and e.strength_a == 4,
                 verify=after_wheel,
+            ),
+        )
+
+
+class CoyoteV2Behaviour(ButterflyBehaviour):
+    """A Coyote V2: the butterfly's promises, with caps held on the host and no wheel.
+
+    Where EB1 reports its wheel, a Coyote V2 that holds a strength the host did not
+    write is a fault (DeviceFault): the driver lowers the channel to the lower of the
+    two values and never raises past it this session.
+    """
+
+    def check_capabilities(self, caps: Capabilities) -> None:
+        assert [ch.name for ch in caps.ems_channels] == ["A", "B"]
+        assert all(ch.max_strength == 200 for ch in caps.ems_channels)
+        assert all(ch.max_raise_per_100ms == 5 for ch in caps.ems_channels)
+        assert caps.model == "Coyote V2"
+
+    def event_cases(self) -> Sequence[EventCase]:
+        async def after_fault(device: Device, firmware: Firmware) -> None:
+            # The unit jumped A to 30 by itself: A falls back to the 12 written, and stays.
+            await wait_until(lambda: firmware.outputs.get("strength_a") == 12, what="A at 12")
+            assert device.user_ceiling == (12, None)  # type: ignore[attr-defined]
+            await device.apply(
+                ButterflyOutput(
+                    a=EmsChannelOutput(strength=30, frequency=50, intensity=100),
+                    b=EmsChannelOutput(strength=12, frequency=100, intensity=50),
+                )
+            )
+            await wait_until(lambda: firmware.outputs.get("strength_b") == 12, what="B at 12")
+            await asyncio.sleep(0.3)
+            assert firmware.outputs.get("strength_a") == 12
+
+        return (
+            EventCase(
+                "a strength the host did not write",
+                lambda fw, now: fw.turn_wheel(30, None, now),  # type: ignore[attr-defined]
+                DeviceFault,
+                verify=after_fault,
             ),
         )

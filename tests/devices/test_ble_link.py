@@ -14,9 +14,10 @@ import pytest
 
 from devices import discovery
 from devices.capabilities import DeviceKind
-from devices.discovery import Found, classify
-from devices.errors import DeviceTimeoutError, LinkError, LinkLostError
-from devices.links.ble import BLE_PROFILES, BleLink, ble_link_for
+from devices.discovery import Found
+from devices.errors import ConfigError, DeviceTimeoutError, LinkError, LinkLostError
+from devices.kinds import MODELS, classify, make_link
+from devices.links.ble import BleLink
 from devices.protocols import eb1, sp1, vb1
 from simulator.ble.backend import SimBleakClient
 from simulator.ble.radio import SimRadio
@@ -89,9 +90,7 @@ class Rig:
 
     def link(self, kind: str, address: str) -> BleLink:
         """A link to one of the rig's devices with callbacks into the rig."""
-        link = ble_link_for(
-            kind, address, client_backend=SimBleakClient, client_kwargs={"radio": self.path}
-        )
+        link = ble_link_for(kind, address, SimBleakClient, {"radio": self.path})
         link.set_callbacks(self._on_receive, self.lost.append)
         return link
 
@@ -144,8 +143,17 @@ async def next_received(rig: Rig) -> tuple[str, bytes]:
 # -- BleLink ---------------------------------------------------------------------------
 
 
-def test_profiles_and_factory() -> None:
-    assert set(BLE_PROFILES) == set(DeviceKind)
+def ble_link_for(
+    kind: str | DeviceKind, address: str, backend: Any = None, kwargs: Any = None
+) -> BleLink:
+    """The BLE link to a device of this kind's default model, built by the models table."""
+    link = make_link(kind, address, transport="ble", ble_backend=backend, ble_kwargs=kwargs)
+    assert isinstance(link, BleLink)
+    return link
+
+
+def test_every_kind_has_a_ble_model_and_the_factory_uses_it() -> None:
+    assert {m.kind for m in MODELS.values()} == set(DeviceKind)
     belt = ble_link_for("belt", "x")
     assert (belt.write_uuid, belt.notify_uuids, belt.write_response) == (
         vb1.NUS_RX,
@@ -158,7 +166,7 @@ def test_profiles_and_factory() -> None:
     assert butterfly.write_uuid == eb1.WRITE_UUID
     assert butterfly.notify_uuids == (eb1.NOTIFY_UUID, eb1.BATTERY_UUID)
     assert butterfly.write_response
-    with pytest.raises(LinkError):
+    with pytest.raises(ConfigError):
         ble_link_for("toaster", "x")
 
 
@@ -237,10 +245,7 @@ async def test_open_fails_on_an_unknown_address_or_a_missing_radio(rig: Rig) -> 
     with pytest.raises(LinkError):
         await rig.link("pillow", "AA:BB:CC:99:99:99").open(timeout=WAIT)
     link = ble_link_for(
-        "pillow",
-        PILLOW,
-        client_backend=SimBleakClient,
-        client_kwargs={"radio": rig.path.with_name("none.sock")},
+        "pillow", PILLOW, SimBleakClient, {"radio": rig.path.with_name("none.sock")}
     )
     with pytest.raises(LinkError):
         await link.open(timeout=WAIT)
@@ -257,9 +262,7 @@ async def test_open_times_out_when_the_radio_never_answers(sock_dir: Path) -> No
     path = sock_dir / "silent.sock"
     server = await asyncio.start_unix_server(silent, path)
     try:
-        link = ble_link_for(
-            "pillow", PILLOW, client_backend=SimBleakClient, client_kwargs={"radio": path}
-        )
+        link = ble_link_for("pillow", PILLOW, SimBleakClient, {"radio": path})
         with pytest.raises(DeviceTimeoutError):
             await link.open(timeout=0.3)
         assert not link.is_open
@@ -289,9 +292,9 @@ async def test_open_is_cancelled_cleanly(rig: Rig) -> None:
 
 
 def test_classify() -> None:
-    assert classify("VB1-1234", []) is DeviceKind.BELT
-    assert classify("SP1-1", []) is DeviceKind.PILLOW
-    assert classify(None, [eb1.SERVICE_UUID.upper()]) is DeviceKind.BUTTERFLY
+    assert classify("VB1-1234", []) is MODELS["VB1"]
+    assert classify("SP1-1", []) is MODELS["SP1"]
+    assert classify(None, [eb1.SERVICE_UUID.upper()]) is MODELS["EB1"]
     assert classify("Headphones", ["180f"]) is None
 
 
@@ -299,12 +302,12 @@ async def test_scan_finds_ble_and_simulated_serial_devices(rig: Rig) -> None:
     rig.radio.register_serial("belt", "/dev/pts/42", "belt-2", faults=LinkFaults())
     found = await discovery.scan(0.3, radio_path=rig.path)
     by_address = {f.address: f for f in found}
-    assert by_address[PILLOW] == Found(DeviceKind.PILLOW, PILLOW, "SP1-0001", "ble", -48)
+    assert by_address[PILLOW] == Found(DeviceKind.PILLOW, PILLOW, "SP1-0001", "ble", -48, "SP1")
     assert by_address[BELT].kind is DeviceKind.BELT
     assert by_address[BUTTERFLY].kind is DeviceKind.BUTTERFLY
     assert OTHER not in by_address
     assert by_address["/dev/pts/42"] == Found(
-        DeviceKind.BELT, "/dev/pts/42", "belt-2", "serial", None
+        DeviceKind.BELT, "/dev/pts/42", "belt-2", "serial", None, "VB1"
     )
 
 

@@ -13,17 +13,29 @@ from devices.capabilities import KneadDirection
 from devices.errors import FrameError
 from devices.protocols import eb1, sp1, vb1
 
+
+def crc16_ccitt_false_reference(data: bytes) -> int:
+    """CRC-16/CCITT-FALSE by its bitwise definition, to check the fast one against."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+    return crc
+
+
 # -- VB1 ---------------------------------------------------------------------
 
 
 def test_crc_check_value() -> None:
     assert vb1.crc16_ccitt_false(b"123456789") == 0x29B1
-    assert vb1.crc16_ccitt_false_reference(b"123456789") == 0x29B1
+    assert crc16_ccitt_false_reference(b"123456789") == 0x29B1
 
 
 @given(st.binary(max_size=64))
 def test_fast_crc_is_the_reference_crc(data: bytes) -> None:
-    assert vb1.crc16_ccitt_false(data) == vb1.crc16_ccitt_false_reference(data)
+    assert vb1.crc16_ccitt_false(data) == crc16_ccitt_false_reference(data)
 
 
 def test_vb1_vectors(vectors: dict[str, list[dict[str, Any]]]) -> None:

@@ -13,7 +13,7 @@ from devices.drivers.eb1 import EB1Driver
 from devices.drivers.sp1 import SP1Driver
 from devices.drivers.vb1 import VB1Driver
 from devices.errors import ConfigError
-from devices.kinds import KINDS, guess_transport, make_device
+from devices.kinds import KINDS, MODELS, guess_transport, make_device
 from devices.links.base import Link
 from devices.links.ble import BleLink
 from devices.links.serial import SerialLink
@@ -122,15 +122,20 @@ class TestButterflyMemory(MemoryEndpoint, ButterflyBehaviour):
 # -- the kinds table: one driver and the right link per kind -------------------
 
 
-def test_every_kind_has_a_spec_with_its_driver() -> None:
+def test_every_kind_and_model_has_a_spec_with_its_driver() -> None:
     assert set(KINDS) == set(DeviceKind)
     for kind, spec in KINDS.items():
         assert spec.kind == kind
-        assert getattr(spec.driver, "kind", None) == kind
-        assert spec.ble_name_prefix.endswith("-")
-        assert spec.write_uuid
-        assert spec.notify_uuids
-    assert [k for k, s in KINDS.items() if s.serial] == [DeviceKind.BELT]
+        assert spec.output.kind == kind
+        assert spec.maximum == spec.output.maximum
+        assert MODELS[spec.default_model].kind == kind
+    for name, model in MODELS.items():
+        assert model.model == name
+        assert getattr(model.driver, "kind", None) == model.kind
+        assert model.ble_name_prefixes
+        assert model.write_uuid
+        assert model.notify_uuids
+    assert [m.model for m in MODELS.values() if m.serial] == ["VB1"]
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,9 @@ from controller.profiles import PainfulSide, Profile
 from controller.safety import BURST_MAX_S, BURST_REST_S
 from devices.capabilities import DeviceKind, Side
 from programs.bursts import MAX_BURST_S, MIN_REST_S, Burst, bursts, longest_burst
+from programs.errors import ProgramError
 from programs.loader import validate_data
-from programs.model import ProgramError, StepSide, Technique, Zone
+from programs.model import StepSide, Technique, Zone
 from programs.movements import plan_series
 from programs.render import render
 from tests.method.recorded import play_recorded

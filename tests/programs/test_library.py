@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from devices.capabilities import DeviceKind
+from programs.errors import ProgramError
 from programs.library import LIBRARY_DIR, builtin_ids, get, list_programs, resolve
 from programs.model import (
     CHILD_MAX_INTENSITY,
@@ -15,7 +16,6 @@ from programs.model import (
     MAX_VIBRATION_S,
     Audience,
     Program,
-    ProgramError,
     StepSide,
     Technique,
     Zone,

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from devices.errors import ConfigError
+from programs.errors import ProgramError
 from programs.loader import SCHEMA_PATH, load_program, parse_program, schema_text
-from programs.model import Program, ProgramError, program_schema
+from programs.model import Program, program_schema
 
 HEADER = """\
 id = "my-neck"

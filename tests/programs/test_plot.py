@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from devices.errors import ConfigError
+from programs.errors import PlotError
 from programs.library import get
 from programs.plot import (
-    PlotError,
     TimeAxis,
     plan_figure,
     plan_panels,

@@ -218,12 +218,12 @@ def test_heat_only_when_asked_and_fitted() -> None:
     program = make(step("stroking", heat=True), step("stroking"))
     plan = render(program)
     for device in ("belt", "pillow"):
-        assert all(c.output.heat for c in cues_in(plan, device, 0))  # type: ignore[union-attr]
-        assert not any(c.output.heat for c in cues_in(plan, device, 1))  # type: ignore[union-attr]
+        assert all(c.output.heat for c in cues_in(plan, device, 0))
+        assert not any(c.output.heat for c in cues_in(plan, device, 1))
     devices = default_devices()
     devices["belt"] = devices["belt"].model_copy(update={"heater": False})
     plan = render(program, devices)
-    assert not any(c.output.heat for c in plan.timelines["belt"].cues)  # type: ignore[union-attr]
+    assert not any(c.output.heat for c in plan.timelines["belt"].cues)
 
 
 def test_pillow_speed_and_direction() -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from programs.errors import ProgramError
 from programs.loader import parse_program
-from programs.model import ProgramError
 
 HEADER = """\
 id = "typed"

@@ -29,8 +29,10 @@ from typing import Any
 
 import pytest
 
+from controller.errors import StoreError
 from controller.profiles import Contraindication, Profile
-from controller.store import Outcome, Store, StoreError
+from controller.session import Outcome
+from controller.store import Store
 from simulator.firmware.base import Firmware
 from simulator.firmware.vb1 import VB1Firmware
 from tests.reliability.checks import (

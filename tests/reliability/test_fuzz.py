@@ -47,7 +47,8 @@ from hypothesis import strategies as st
 from controller import api
 from controller.config import load_config, sections
 from controller.daemon import Daemon
-from controller.mqtt.commands import ENTITIES, STOPS, BadPayload, parse_entity, request_fields
+from controller.errors import BadPayload, RequestError
+from controller.mqtt.commands import ENTITIES, STOPS, parse_entity, request_fields
 from devices.drivers.base import Device
 from devices.drivers.eb1 import EB1Driver
 from devices.drivers.sp1 import SP1Driver
@@ -55,8 +56,8 @@ from devices.drivers.vb1 import VB1Driver
 from devices.errors import ConfigError, FrameError
 from devices.links.base import SERIAL_SOURCE
 from devices.protocols import eb1, sp1, vb1
+from programs.errors import ProgramError
 from programs.loader import parse_program, validate_data
-from programs.model import ProgramError
 from simulator.endpoints.memory import MemoryLink
 from simulator.firmware.base import Firmware
 from simulator.firmware.eb1 import EB1Firmware
@@ -419,7 +420,7 @@ def test_every_command_takes_any_json(command: str, payload: Any) -> None:
     answer = asyncio.run(api.dispatch(fake, command, payload))
     try:
         request = api.parse_request(command, payload)
-    except api.RequestError:
+    except RequestError:
         # Invalid: an error answer, and the API behind never saw it.
         assert answer["status"] == "error", answer
         assert isinstance(answer["error"], str)
@@ -463,7 +464,7 @@ def test_a_bad_request_changes_nothing_on_a_real_daemon(
     loop, w = live
     try:
         api.parse_request(command, payload)
-    except api.RequestError:
+    except RequestError:
         pass
     else:
         return  # valid requests are the other tests' business (they take real time)
@@ -550,7 +551,7 @@ def _valid_request(topic: str, payload: bytes) -> bool:
     command = topic.removeprefix("massaged/bridge/request/")
     try:
         api.parse_request(command, request_fields(payload, command))
-    except (BadPayload, api.RequestError):
+    except (BadPayload, RequestError):
         return False
     return True
 
@@ -817,7 +818,7 @@ def _valid_line(line: bytes) -> bool:
         return False
     try:
         api.parse_request(message["command"], message.get("payload"))
-    except api.RequestError:
+    except RequestError:
         return False
     return True
 

@@ -29,8 +29,8 @@ import pytest
 from controller import api, cli
 from controller.config import load_config
 from controller.control import ControlServer, call
+from controller.errors import BrokerError
 from controller.mqtt.bridge import MqttBridge
-from controller.mqtt.client import BrokerError
 from controller.mqtt.settings import MqttSettings
 from devices.errors import ConfigError
 from programs.loader import parse_program

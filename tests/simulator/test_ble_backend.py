@@ -24,6 +24,7 @@ from bleak.exc import (
 )
 
 from devices.capabilities import DeviceKind
+from devices.links.sim_radio import default_radio_path
 from devices.protocols import eb1, sp1, vb1
 from simulator.ble.backend import SimBleakClient, SimBleakScanner
 from simulator.ble.peripheral import (
@@ -39,13 +40,11 @@ from simulator.ble.peripheral import (
 from simulator.ble.radio import SimRadio
 from simulator.ble.wire import (
     RadioConnection,
-    RadioError,
-    WireError,
     decode,
-    default_radio_path,
     encode,
     radio_request,
 )
+from simulator.errors import RadioError, WireError
 from simulator.faults import LinkFaults
 from simulator.firmware.base import Firmware
 

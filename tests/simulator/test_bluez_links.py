@@ -16,7 +16,8 @@ from types import SimpleNamespace
 import pytest
 from bleak.exc import BleakError
 
-from devices.links.ble import HELD_LINKS, ble_link_for, system_disconnect_route
+from devices.kinds import make_link
+from devices.links.ble import HELD_LINKS, system_disconnect_route
 from simulator.ble.backend import SimBleakClient
 from simulator.ble.radio import SimRadio
 from simulator.ble.wire import RadioConnection, radio_request
@@ -126,11 +127,12 @@ async def test_held_links_follow_open_close_and_loss(sock_dir: Path) -> None:  #
     radio.add_peripheral(SP1Firmware("pillow-1"), address=ADDRESS)
     async with radio:
         # The route another process needs is listed from connect to disconnect or loss.
-        link = ble_link_for(
+        link = make_link(
             "pillow",
             ADDRESS,
-            client_backend=SimBleakClient,
-            client_kwargs={"radio": str(radio.socket_path)},
+            transport="ble",
+            ble_backend=SimBleakClient,
+            ble_kwargs={"radio": str(radio.socket_path)},
         )
         link.set_callbacks(lambda _s, _d: None, lambda _e: None)
         assert ADDRESS not in HELD_LINKS.snapshot()

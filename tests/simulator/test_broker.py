@@ -20,11 +20,10 @@ from devices.errors import MassagedError
 from simulator.broker import (
     HOST,
     Broker,
-    MosquittoError,
-    MosquittoMissingError,
     accepting,
     require_mosquitto,
 )
+from simulator.errors import MosquittoError, MosquittoMissingError
 
 CONNECT = bytes([0x10, 17, 0, 4, *b"MQTT", 4, 0x02, 0, 60, 0, 5, *b"probe"])
 """MQTT 3.1.1 CONNECT: clean session, keep-alive 60 s, client id "probe" (17 bytes after the

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from simulator.ble.radio import SimRadio
-from simulator.ble.wire import RadioError
 from simulator.endpoints.pty import PtyEndpoint
+from simulator.errors import RadioError
 from simulator.fleet import Fleet, parse_spec
 from tests.simulator.test_pty_endpoint import TestFirmware
 

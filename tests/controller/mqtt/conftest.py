@@ -38,8 +38,9 @@ from devices.errors import MassagedError
 
 # Broker and find_mosquitto are re-exported: tests/reliability builds its brokers from here.
 from simulator.broker import Broker as Broker
-from simulator.broker import MosquittoMissingError, require_mosquitto
 from simulator.broker import find_mosquitto as find_mosquitto
+from simulator.broker import require_mosquitto
+from simulator.errors import MosquittoMissingError
 
 logger = logging.getLogger(__name__)
 

@@ -8,14 +8,8 @@ from typing import Any
 
 import pytest
 
-from controller.mqtt.commands import (
-    ENTITIES,
-    STOPS,
-    BadPayload,
-    SetRequest,
-    parse_entity,
-    request_fields,
-)
+from controller.errors import BadPayload
+from controller.mqtt.commands import ENTITIES, STOPS, SetRequest, parse_entity, request_fields
 from controller.mqtt.discovery import (
     SESSION_EVENT_TYPES,
     DeviceDescription,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from controller.mqtt.client import backoff_delays
+from controller.mqtt.client import MqttClient
 from controller.mqtt.settings import MqttSettings
 
 
@@ -84,9 +84,13 @@ def test_password_is_never_shown() -> None:
     assert settings.secrets() == ["hunter2"]
 
 
-def test_backoff_doubles_to_the_cap_with_jitter() -> None:
-    top = backoff_delays(1.0, 60.0, rng=lambda: 1.0)
-    assert [top(n) for n in range(8)] == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
-    bottom = backoff_delays(1.0, 60.0, rng=lambda: 0.0)
-    assert [bottom(n) for n in range(3)] == [0.5, 1.0, 2.0]
-    assert top(10_000) == 60.0  # never gives up, never overflows
+async def test_the_client_backs_off_from_min_to_max_with_jitter() -> None:
+    async def on_message(topic: str, payload: bytes, retained: bool) -> None:
+        del topic, payload, retained
+
+    settings = MqttSettings(reconnect_min=1.0, reconnect_max=60.0)
+    top = MqttClient(settings, subscriptions=[], on_message=on_message, rng=lambda: 1.0)
+    bottom = MqttClient(settings, subscriptions=[], on_message=on_message, rng=lambda: 0.0)
+    # The client's own rule is controller.backoff's (tested there): half to all of each step.
+    assert [next(top.backoff) for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert [next(bottom.backoff) for _ in range(3)] == [0.5, 1.0, 2.0]

@@ -20,28 +20,15 @@ reports ServiceGap, and the device comes back as after a reconnect, through a
 fresh ramp from zero, with no request from before the gap.
 
 Limits: a plan longer than the session limit (the child's 15 minutes, whatever
-the program) is refused before anything moves (:func:`check_fits`), naming a
+the program) is refused before anything moves (``check_fits``), naming a
 program that fits; a session the limit still ends (pauses count) ends as
 ``Outcome.CUT``, never as completed. A child's audience also leaves the
-butterfly out (no EMS for a child, :func:`check_profile`). The loop wakes when
-the safety layer's vibration burst rule changes what a belt may send
+butterfly out (no EMS for a child, ``check_profile``); both checks are in
+:mod:`controller.session.checks`. The loop wakes when the safety layer's
+vibration burst rule changes what a belt may send
 (``SafeDevice.next_burst_change``), so a burst ends on time.
 
-Time:
-
-- ``ScaledClock.now()`` is the *plan position*: (monotonic − start − time
-  paused) × speed. Cues, steps, the start/resume ramp, the fades and the
-  empty-pillow delay run on it, as do the simulated firmware's physics
-  (``Fleet(speed=N)``, ``Recorder(speed=N)``), so ``--speed N`` compresses a
-  whole session in simulation.
-- ``ScaledClock.wall()`` is the same without taking pauses out. The safety
-  layer's session limit (30 minutes adult, 15 child) runs on it: pauses
-  count, as controller.safety documents.
-- Protocol timers stay in real time whatever the speed: the drivers'
-  watchdogs, answer time-outs and retries, the butterfly's 100 ms B0 cadence,
-  the lease, the loop's 20 Hz pass, the reconnect backoff, and the EMS ramp
-  (at most 5 per 100 ms): the safety layer's ramp and heater bookkeeping
-  count real microseconds (see ``_SafetyClock``).
+Time runs on :class:`~controller.session.clock.ScaledClock` (see that module).
 """
 
 from __future__ import annotations
@@ -52,32 +39,37 @@ import dataclasses
 import functools
 import logging
 import math
-import time
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
+from controller.backoff import Backoff
 from controller.gc_quiet import quiet_gc
-from controller.profiles import (
-    DEFAULT_PROFILE,
-    EMS_KINDS,
-    Audience,
-    Profile,
-    check_contraindications,
-)
+from controller.profiles import DEFAULT_PROFILE, Profile
 from controller.safety import (
     Rule,
-    SafeDevice,
     SafetyLimits,
-    SessionClock,
     SessionSafety,
     Violation,
     scale_output,
     write_device_limits,
 )
-from controller.store import Outcome, Store
-from devices.capabilities import DeviceKind
+from controller.session.checks import check_fits, check_profile, limits_for
+from controller.session.clock import SafetyClock, ScaledClock, Timing
+from controller.session.history import SessionHistory
+from controller.session.lanes import Lane
+from controller.session.states import (
+    PAUSE_PILLOW_EMPTY,
+    PAUSE_USER,
+    DeviceSnapshot,
+    DeviceState,
+    Outcome,
+    RunnerEvent,
+    RunnerListener,
+    SessionResult,
+    SessionSnapshot,
+    SessionState,
+    output_channels,
+)
 from devices.drivers.base import Device
 from devices.errors import ConfigError, LinkError, MassagedError, SafetyError
 from devices.events import (
@@ -92,484 +84,17 @@ from devices.events import (
     StopButtonPressed,
     WatchdogTripped,
 )
-from devices.outputs import BeltOutput, ButterflyOutput, Output, PillowOutput
-from programs.timeline import DeviceTimeline, SessionPlan, StepSpan
+from devices.outputs import BeltOutput, PillowOutput
+from programs.timeline import SessionPlan, StepSpan
+
+if TYPE_CHECKING:
+    # Only for the annotations: controller.store imports Outcome from this package.
+    from controller.store import Store
 
 logger = logging.getLogger(__name__)
 
 SCALE_STEP = 0.1
 """How much one "+" or "-" changes the overall intensity scale."""
-PAUSE_USER = "user"
-PAUSE_PILLOW_EMPTY = "pillow_empty"
-
-
-# -- time ---------------------------------------------------------------------
-
-
-class ScaledClock:
-    """Session time: real seconds × speed, with (now) or without (wall) pauses taken out."""
-
-    def __init__(
-        self, speed: float = 1.0, *, monotonic: Callable[[], float] = time.monotonic
-    ) -> None:
-        if not math.isfinite(speed) or speed <= 0:
-            raise ConfigError(f"clock speed must be a positive number, not {speed}")
-        self.speed = speed
-        self._monotonic = monotonic
-        self._start: float | None = None
-        self._paused_total = 0.0
-        self._paused_at: float | None = None
-
-    def start(self) -> None:
-        """Time 0 is now."""
-        self._start = self._monotonic()
-        self._paused_total = 0.0
-        self._paused_at = None
-
-    @property
-    def started_at(self) -> float | None:
-        """The monotonic time of the start (None before it)."""
-        return self._start
-
-    @property
-    def paused(self) -> bool:
-        """True while the plan position stands still."""
-        return self._paused_at is not None
-
-    def real(self) -> float:
-        """Real seconds since the start (0 before it)."""
-        if self._start is None:
-            return 0.0
-        return max(0.0, self._monotonic() - self._start)
-
-    def wall(self) -> float:
-        """Session seconds since the start, pauses included (the safety limit's clock)."""
-        return self.real() * self.speed
-
-    def now(self) -> float:
-        """The plan position: session seconds since the start, pauses left out."""
-        if self._start is None:
-            return 0.0
-        # One reading, and a pause ends the count where it began: never a step back.
-        end = self._monotonic() if self._paused_at is None else self._paused_at
-        return max(0.0, end - self._start - self._paused_total) * self.speed
-
-    def pause(self) -> None:
-        """Stop the plan position (no-op while paused)."""
-        if self._paused_at is None:
-            self._paused_at = self._monotonic()
-
-    def resume(self) -> None:
-        """Let the plan position run again from where it stood."""
-        if self._paused_at is not None:
-            self._paused_total += self._monotonic() - self._paused_at
-            self._paused_at = None
-
-    def real_seconds(self, session_seconds: float) -> float:
-        """How many real seconds this many session seconds take."""
-        return session_seconds / self.speed
-
-
-class _SafetyClock(SessionClock):
-    """The safety layer's clock: the limit in session time, ramp microseconds in real time."""
-
-    def __init__(self, limit_s: float, clock: ScaledClock) -> None:
-        super().__init__(limit_s, now=clock.wall)
-        self._scaled = clock
-        self._real_start = clock.real()
-
-    def elapsed_us(self) -> int:
-        """Real microseconds since the start: the EMS ramp is a protocol rule, never scaled."""
-        return round((self._scaled.real() - self._real_start) * 1_000_000)
-
-
-@dataclass(frozen=True, slots=True)
-class Timing:
-    """Every duration the runner uses; (real) ones are wall-clock, (session) ones scale."""
-
-    tick_s: float = 0.05
-    """(real) Longest wait between two passes of the loop: about 20 Hz."""
-    min_pass_s: float = 0.002
-    """(real) Shortest wait between passes, however dense the cues."""
-    cue_lead_s: float = 0.0015
-    """(real) Wake this long before a cue and wait out the rest precisely (0: don't).
-
-    asyncio's timers wake up to a millisecond late (epoll rounds its time-out up to
-    whole milliseconds), which is most of the lateness of a cue on a quiet machine.
-    """
-    lease_s: float = 0.5
-    """(real) How long each pass keeps a healthy device fed."""
-    ems_tick_s: float = 0.1
-    """(real) The butterfly's SafeDevice.apply runs at least this often (EMS ramp)."""
-    heat_refresh_s: float = 1.0
-    """(real) A heated device is re-applied this often, so the heater limit is enforced."""
-    ramp_s: float = 2.0
-    """(session) A fresh ramp from zero after the start, a resume or a reconnect."""
-    fade_s: float = 1.5
-    """(session) The soft fade-out at a stop and at the end (the method ends softly)."""
-    empty_pause_s: float = 5.0
-    """(session) How long the pillow may stay empty before the session pauses."""
-    reconnect_first_s: float = 0.5
-    """(real) The first reconnect delay; it doubles after every failed attempt."""
-    reconnect_max_s: float = 8.0
-    """(real) The longest reconnect delay."""
-    fault_grace_s: float = 10.0
-    """(real) How long every device may be lost at once before the session ends as a fault."""
-    connect_timeout_s: float = 10.0
-    """(real) Time-out of one connect or reconnect."""
-    apply_timeout_s: float = 5.0
-    """(real) Time-out of one apply: past it the link counts as lost."""
-    stop_timeout_s: float = 3.0
-    """(real) Time-out of one stop."""
-    history_timeout_s: float = 5.0
-    """(real) Time-out of one history write."""
-
-
-# -- observable state ---------------------------------------------------------
-
-
-class SessionState(StrEnum):
-    """Where the session is."""
-
-    READY = "ready"
-    RUNNING = "running"
-    PAUSED = "paused"
-    STOPPING = "stopping"
-    ENDED = "ended"
-
-
-class DeviceState(StrEnum):
-    """Where one device of the session is."""
-
-    CONNECTING = "connecting"
-    RUNNING = "running"
-    PAUSED = "paused"
-    LOST = "lost"
-    """The link is gone; the runner is reconnecting."""
-    ENDED = "ended"
-    """The user pressed the device's own stop button: it stays off for the session."""
-    DROPPED = "dropped"
-    """Left out of the session (an EMS-only contraindication)."""
-    STOPPED = "stopped"
-    """The session is over."""
-
-
-@dataclass(frozen=True, slots=True)
-class RunnerEvent:
-    """Something that happened in a session, at plan position t."""
-
-    t: float
-    kind: str
-    device: str | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
-
-
-RunnerListener = Callable[[RunnerEvent], None]
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceSnapshot:
-    """One device as the live display shows it."""
-
-    name: str
-    kind: DeviceKind
-    state: DeviceState
-    output: dict[str, int | str]
-    """Channel -> value, named as in the recording format."""
-    link: str
-    """"up", "down" or "reconnecting"."""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSnapshot:
-    """The whole session at one moment, for the live display (and MQTT)."""
-
-    program_id: str
-    title: str
-    state: SessionState
-    step_index: int | None
-    step_label: str
-    step_count: int
-    elapsed: float
-    """Plan position in session seconds."""
-    remaining: float
-    """Session seconds left (the plan's end or the safety limit, whichever is sooner)."""
-    duration: float
-    scale: float
-    gentler_presses: int
-    gentler_factor: float
-    pause_reasons: tuple[str, ...]
-    devices: dict[str, DeviceSnapshot]
-
-
-@dataclass(frozen=True, slots=True)
-class SessionResult:
-    """How a session ended."""
-
-    outcome: Outcome
-    reason: str
-    elapsed: float
-    gentler_presses: int
-    session_id: int | None
-    audience: Audience
-    devices: dict[str, DeviceState]
-    violations: tuple[Violation, ...]
-    dropped: tuple[str, ...]
-
-
-def output_channels(output: Output) -> dict[str, int | str]:
-    """An output as channel -> value, named as in the recording format."""
-    if isinstance(output, BeltOutput):
-        channels: dict[str, int | str] = {
-            f"motor{i}": level for i, level in enumerate(output.levels, start=1)
-        }
-        channels["heater"] = int(output.heat)
-        return channels
-    if isinstance(output, PillowOutput):
-        return {
-            "speed": output.speed,
-            "direction": output.direction.value,
-            "heater": int(output.heat),
-        }
-    return {
-        "strength_a": output.a.strength,
-        "strength_b": output.b.strength,
-        "intensity_a": output.a.intensity,
-        "intensity_b": output.b.intensity,
-    }
-
-
-def _off(caps_output: Output) -> Output:
-    if isinstance(caps_output, BeltOutput):
-        return BeltOutput.off(len(caps_output.levels))
-    if isinstance(caps_output, PillowOutput):
-        return PillowOutput.off()
-    return ButterflyOutput.off()
-
-
-# -- profiles -----------------------------------------------------------------
-
-
-NO_EMS_FOR_A_CHILD = "no EMS for a child (massaged's rule)"
-
-
-def check_profile(
-    profile: Profile, kinds: Collection[DeviceKind], audience: str | None = None
-) -> frozenset[DeviceKind]:
-    """The kinds left out (an EMS-only contraindication, or EMS on a child: the profile's
-    or the program's audience); SafetyError when the session is refused."""
-    result = check_contraindications(profile, kinds)
-    general = [f for f in result.findings if not f.blocks <= EMS_KINDS]
-    if result.session_blocked or general:
-        raise SafetyError(
-            f"session refused for profile {profile.name!r}: " + "; ".join(result.messages)
-        )
-    for finding in result.findings:
-        logger.warning("the butterfly is left out: %s", finding.message)
-    dropped = result.blocked_kinds
-    if Audience.CHILD in (profile.audience, audience) and EMS_KINDS & set(kinds):
-        logger.warning("the butterfly is left out: %s", NO_EMS_FOR_A_CHILD)
-        dropped |= EMS_KINDS & set(kinds)
-    if dropped and dropped >= set(kinds):
-        raise SafetyError(
-            f"session refused for profile {profile.name!r}: no device is left "
-            f"({NO_EMS_FOR_A_CHILD})"
-        )
-    return dropped
-
-
-def check_fits(plan: SessionPlan, limits: SafetyLimits) -> None:
-    """SafetyError, naming an alternative, when the plan is longer than the session limit.
-
-    A program is refused up front rather than cut in the middle: its last stages (the
-    relaxation, the final stroking) would never play.
-    """
-    if plan.duration <= limits.session_limit_s + 1e-6:
-        return
-    who = "a child's" if limits.audience == Audience.CHILD else "an adult's"
-    message = (
-        f"{plan.program_id} lasts {plan.duration / 60:.1f} min, longer than {who} session "
-        f"limit of {limits.session_limit_s / 60:g} min: it would be cut before its end"
-    )
-    alternative = _program_for(limits.audience, plan.program_id)
-    if alternative is not None:
-        message += f"; run {alternative} instead"
-    raise SafetyError(message)
-
-
-def _program_for(audience: Audience, program_id: str) -> str | None:
-    """A built-in program for this audience to suggest instead ("<id>-child" first)."""
-    from programs import library
-
-    candidates = []
-    for program_ref in library.builtin_ids():
-        try:
-            program = library.get(program_ref).program
-        except MassagedError:
-            continue
-        if program.audience.value == audience.value:
-            candidates.append(program.id)
-    preferred = f"{program_id}-{audience.value}"
-    if preferred in candidates:
-        return preferred
-    return candidates[0] if candidates else None
-
-
-def limits_for(
-    profile: Profile, audience: str = Audience.ADULT, device_caps: Mapping[str, float] | None = None
-) -> SafetyLimits:
-    """The session's limits: the profile's, and a child's time limit for a child's program."""
-    limits = SafetyLimits.from_profile(profile, device_caps=device_caps)
-    if audience == Audience.CHILD and limits.audience != Audience.CHILD:
-        child = SafetyLimits(
-            audience=Audience.CHILD,
-            caps=limits.caps,
-            ems_max_raise_per_100ms=limits.ems_max_raise_per_100ms,
-        )
-        limits = limits.stricter(child)
-    return limits
-
-
-# -- history --------------------------------------------------------------------
-
-
-class _History:
-    """The session's history rows, written off the loop; a failed write is logged, never raised."""
-
-    def __init__(self, store: Store | None, timeout: float) -> None:
-        self._store = store
-        self._timeout = timeout
-        self.session_id: int | None = None
-        self._queue: asyncio.Queue[tuple[float, str, dict[str, Any]] | None] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    async def begin(
-        self,
-        program: str,
-        devices: list[str],
-        profile: str,
-        detail: dict[str, Any],
-        *,
-        simulated: bool = False,
-    ) -> None:
-        """Record the start; without a session id the rest is skipped."""
-        store = self._store
-        if store is None:
-            return
-        try:
-            async with asyncio.timeout(self._timeout):
-                self.session_id = await asyncio.to_thread(
-                    functools.partial(
-                        store.begin_session,
-                        program,
-                        devices,
-                        profile,
-                        detail=detail,
-                        simulated=simulated,
-                    )
-                )
-        except Exception as err:  # the massage must not depend on the history
-            logger.error("the session is not recorded in the history: %s", err)
-            return
-        self._task = asyncio.get_running_loop().create_task(
-            self._writer(store, self.session_id), name="session-history"
-        )
-
-    def add(self, t: float, kind: str, detail: dict[str, Any]) -> None:
-        """Queue one event row."""
-        if self._task is not None:
-            self._queue.put_nowait((round(t, 3), kind, detail))
-
-    async def _writer(self, store: Store, session_id: int) -> None:
-        while (item := await self._queue.get()) is not None:
-            t, kind, detail = item
-            try:
-                async with asyncio.timeout(self._timeout):
-                    await asyncio.to_thread(store.add_event, session_id, t, kind, detail)
-            except Exception as err:
-                logger.error("history: event %s not recorded: %s", kind, err)
-
-    async def finish(self, outcome: Outcome, gentler_presses: int, detail: dict[str, Any]) -> None:
-        """Write the queued events and the end; never raises."""
-        task, self._task = self._task, None
-        if task is not None:
-            self._queue.put_nowait(None)
-            try:
-                async with asyncio.timeout(self._timeout):
-                    await asyncio.shield(task)
-            except BaseException as err:
-                if isinstance(err, TimeoutError):
-                    logger.error("history: events still unwritten after %.0f s", self._timeout)
-                # Cancelled or timed out: the writer must not outlive the session.
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                if not isinstance(err, TimeoutError):
-                    raise
-        store, session_id = self._store, self.session_id
-        if store is None or session_id is None:
-            return
-        try:
-            async with asyncio.timeout(self._timeout):
-                await asyncio.to_thread(
-                    store.finish_session,
-                    session_id,
-                    outcome,
-                    gentler_presses=gentler_presses,
-                    detail=detail,
-                )
-        except Exception as err:  # a failed write must never stop a stop
-            logger.error("history: the end of session %d not recorded: %s", session_id, err)
-
-
-# -- the runner -------------------------------------------------------------------
-
-
-@dataclass(eq=False)
-class _Lane:
-    """One device in the session: its timeline, safety wrapper, worker and state."""
-
-    name: str
-    device: Device
-    timeline: DeviceTimeline
-    limits: SafetyLimits | None
-    state: DeviceState = DeviceState.CONNECTING
-    safe: SafeDevice | None = None
-    request: Output | None = None
-    """The latest output for the worker to send (before the safety layer)."""
-    posted: Output | None = None
-    """What the safety layer would make of request when it was posted."""
-    posted_at: float = -math.inf
-    """Real time of the last post."""
-    force: bool = False
-    ramp_from: float = 0.0
-    """Plan position of the last fresh start (ramp from zero)."""
-    empty_since: float | None = None
-    """Wall session time the pillow became empty."""
-    heat_override: bool | None = None
-    """The user's heater choice for this session (None: as the program says)."""
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    worker: asyncio.Task[None] | None = None
-    reconnect: asyncio.Task[None] | None = None
-    closing: bool = False
-    warned: set[str] = field(default_factory=set)
-    remove_listener: Callable[[], None] | None = None
-
-    @property
-    def kind(self) -> DeviceKind:
-        """The device's kind."""
-        return self.device.kind
-
-    @property
-    def off(self) -> Output:
-        """This device's all-off output."""
-        first = self.timeline.cues[0].output if self.timeline.cues else None
-        if first is not None:
-            return _off(first)
-        if self.kind == DeviceKind.BELT:
-            return BeltOutput.off(len(self.timeline.capabilities.motors))
-        return PillowOutput.off() if self.kind == DeviceKind.PILLOW else ButterflyOutput.off()
 
 
 class SessionRunner:
@@ -603,10 +128,10 @@ class SessionRunner:
         """On simulated devices: marked so in the history, never counted toward a course."""
         self._scale = _unit(scale)
         self._lanes = [
-            _Lane(name, device, plan.timelines[name], (device_limits or {}).get(name))
+            Lane(name, device, plan.timelines[name], (device_limits or {}).get(name))
             for name, device in devices.items()
         ]
-        self._history = _History(store, self.timing.history_timeout_s)
+        self._history = SessionHistory(store, self.timing.history_timeout_s)
         self._listeners: list[RunnerListener] = []
         self.safety: SessionSafety | None = None
         self.state = SessionState.READY
@@ -643,6 +168,11 @@ class SessionRunner:
         return remove
 
     @property
+    def devices(self) -> dict[str, Device]:
+        """The session's devices by name (those left out of it included)."""
+        return {lane.name: lane.device for lane in self._lanes}
+
+    @property
     def scale(self) -> float:
         """The user's overall intensity, 0..1 (below the profile's caps)."""
         return self._scale
@@ -670,7 +200,7 @@ class SessionRunner:
                 output=output_channels(lane.device.output)
                 if lane.device.is_connected
                 else output_channels(lane.off),
-                link=_link_word(lane),
+                link=lane.link_word,
             )
             for lane in self._lanes
         }
@@ -786,7 +316,7 @@ class SessionRunner:
                 self._event("emergency_stop", detail={})
             self._wake.set()
 
-    async def _estop_lane(self, lane: _Lane) -> None:
+    async def _estop_lane(self, lane: Lane) -> None:
         if not lane.device.is_connected:
             return  # nothing can be sent; a lost device stops by its own watchdog
         try:
@@ -845,7 +375,7 @@ class SessionRunner:
         lane = self._lane(name)
         return self.limits if lane.limits is None else self.limits.stricter(lane.limits)
 
-    def _lane(self, name: str) -> _Lane:
+    def _lane(self, name: str) -> Lane:
         for lane in self._lanes:
             if lane.name == name:
                 return lane
@@ -874,7 +404,7 @@ class SessionRunner:
                 logger.warning("%s: the device's own limit is not written yet: %s", name, err)
         return self.lane_limits(name)
 
-    def _active_lanes(self) -> list[_Lane]:
+    def _active_lanes(self) -> list[Lane]:
         return [lane for lane in self._lanes if lane.state != DeviceState.DROPPED]
 
     async def _start(self) -> None:
@@ -886,7 +416,7 @@ class SessionRunner:
         self.clock.start()
         self.safety = SessionSafety(
             self.limits,
-            clock=_SafetyClock(self.limits.session_limit_s, self.clock),
+            clock=SafetyClock(self.limits.session_limit_s, self.clock),
             on_violation=self._on_violation,
         )
         await self._history.begin(
@@ -929,7 +459,7 @@ class SessionRunner:
         )
         self._event("start", detail={"devices": [lane.name for lane in lanes]}, history=False)
 
-    async def _connect_first(self, lane: _Lane) -> None:
+    async def _connect_first(self, lane: Lane) -> None:
         try:
             if not lane.device.is_connected:
                 await lane.device.connect(timeout=self.timing.connect_timeout_s)
@@ -1011,7 +541,7 @@ class SessionRunner:
         while lead and not self._wake.is_set() and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0)
 
-    def _drive(self, lane: _Lane, t: float, real: float) -> None:
+    def _drive(self, lane: Lane, t: float, real: float) -> None:
         """Post the output due now if the safe output changed; renew the lease."""
         safe = lane.safe
         assert safe is not None
@@ -1021,12 +551,13 @@ class SessionRunner:
         cue = lane.timeline.cue_at(t)
         base = cue.output if cue is not None else lane.off
         if lane.heat_override is not None and isinstance(base, BeltOutput | PillowOutput):
+            # The output types with a heater field (set_heat refuses a device without one).
             base = dataclasses.replace(base, heat=lane.heat_override)
         request = scale_output(base, self._factor(lane, t))
         decided = safe.clamp(request)
         due = lane.force or decided != lane.posted
-        if lane.kind == DeviceKind.BUTTERFLY:
-            # Every pass that is half an EMS tick on: never more than ems_tick_s apart.
+        if lane.timeline.capabilities.ems_channels:
+            # EMS: every pass that is half an EMS tick on, never more than ems_tick_s apart.
             due = due or real - lane.posted_at >= self.timing.ems_tick_s / 2
         elif safe.sent is not None and getattr(safe.sent, "heat", False):
             due = due or real - lane.posted_at >= self.timing.heat_refresh_s
@@ -1041,7 +572,7 @@ class SessionRunner:
             lane.force = False
             lane.wake.set()
 
-    def _factor(self, lane: _Lane, t: float) -> float:
+    def _factor(self, lane: Lane, t: float) -> float:
         """The runner's envelope: scale × fresh ramp × fade (never above 1)."""
         timing = self.timing
         factor = self._scale * _unit((t - lane.ramp_from) / timing.ramp_s if timing.ramp_s else 1)
@@ -1168,7 +699,7 @@ class SessionRunner:
                 lane.ramp_from = t
                 lane.posted = None
 
-    async def _zero(self, lane: _Lane) -> None:
+    async def _zero(self, lane: Lane) -> None:
         """SafeDevice.stop() after any send in flight: the device at zero, its ramp reset."""
         safe = lane.safe
         if safe is None or not lane.device.is_connected:
@@ -1184,7 +715,7 @@ class SessionRunner:
 
     # -- devices ----------------------------------------------------------------------
 
-    async def _worker(self, lane: _Lane) -> None:
+    async def _worker(self, lane: Lane) -> None:
         """Send the latest request of one device, one at a time."""
         while True:
             await lane.wake.wait()
@@ -1212,7 +743,7 @@ class SessionRunner:
                         lane.warned.add(str(err))
                         logger.warning("%s: %s", lane.name, err)
 
-    def _lost(self, lane: _Lane, reason: str) -> None:
+    def _lost(self, lane: Lane, reason: str) -> None:
         """The link is gone: no more lease; reconnect in the background."""
         lane.device.revoke_lease()
         if self._ending or lane.state in (
@@ -1229,18 +760,19 @@ class SessionRunner:
         self._start_reconnect(lane)
         self._wake.set()
 
-    def _start_reconnect(self, lane: _Lane) -> None:
+    def _start_reconnect(self, lane: Lane) -> None:
         if lane.reconnect is None or lane.reconnect.done():
             lane.reconnect = asyncio.get_running_loop().create_task(
                 self._reconnect(lane), name=f"{lane.name}:reconnect"
             )
 
-    async def _reconnect(self, lane: _Lane) -> None:
+    async def _reconnect(self, lane: Lane) -> None:
         """Reconnect with backoff; bring the device back only through a fresh ramp from zero."""
-        delay = self.timing.reconnect_first_s
+        backoff = Backoff(self.timing.reconnect_first_s, self.timing.reconnect_max_s)
         attempt = 0
         while not self._ending:
             attempt += 1
+            delay = next(backoff)
             logger.info("%s: reconnect attempt %d in %.1f s", lane.name, attempt, delay)
             await asyncio.sleep(delay)
             if self._ending:
@@ -1253,7 +785,6 @@ class SessionRunner:
                     await lane.safe.stop()
             except (MassagedError, OSError, TimeoutError) as err:
                 logger.info("%s: reconnect attempt %d failed: %s", lane.name, attempt, err)
-                delay = min(delay * 2, self.timing.reconnect_max_s)
                 continue
             if self._ending or lane.state != DeviceState.LOST:
                 return
@@ -1266,7 +797,7 @@ class SessionRunner:
             self._wake.set()
             return
 
-    def _on_device_event(self, lane: _Lane, event: DeviceEvent) -> None:
+    def _on_device_event(self, lane: Lane, event: DeviceEvent) -> None:
         """A device's own event (called by its driver, on the loop)."""
         if isinstance(event, StopButtonPressed):
             lane.device.revoke_lease()
@@ -1317,7 +848,7 @@ class SessionRunner:
             if lane.state == DeviceState.RUNNING:
                 lane.device.lapse_lease(f"the session loop ran {late:.2f} s late")
 
-    def _on_occupancy(self, lane: _Lane, event: PillowOccupancy) -> None:
+    def _on_occupancy(self, lane: Lane, event: PillowOccupancy) -> None:
         # Re-decide this device's output at once: the safety layer stops kneading on an
         # empty pillow now, not at the next cue (nor only at the 5 s pause).
         lane.force = True
@@ -1415,7 +946,7 @@ class SessionRunner:
         logger.info("session ended: %s (%s) at %.1f s", outcome.value, reason, t)
         self.done.set()
 
-    async def _final_stop(self, lane: _Lane) -> None:
+    async def _final_stop(self, lane: Lane) -> None:
         lane.device.revoke_lease()
         if not lane.device.is_connected:
             return
@@ -1456,12 +987,6 @@ def _unit(value: float) -> float:
     if math.isnan(value):
         return 0.0
     return min(1.0, max(0.0, value))
-
-
-def _link_word(lane: _Lane) -> str:
-    if lane.device.is_connected:
-        return "up"
-    return "reconnecting" if lane.state == DeviceState.LOST else "down"
 
 
 async def _reap(tasks: list[asyncio.Task[None]]) -> None:

@@ -1,0 +1,247 @@
+"""Simulated DG-LAB Coyote 2.0 firmware (docs/protocols/coyote-v2.md), sans-IO.
+
+What the unit does, as the vendor describes it, and our choices where it is silent:
+
+- 0x1504 write: both strengths S (0..2047) are applied at once and kept, also
+  above 1400: the unit has no limit of its own (rule 1), so a host that wrote
+  more shows it in the recording. Every strength write is answered with a
+  notify of the strengths now held; so is any change the host did not make
+  (``turn_wheel``, a fault: the Coyote 2 has no documented wheel).
+- 0x1505 / 0x1506 write: that channel's waveform [X, Y, Z] (Z up to 31, taken
+  as written) for exactly 100 ms, per channel; a write at the very instant the
+  last one runs out continues the output without a gap, a later one finds the
+  channel already silent. Which characteristic feeds which channel is the
+  codec's one constant, ``WAVEFORM_UUID_BY_CHANNEL``.
+- Output per channel: ``round(strength * Z / 20)`` while its waveform is fresh
+  and not silent (X or Z 0), where strength is S / 7 rounded up (massaged's
+  0..200 units, so recordings read like EB1's: ``strength_a``, ``output_a``...).
+- A dropped link changes nothing by itself: the waveforms run out within
+  100 ms, the strengths stay (the host sets them to 0 at its next connect).
+- The advertisement carries the local name only, no service UUID, as the real
+  unit's; the battery drains with the output and is notified on change.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from devices.capabilities import DeviceKind
+from devices.errors import FrameError
+from devices.protocols import coyote_v2 as cv2
+from simulator.firmware.base import Firmware
+from simulator.firmware.physics import PHYSICS_STEP, reported_percent
+from simulator.recording import Recorder
+
+logger = logging.getLogger(__name__)
+
+EXPIRY_SLACK = 1e-9
+"""Seconds of float rounding forgiven when a waveform lands on the expiry instant."""
+CHANNELS = ("a", "b")
+
+
+def _raw_strengths(a: int, b: int) -> bytes:
+    """The strengths as the unit reports them (not refused past 1400: it has no limit)."""
+    return ((a << 11) | b).to_bytes(3, "little")
+
+
+class CoyoteV2Firmware(Firmware):
+    """A Coyote V2: strengths kept, each channel's waveform lasts 100 ms."""
+
+    kind = DeviceKind.BUTTERFLY
+    ble_model = "coyote_v2"
+    advertises_services = False
+
+    output_drain: float = 100.0 / 10800.0
+    """Battery % per simulated second with both channels at full output (three hours)."""
+
+    def __init__(
+        self,
+        device_id: str,
+        *,
+        name: str = cv2.BLE_NAME,
+        battery: int = 100,
+        recorder: Recorder | None = None,
+        speed: float = 1.0,
+        now: float = 0.0,
+    ) -> None:
+        if not 0 <= battery <= 100:
+            raise ValueError(f"battery must be 0..100, not {battery}")
+        super().__init__(device_id, recorder=recorder, speed=speed, now=now)
+        self.ble_name = name
+        self.service_uuids = ()
+        self._wire = [0, 0]
+        self._waves: list[cv2.Waveform | None] = [None, None]
+        self._expiry: list[float | None] = [None, None]
+        self._battery = float(battery)
+        self._battery_reported = self.battery
+        self.strength_writes = 0
+        self.waveform_writes = [0, 0]
+        self.max_wire_strength = 0
+        """The highest S ever held (a host past 1400 shows here)."""
+        self.max_z = 0
+        """The highest pulse width Z ever written (a host past 20 shows here)."""
+        self._record(now)
+
+    # -- state seen from outside ------------------------------------------------
+
+    @property
+    def wire_strengths(self) -> tuple[int, int]:
+        """S of channels A and B as held (0..2047)."""
+        return (self._wire[0], self._wire[1])
+
+    @property
+    def strengths(self) -> tuple[int, int]:
+        """Strengths A and B in massaged units (S / 7 rounded up)."""
+        return (cv2.from_wire_strength(self._wire[0]), cv2.from_wire_strength(self._wire[1]))
+
+    @property
+    def waveforms(self) -> tuple[cv2.Waveform | None, cv2.Waveform | None]:
+        """The waveform each channel plays now (None once it ran out)."""
+        return (self._waves[0], self._waves[1])
+
+    @property
+    def effective_outputs(self) -> tuple[int, int]:
+        """What channels A and B put out now."""
+        return (self._effective(0), self._effective(1))
+
+    @property
+    def is_quiet(self) -> bool:
+        """True when neither channel stimulates (a held strength alone puts out nothing)."""
+        return self.effective_outputs == (0, 0)
+
+    @property
+    def battery(self) -> int:
+        """Battery percent as reported (rounded up)."""
+        return reported_percent(self._battery)
+
+    # -- wire -----------------------------------------------------------------------
+
+    def receive(self, data: bytes, now: float, source: str | None = None) -> None:
+        """A write to 0x1504 (strengths) or to a channel's waveform characteristic."""
+        self._advance(now, inclusive=False)
+        source = (source or "").lower()
+        logger.debug("%s <- %s %s", self.device_id, source, data.hex())
+        try:
+            if source == cv2.STRENGTH_UUID:
+                self._on_strengths(cv2.decode_strengths(data), now)
+            elif source in cv2.WAVEFORM_UUID_BY_CHANNEL:
+                channel = cv2.WAVEFORM_UUID_BY_CHANNEL.index(source)
+                self._on_waveform(channel, cv2.decode_waveform(data), now)
+            else:
+                logger.debug("%s: ignored a write to %s", self.device_id, source)
+        except FrameError as err:
+            logger.debug("%s: ignored a bad write: %s", self.device_id, err)
+
+    def tick(self, now: float) -> None:
+        """Run out the waveforms and advance the battery to now."""
+        self._advance(now, inclusive=True)
+
+    def next_deadline(self, now: float) -> float:
+        """The instant a waveform runs out, or the next physics step."""
+        deadline = now + PHYSICS_STEP
+        for expiry in self._expiry:
+            if expiry is not None:
+                deadline = min(deadline, expiry)
+        return deadline
+
+    def read_attribute(self, uuid: str, now: float) -> bytes:
+        """GATT read: battery, strengths, or the last waveform written to a channel."""
+        self._advance(now, inclusive=True)
+        uuid = uuid.lower()
+        if uuid == cv2.BATTERY_UUID:
+            return bytes((self.battery,))
+        if uuid == cv2.STRENGTH_UUID:
+            return _raw_strengths(*self._wire)
+        if uuid in cv2.WAVEFORM_UUID_BY_CHANNEL:
+            wave = self._waves[cv2.WAVEFORM_UUID_BY_CHANNEL.index(uuid)]
+            return bytes(3) if wave is None else cv2.encode_waveform(wave)
+        return super().read_attribute(uuid, now)
+
+    # -- faults ----------------------------------------------------------------------
+
+    def turn_wheel(self, a: int | None, b: int | None, now: float) -> None:
+        """A strength change the host did not write (massaged units; None leaves one).
+
+        The Coyote 2 has no documented wheel; this stands for whatever else could change
+        it (another app, a firmware fault). The unit notifies it like any change.
+        """
+        self._advance(now, inclusive=True)
+        for ch, value in enumerate((a, b)):
+            if value is not None:
+                self._wire[ch] = max(0, min(value * cv2.WIRE_STEP, cv2.FIELD_MAX))
+        self._record(now)
+        self._notify_strengths()
+
+    def set_battery(self, percent: float, now: float) -> None:
+        """Force the battery charge in percent."""
+        self._advance(now, inclusive=True)
+        self._battery = max(0.0, min(100.0, float(percent)))
+        self._report_battery()
+
+    # -- messages ------------------------------------------------------------------------
+
+    def _on_strengths(self, values: tuple[int, int], now: float) -> None:
+        self.strength_writes += 1
+        self._wire = [values[0], values[1]]
+        self.max_wire_strength = max(self.max_wire_strength, *values)
+        self._record(now)
+        self._notify_strengths()
+
+    def _on_waveform(self, channel: int, wave: cv2.Waveform, now: float) -> None:
+        self.waveform_writes[channel] += 1
+        self.max_z = max(self.max_z, wave.z)
+        self._waves[channel] = wave
+        self._expiry[channel] = now + cv2.WAVEFORM_EXPIRY
+        self._record(now)
+
+    def _notify_strengths(self) -> None:
+        self.outbox.append((cv2.STRENGTH_UUID, _raw_strengths(*self._wire)))
+
+    def _report_battery(self) -> None:
+        if self.battery != self._battery_reported:
+            self._battery_reported = self.battery
+            self.outbox.append((cv2.BATTERY_UUID, bytes((self.battery,))))
+
+    # -- outputs -------------------------------------------------------------------------
+
+    def _effective(self, ch: int) -> int:
+        wave = self._waves[ch]
+        if wave is None or wave.is_silent:
+            return 0
+        return round(cv2.from_wire_strength(self._wire[ch]) * wave.z / cv2.MAX_Z)
+
+    def _record(self, now: float) -> None:
+        strengths = self.strengths
+        for ch, name in enumerate(CHANNELS):
+            self._set_output(f"strength_{name}", strengths[ch], now)
+            self._set_output(f"output_{name}", self._effective(ch), now)
+
+    # -- time ------------------------------------------------------------------------------
+
+    def _advance(self, now: float, *, inclusive: bool) -> None:
+        # Run out the waveforms in the order they expire, with the battery up to each.
+        while True:
+            due = [
+                (expiry, ch)
+                for ch, expiry in enumerate(self._expiry)
+                if expiry is not None
+                and (expiry <= now if inclusive else expiry < now - EXPIRY_SLACK)
+            ]
+            if not due:
+                break
+            expiry, ch = min(due)
+            self._physics_to(expiry)
+            self._waves[ch] = None
+            self._expiry[ch] = None
+            self._record(expiry)
+        self._physics_to(now)
+
+    def _physics_to(self, t: float) -> None:
+        if t <= self._last_physics:
+            return
+        # The output is constant between writes and expiries, so one step is exact.
+        load = (self._effective(0) + self._effective(1)) / (2.0 * cv2.MAX_STRENGTH)
+        dt = self._physics_dt(t)
+        if load > 0:
+            self._battery = max(0.0, self._battery - self.output_drain * load * dt)
+            self._report_battery()

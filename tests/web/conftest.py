@@ -1,0 +1,240 @@
+"""Browser tests: the page as a person uses it, served by a real daemon beside the simulator.
+
+The browser is the system's Chromium (``apt-get install chromium``; ``./dev test``
+installs it), driven by Playwright for Python with that executable: Playwright's own
+browser download is not used. A missing Chromium fails these tests, it never skips
+them. One browser per pytest process (xdist worker); each test gets a fresh context.
+Each stack (simulator, daemon and its web port) lives in a private temporary folder
+on a free port, so the tests run in parallel.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.daemon_processes import ROOT, Setup, private_env, stop_processes
+
+CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/snap/bin/chromium")
+SCREENSHOTS = ROOT / "docs" / "web"
+PHONE = {"width": 360, "height": 740}
+DESKTOP = {"width": 1280, "height": 800}
+
+
+def chromium_executable() -> str:
+    """The system Chromium ($MASSAGED_CHROMIUM first); fails the test when there is none."""
+    wanted = os.environ.get("MASSAGED_CHROMIUM")
+    candidates = [wanted] if wanted else [*CHROMIUM_PATHS, shutil.which("chromium") or ""]
+    for path in candidates:
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    pytest.fail(
+        "Chromium not found (looked for "
+        + ", ".join(c for c in candidates if c)
+        + "): the browser tests need it. Install it (Debian/Ubuntu: apt-get install chromium; "
+        "./dev test does this) or set MASSAGED_CHROMIUM to its executable.",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for this pytest process."""
+    executable = chromium_executable()
+    # Chromium refuses to run as root with its sandbox (containers, CI).
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=args, timeout=30_000)
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+class ThreadedSetup(Setup):
+    """Setup whose control-socket calls run in a thread of their own.
+
+    Playwright's sync API keeps an event loop marked as running on this thread, where
+    asyncio.run (Setup.api) would refuse to start another.
+    """
+
+    def api(self, command: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(Setup.api, self, command, payload).result(timeout=60)
+
+
+@dataclass
+class WebStack:
+    """A simulator, a daemon with its web page, and where to find them."""
+
+    setup: Setup
+    url: str
+    speed: float
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The simulator's recording so far."""
+        return self.setup.rows()
+
+    def session_t(self) -> float:
+        """Now, on the recording's clock (session seconds: the simulator's speed applies)."""
+        return (time.monotonic() - self.setup.t0) * self.speed
+
+    def api(self, command: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A command over the control socket (as the command line sends it)."""
+        return self.setup.api(command, payload)
+
+
+def start_stack(
+    prefix: str,
+    *,
+    speed: float = 1.0,
+    auto_pair: bool = True,
+    lan: bool = False,
+    programs_dir: bool = False,
+) -> contextlib.AbstractContextManager[WebStack]:
+    """`massaged simulate` and `massaged daemon --simulator` with the page on a free port."""
+    return _stack(prefix, speed, auto_pair, lan, programs_dir)
+
+
+@contextlib.contextmanager
+def _stack(
+    prefix: str, speed: float, auto_pair: bool, lan: bool, programs_dir: bool
+) -> Iterator[WebStack]:
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    env = {
+        **private_env(folder),
+        "MASSAGED_WEB_PORT": "0",  # any free port: the daemon says which in `status`
+        "MASSAGED_WEB_HOST": "127.0.0.1",
+        "MASSAGED_WEB_LAN": "true" if lan else "false",
+    }
+    if programs_dir:
+        (folder / "programs").mkdir()
+        env["MASSAGED_PROGRAMS_DIR"] = str(folder / "programs")
+    setup = ThreadedSetup(folder, env)
+    try:
+        sim = setup.start("simulate", "--record", str(setup.record), "--speed", f"{speed:g}")
+        assert sim.stdout is not None
+        assert sim.stderr is not None
+        for _ in range(3):  # one line per simulated device
+            json.loads(sim.stdout.readline())
+        match = re.search(r"monotonic ([0-9.]+)", sim.stderr.readline())
+        assert match, "the simulator did not say where its recording starts"
+        setup.t0 = float(match.group(1))
+        args = ["daemon", "--simulator", "--speed", f"{speed:g}"]
+        if auto_pair:
+            args.append("--auto-pair")
+        with setup.log.open("w") as log:  # the daemon keeps its own copy of the descriptor
+            setup.start(*args, stderr=log)
+        if auto_pair:
+            setup.wait_devices_up(3)
+        url = wait_web_url(setup)
+        yield WebStack(setup, url, speed)
+    finally:
+        stop_processes(setup.procs)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def wait_web_url(setup: Setup, timeout: float = 20.0) -> str:
+    """The page's address, from the daemon's status (port 0: chosen by the system)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = setup.api("status")
+        except Exception:  # not listening yet
+            time.sleep(0.1)
+            continue
+        url = last["data"]["daemon"].get("web") if isinstance(last, dict) else None
+        if url:
+            return str(url)
+        time.sleep(0.1)
+    log = setup.log.read_text() if setup.log.exists() else ""
+    raise AssertionError(f"no web page in {timeout} s: {last}\n{log[-2000:]}")
+
+
+@pytest.fixture
+def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
+    """Open the page at a path in a fresh context; JavaScript errors fail the test."""
+    contexts = []
+    errors: list[str] = []
+
+    def opener(
+        url: str,
+        *,
+        viewport: dict[str, int] | None = None,
+        dark: bool = False,
+        locale: str = "en-GB",
+    ) -> Page:
+        context = browser.new_context(
+            viewport=viewport or PHONE,  # type: ignore[arg-type]
+            color_scheme="dark" if dark else "light",
+            locale=locale,
+            reduced_motion="reduce",
+        )
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda err: errors.append(f"page error: {err}"))
+        page.on(
+            "console",
+            lambda msg: errors.append(f"console {msg.type}: {msg.text}")
+            if msg.type == "error" and "status of 4" not in msg.text
+            else None,
+        )
+        page.goto(url)
+        page.wait_for_selector("main[aria-busy='false']")
+        return page
+
+    yield opener
+    for context in contexts:
+        context.close()
+    assert not errors, "\n".join(errors)
+
+
+def shoot(page: Page, name: str) -> None:
+    """A screenshot for docs/web.md (the visible viewport, as a phone or a desktop shows it)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    # No blinking caret or half-run transitions in the pictures.
+    page.wait_for_timeout(150)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), animations="disabled", caret="hide")
+
+
+def last_values(rows: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:
+    """Each (device, channel)'s last recorded value."""
+    last: dict[tuple[str, str], Any] = {}
+    for row in rows:
+        last[(row["device"], row["channel"])] = row["value"]
+    return last
+
+
+def felt_outputs(last: dict[tuple[str, str], Any]) -> dict[tuple[str, str], Any]:
+    """The outputs still on: an EB1 keeps its strength setting, the body feels output_a/b."""
+    return {
+        key: value
+        for key, value in last.items()
+        if isinstance(value, int) and value and not key[1].startswith("strength")
+    }
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    """Poll check() until it returns something true; its last answer in the failure."""
+    deadline = time.monotonic() + timeout
+    result = check()
+    while not result and time.monotonic() < deadline:
+        time.sleep(0.05)
+        result = check()
+    assert result, f"not within {timeout} s: {what}"
+    return result
