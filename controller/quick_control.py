@@ -69,7 +69,7 @@ SIMPLE_COMMANDS: dict[str, tuple[str, str]] = {
 CONFIG_ENV = "MASSAGED_CONFIG"
 CONFIG_FILENAME = "config.toml"
 DAEMON_ENV_PREFIX = "MASSAGED_DAEMON_"
-SECTIONS = frozenset({"daemon", "store", "session", "mqtt"})
+SECTIONS = frozenset({"daemon", "store", "session", "mqtt", "web"})
 DAEMON_KEYS = frozenset(
     {
         "socket",

@@ -1,33 +1,28 @@
 """A session run from a Python script: the same checks, runner and safety layer as ``massaged run``.
 
-:func:`prepare_program` does what the command line and the daemon do before a
-session, in the same order, and refuses the same things: a postponement or an
-unconfirmed question (controller.readiness), a contraindication
-(check_profile), a plan longer than the session limit (check_fits). It returns
-a :class:`~controller.session.SessionRunner` that has moved nothing yet; every
-output then goes through the one safety layer (the profile's caps, the EMS
-ramp, the burst and heater rules, the time limit). :func:`run_program` plays it
-to its end. There is no way around those rules here: the caller confirms, as a
-person on the command line does, and may only make things gentler (scale).
+:func:`prepare_program` prepares it as the command line and the daemon do
+(controller.session_setup.prepare_session), so it refuses the same things: a
+postponement or an unconfirmed question (controller.readiness), a
+contraindication (check_profile), a plan longer than the session limit
+(check_fits). It returns a :class:`~controller.session.SessionRunner` that has
+moved nothing yet; every output then goes through the one safety layer (the
+profile's caps, the EMS ramp, the burst and heater rules, the time limit).
+:func:`run_program` plays it to its end. There is no way around those rules
+here: the caller confirms, as a person on the command line does, and may only
+make things gentler (scale).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
 
-from controller.profiles import DEFAULT_PROFILE, Profile, painful_body_side
+from controller.profiles import DEFAULT_PROFILE, Profile
 from controller.readiness import Confirm, postponement, questions
-from controller.session import (
-    RunnerListener,
-    SessionResult,
-    SessionRunner,
-    check_fits,
-    check_profile,
-)
+from controller.session import RunnerListener, SessionResult, SessionRunner
+from controller.session_setup import prepare_session
 from controller.store import Store
 from devices.drivers.base import Device
 from devices.errors import ConfigError, LinkError, SafetyError
@@ -72,36 +67,25 @@ async def prepare_program(
         from programs.library import resolve
 
         program = resolve(str(program)).program
-    _check_ready(
+    given = {
+        Confirm.WELL_TODAY: well_today,
+        Confirm.ACCEPT_CAUTION: accept_caution,
+        Confirm.OVERRIDE_SPACING: override_spacing,
+    }
+    # The same rules prepare_session applies again; asked here first for a refusal that
+    # names this function's argument rather than the command line's flag.
+    _check_ready(profile, store, given, simulated=simulated)
+    return await prepare_session(
+        program,
         profile,
-        store,
-        {
-            Confirm.WELL_TODAY: well_today,
-            Confirm.ACCEPT_CAUTION: accept_caution,
-            Confirm.OVERRIDE_SPACING: override_spacing,
-        },
-        simulated=simulated,
-    )
-    capabilities = {name: device.capabilities for name, device in devices.items()}
-    # Before anything moves: a refused session never touches a device.
-    check_profile(profile, {caps.kind for caps in capabilities.values()}, program.audience.value)
-    from programs.render import render
-
-    # Rendering many devices takes a while: off the loop, as the daemon does.
-    plan = await asyncio.to_thread(
-        render, program, capabilities, painful_side=painful_body_side(profile)
-    )
-    runner = SessionRunner(
-        plan,
         devices,
-        profile=profile,
         store=store,
+        confirmed=lambda confirm: given.get(confirm, False),
         speed=speed,
         scale=scale,
         simulated=simulated,
+        field_hint=False,
     )
-    check_fits(plan, runner.limits)
-    return runner
 
 
 def _check_ready(

@@ -26,6 +26,7 @@ RUNS: dict[str, list[str]] = {
     "stop": ["--devices", "3", "--trials", "2"],
     "mqtt_latency": ["--trials", "3", "--settle", "0.5", "--brokers", "default"],
     "footprint": ["--idle-seconds", "1", "--session-seconds", "1"],
+    "web_stop": ["--trials", "2"],
 }
 
 
@@ -148,3 +149,17 @@ def test_footprint(runs: dict[str, Run]) -> None:
     baseline = result["baseline"]
     assert 0 < baseline["startup_s"] < 60
     assert 1 < baseline["idle"]["rss_mb"] < daemon["idle"]["rss_mb"]
+
+
+def test_web_stop(runs: dict[str, Run]) -> None:
+    result = runs["web_stop"].result()
+    assert result["devices"] == 3
+    fronts = result["results"]["emergency_stop"]
+    assert set(fronts) == {"socket", "http", "ws"}
+    for stats in fronts.values():
+        check_stats(stats, n=2)
+        assert stats["missed"] == 0
+    load = result["first_load"]
+    assert load["sizes"]["/"] > 0
+    assert load["by_kind"]["js"] > 0
+    assert load["bytes"] == sum(load["sizes"].values())

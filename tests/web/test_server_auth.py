@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import BadConfigError, load_config
+from controller.api import EmptyRequest
+from controller.config import load_config
+from controller.errors import BadConfigError
 from controller.web.auth import (
     LOGIN_FAILURES_PER_CLIENT,
     LOGIN_WINDOW_S,
@@ -31,9 +33,12 @@ from tests.web.server_fixtures import WebClient, bare_daemon, client, serving
 async def lan(tmp_path: Path) -> AsyncIterator[tuple[WebServer, WebClient, str]]:
     """A server in LAN mode (login needed), on loopback; and its token."""
     token = TokenFile(token_path(tmp_path)).renew()
-    async with bare_daemon(tmp_path) as daemon, serving(daemon, tmp_path, lan=True) as server:
-        async with client(server) as c:
-            yield server, c, token
+    async with (
+        bare_daemon(tmp_path) as daemon,
+        serving(daemon, tmp_path, lan=True) as server,
+        client(server) as c,
+    ):
+        yield server, c, token
 
 
 async def test_lan_mode_refuses_everything_but_stop_without_login(
@@ -261,9 +266,7 @@ async def test_the_daemon_serves_the_page_from_start_to_close(tmp_path: Path) ->
         probe.bind(("127.0.0.1", int(url.rsplit(":", 1)[1].strip("/"))))  # the port is free again
 
 
-def _empty() -> object:
-    from controller.api import EmptyRequest
-
+def _empty() -> EmptyRequest:
     return EmptyRequest()
 
 

@@ -10,6 +10,7 @@ import pytest
 from controller import api
 from controller.daemon import Daemon
 from controller.web.server import WebServer
+from controller.web.settings import WebSettings
 from tests.web.server_fixtures import WebClient, bare_daemon, client, serving
 
 GOOD_PROGRAM = """\
@@ -33,9 +34,12 @@ duration_s = 10
 
 @pytest.fixture
 async def web(tmp_path: Path) -> AsyncIterator[tuple[Daemon, WebClient]]:
-    async with bare_daemon(tmp_path) as daemon, serving(daemon, tmp_path) as server:
-        async with client(server) as c:
-            yield daemon, c
+    async with (
+        bare_daemon(tmp_path) as daemon,
+        serving(daemon, tmp_path) as server,
+        client(server) as c,
+    ):
+        yield daemon, c
 
 
 def test_every_new_command_is_in_the_one_api() -> None:
@@ -118,9 +122,7 @@ async def test_profile_set_saves_and_the_profile_then_blocks_a_start(
     assert "fever" in answer["data"]["contraindication_reasons"]["fever"]
     stored = daemon.store.get_profile("anna")
     assert stored.caps.belt == 0.5
-    status, answer = await c.command(
-        "profile_set", {"name": "anna", "today": ["hypertension"]}
-    )
+    status, answer = await c.command("profile_set", {"name": "anna", "today": ["hypertension"]})
     assert status == 200
     assert answer["data"]["today"] == ["hypertension"]
     assert daemon.store.get_profile("anna").caps.belt == 0.5  # untouched fields kept
@@ -182,7 +184,7 @@ async def test_program_check_names_line_and_column(web: tuple[Daemon, WebClient]
     assert status == 200
     assert answer["data"]["valid"] is True
     assert answer["data"]["program"]["id"] == "my-neck"
-    broken = GOOD_PROGRAM.replace("[[steps]]\ntechnique = \"rest\"", "[[steps]\ntechnique = \"rest\"")
+    broken = GOOD_PROGRAM.replace('[[steps]]\ntechnique = "rest"', '[[steps]\ntechnique = "rest"')
     status, answer = await c.command("program_check", {"text": broken})
     assert status == 200
     data = answer["data"]
@@ -276,7 +278,5 @@ async def test_the_web_server_is_not_a_test_of_the_page_itself(
             await server.close()
 
 
-def _settings() -> object:
-    from controller.web.settings import WebSettings
-
+def _settings() -> WebSettings:
     return WebSettings(port=0)

@@ -17,9 +17,12 @@ from tests.web.server_fixtures import WebClient, bare_daemon, client, serving
 
 @pytest.fixture
 async def web(tmp_path: Path) -> AsyncIterator[tuple[WebServer, WebClient]]:
-    async with bare_daemon(tmp_path) as daemon, serving(daemon, tmp_path) as server:
-        async with client(server) as c:
-            yield server, c
+    async with (
+        bare_daemon(tmp_path) as daemon,
+        serving(daemon, tmp_path) as server,
+        client(server) as c,
+    ):
+        yield server, c
 
 
 async def raw(
@@ -92,11 +95,11 @@ async def test_a_foreign_host_name_is_refused_dns_rebinding(
 
 
 @pytest.mark.parametrize("host", ["localhost:{port}", "127.0.0.1:{port}", "127.0.0.1"])
-async def test_the_own_host_names_are_accepted(
-    web: tuple[WebServer, WebClient], host: str
-) -> None:
+async def test_the_own_host_names_are_accepted(web: tuple[WebServer, WebClient], host: str) -> None:
     server, c = web
-    status, _, _ = await raw(c, "GET", "api/session", headers={"Host": host.format(port=server.port)})
+    status, _, _ = await raw(
+        c, "GET", "api/session", headers={"Host": host.format(port=server.port)}
+    )
     assert status == 200
 
 
@@ -147,7 +150,9 @@ async def test_bodies_are_bounded_json_objects(web: tuple[WebServer, WebClient])
     status, text, _ = await raw(c, "POST", "api/command/status", data=big, headers=post_headers)
     assert status == 413, text
     for body, word in ((b"{not json", "not valid JSON"), (b"\xff\xfe", "UTF-8"), (b"NaN", "JSON")):
-        status, text, _ = await raw(c, "POST", "api/command/status", data=body, headers=post_headers)
+        status, text, _ = await raw(
+            c, "POST", "api/command/status", data=body, headers=post_headers
+        )
         assert status == 400, (body, text)
         assert word in text
     status, text, _ = await raw(c, "POST", "api/command/status", data=b"[1]", headers=post_headers)

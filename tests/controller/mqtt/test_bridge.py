@@ -46,6 +46,12 @@ VALID: dict[str, dict[str, Any]] = {
     "set_caps": {"name": "belt", "max_intensity": 0.5},
     "history": {"limit": 5},
     "heater": {"device": "pillow", "on": True},
+    "profile_set": {"name": "anna", "caps": {"belt": 0.5}},
+    "well_today": {"well": True},
+    "program": {"name": "collar-zone"},
+    "program_check": {"text": "id = 'x'"},
+    "program_save": {"name": "mine", "text": "id = 'mine'"},
+    "pulse": {"name": "belt"},
 }
 
 

@@ -46,17 +46,20 @@ export function render(main) {
       return;
     }
     const c = course.data || {};
-    const total = c.total || c.of || 15;
-    const done = c.done ?? c.sessions_done ?? 0;
+    const current = c.course || {};
+    const total = current.sessions || c.course_sessions || c.total || 15;
+    const done = current.done ?? c.done ?? 0;
     fill(courseBox, h('h2', { id: 'course-title' }, t('me.course')),
       h('p', { class: 'course-count', id: 'course-done' }, t('me.done', { done, total })),
       h('div', { class: 'progress', role: 'progressbar', 'aria-label': t('me.course'), 'aria-valuemin': 0, 'aria-valuemax': total, 'aria-valuenow': done },
         h('span', { style: { width: `${Math.min(100, (100 * done) / total)}%` } })),
       h('dl', { class: 'facts' },
-        h('dt', {}, t('me.nextDue')), h('dd', {}, when(c.next_due) || t('me.anytime')),
-        h('dt', {}, t('me.rest')), h('dd', {}, c.rest_until && new Date(c.rest_until) > new Date()
-          ? t('me.restUntil', { time: when(c.rest_until) }) : t('me.rested'))),
-      c.warnings && c.warnings.length ? h('p', { class: 'warn' }, c.warnings.join('; ')) : null,
+        h('dt', {}, t('me.nextDue')), h('dd', {}, when(current.next_due || c.next_due) || t('me.anytime')),
+        h('dt', {}, t('me.rest')), h('dd', {}, t('me.restMin', { min: Math.round((c.rest_after_s || 900) / 60) }),
+          c.rest_until && new Date(c.rest_until) > new Date()
+            ? h('div', { class: 'warn' }, t('me.restUntil', { time: when(c.rest_until) })) : null)),
+      (c.today_contraindications || []).length
+        ? h('p', { class: 'warn' }, c.today_contraindications.map((i) => i.reason || i.name).join('; ')) : null,
       h('p', { class: 'muted' }, t('me.courseHelp')));
   }
 
@@ -67,7 +70,9 @@ export function render(main) {
     }
     const list = profilesOf(answer);
     const known = explanations(answer.data, list);
-    if (!chosen || !list.find((p) => p.name === chosen)) chosen = (list[0] && list[0].name) || 'default';
+    if (!chosen || !list.find((p) => p.name === chosen)) {
+      chosen = (answer.data && answer.data.default) || (list[0] && list[0].name) || 'default';
+    }
     const profile = list.find((p) => p.name === chosen) || { name: chosen, contraindications: [] };
     const selectId = nextId('profile');
     const select = h('select', { id: selectId, onchange: () => { chosen = select.value; loadAll(); } },

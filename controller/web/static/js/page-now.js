@@ -4,8 +4,8 @@ import { act, errorText, stopNow } from './actions.js';
 import { command } from './api.js';
 import { announce, clock, fill, h } from './dom.js';
 import { has, t } from './i18n.js';
-import { timelinePlot } from './plot.js';
-import { app, on, session } from './state.js';
+import { channelName, timelinePlot } from './plot.js';
+import { app, locked, on, session } from './state.js';
 
 export function render(main) {
   const head = h('div', { class: 'now-head' });
@@ -76,7 +76,8 @@ export function render(main) {
 
   function paintSession() {
     const running = session();
-    stopButton.disabled = !running;
+    // Locked out (LAN, no login), the page cannot see the session: Stop stays usable.
+    stopButton.disabled = !running && !locked();
     gentler.disabled = !running;
     pause.disabled = !running;
     pause.textContent = running && running.state === 'paused' ? t('now.resume') : t('now.pause');
@@ -102,7 +103,7 @@ export function render(main) {
     const count = running.count;
     const technique = (count && count.technique) || running.technique || '';
     const countText = count && count.total
-      ? t('count.of', { what: techniqueWord(technique), done: count.done, total: count.total })
+      ? t('count.of', { what: techniqueWord(technique), done: count.current ?? count.done, total: count.total })
       : (technique ? techniqueName(technique) : '');
     const paused = running.state === 'paused';
     fill(head,
@@ -226,12 +227,6 @@ function bar(device, channel, fills) {
   const value = h('span', { class: 'val', 'aria-hidden': 'true' }, '0%');
   fills.set(`${device}/${channel}`, [track, level, value]);
   return h('div', { class: 'bar' }, h('span', {}, channelName(channel)), track, value);
-}
-
-function channelName(channel) {
-  const key = `channel.${String(channel).replace(/\d+$/, '')}`;
-  const n = String(channel).match(/\d+$/);
-  return has(key) ? `${t(key)}${n ? ` ${n[0]}` : ''}` : String(channel);
 }
 
 function linkClass(link) {

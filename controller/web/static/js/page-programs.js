@@ -152,6 +152,8 @@ const TEMPLATE = `id = "my-program"
 title = "My program"
 audience = "adult"
 max_duration = 30
+description = "What it does, in a sentence."
+cites = "The method's words this program follows."
 
 [[steps]]
 technique = "stroking"

@@ -1,7 +1,7 @@
 // A program's timeline: one stepped line per output, step boundaries, and a cursor.
 
 import { h, s } from './dom.js';
-import { t } from './i18n.js';
+import { has, t } from './i18n.js';
 
 const LANE = 18; // px per output row, matching the label rows in app.css
 
@@ -10,6 +10,11 @@ export function seriesOf(program) {
   if (Array.isArray(program.series)) return program.series;
   const timeline = program.timeline || program.plot;
   if (timeline && Array.isArray(timeline.series)) return timeline.series;
+  if (timeline && timeline.devices) {
+    // {devices: {device: {kind, series: {channel: [[t, v], ...]}}}}
+    return Object.entries(timeline.devices).flatMap(([device, one]) => Object.entries((one && one.series) || {})
+      .map(([channel, points]) => ({ device, channel, points, label: `${device} ${channelName(channel)}` })));
+  }
   if (timeline && typeof timeline === 'object') {
     // {device: {channel: [[t, v], ...]}}
     const out = [];
@@ -88,4 +93,12 @@ export function timelinePlot(program, title) {
     cursor.style.left = `${Math.min(100, Math.max(0, (100 * seconds) / duration))}%`;
   };
   return { element: series.length ? figure : h('p', { class: 'muted' }, t('plot.none')), move };
+}
+
+/** A channel's name in words: motor3 -> "Motor 3", output_a -> "EMS left". */
+export function channelName(channel) {
+  const text = String(channel);
+  const key = `channel.${text.replace(/\d+$/, '')}`;
+  const n = text.match(/\d+$/);
+  return has(key) ? `${t(key)}${n ? ` ${n[0]}` : ''}` : text;
 }

@@ -1,0 +1,84 @@
+"""What the page refuses, and says why: a contraindication, a broken program file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.web.conftest import WebStack, start_stack
+
+GOOD = """id = "my-neck"
+title = "My neck"
+audience = "adult"
+max_duration = 10
+description = "Strokes only, as the method begins."
+cites = "Perform 7 strokes between the head and shoulders."
+
+[[steps]]
+technique = "stroking"
+zone = "collar_zone"
+repetitions = 7
+intensity = 0.35
+"""
+BROKEN = GOOD.replace("[[steps]]\n", "[[steps]\n")
+"""A TOML error on line 8, column 8 (the table header lacks its second ']')."""
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[WebStack]:
+    with start_stack("msd-web-x-", programs_dir=True) as s:
+        yield s
+
+
+def test_a_contraindication_blocks_the_start_with_its_reason(
+    stack: WebStack, open_page: Callable[..., Page]
+) -> None:
+    page = open_page(f"{stack.url}#/me")
+    fever = page.get_by_role("checkbox", name="Fever")
+    # What it means is there to read beside it.
+    expect(page.locator("#why-fever")).to_contain_text("contraindicated while you have a fever")
+    fever.check()
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#profile-error")).to_be_empty()
+    try:
+        page.goto(f"{stack.url}#/programs/collar-zone")
+        page.get_by_role("button", name="Start").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_label("I am well today").check()
+        dialog.get_by_role("button", name="Start").click()
+        error = dialog.locator("#start-error")
+        expect(error).to_contain_text("fever")
+        expect(error).to_contain_text("contraindicated")
+        expect(page).to_have_url(f"{stack.url}#/programs/collar-zone")
+        assert stack.api("status")["data"]["session"] is None
+        assert not [r for r in stack.rows() if isinstance(r["value"], int) and r["value"]]
+    finally:
+        assert stack.api("profile_set", {"name": "default", "contraindications": []})["status"] == "ok"
+
+
+def test_a_broken_program_upload_shows_the_error_at_its_line(
+    stack: WebStack, open_page: Callable[..., Page]
+) -> None:
+    page = open_page(f"{stack.url}#/programs")
+    page.get_by_role("link", name="Upload or write").click()
+    page.locator("#upload").set_input_files(
+        files=[{"name": "my-neck.toml", "mimeType": "text/plain", "buffer": BROKEN.encode()}]
+    )
+    error = page.locator("#editor-error")
+    expect(error).to_contain_text("Line 8, column 8")
+    expect(page.locator(".excerpt")).to_contain_text("8 | [[steps]")
+    # The caret waits at the error, ready for the fix.
+    caret = page.locator("textarea").evaluate("t => t.selectionStart")
+    assert BROKEN[:caret].count("\n") == 7, caret
+    assert not (stack.setup.folder / "programs" / "my-neck.toml").exists()
+    # Fixed, it is saved among the user's programs and listed with them.
+    page.locator("textarea").fill(GOOD)
+    page.get_by_role("button", name="Check").click()
+    expect(page.locator("#check-result")).to_contain_text("No errors.")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#check-result")).to_contain_text("Saved.")
+    assert (stack.setup.folder / "programs" / "my-neck.toml").read_text() == GOOD
+    page.goto(f"{stack.url}#/programs")
+    expect(page.locator("[data-program='my-neck']")).to_contain_text("yours")
