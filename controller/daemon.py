@@ -28,7 +28,6 @@ from controller.session_setup import prepare_session
 from controller.store import DeviceRecord, Store
 from controller.supervisor import DeviceSupervisor
 from controller.web.settings import WebSettings
-from devices.capabilities import DeviceKind
 from devices.drivers.base import Device
 from devices.errors import ConfigError, MassagedError, SafetyError
 from devices.events import DeviceEvent
@@ -148,21 +147,22 @@ class Daemon(PagesMixin):
     # -- devices ----------------------------------------------------------------
 
     def _make_device(self, record: DeviceRecord) -> Device:
-        from devices.kinds import make_device
+        from devices.kinds import kind_spec, make_device
 
         options: dict[str, Any] = {}
-        if record.kind == DeviceKind.BUTTERFLY:
-            # EB1 daemon rule 1: the unit's own soft limits come from the profile and the
-            # registry entry, so even a bug above the driver cannot pass them. Between
-            # sessions the default profile's; every session start writes its own
-            # profile's (SessionRunner), and a cap change writes them at once.
+        if kind_spec(record.kind).ems:
+            # EB1 daemon rule 1 (and the Coyote V2's host-held caps): the driver's own soft
+            # limits come from the profile and the registry entry, so even a bug above the
+            # driver cannot pass them. Between sessions the default profile's; every session
+            # start writes its own profile's (SessionRunner), and a cap change at once.
             limits = SafetyLimits.from_profile(self._profile(None), device_caps=record.caps)
-            soft = limits.max_units(DeviceKind.BUTTERFLY)
+            soft = limits.max_units(record.kind)
             options["soft_limits"] = (soft, soft)
             options["max_raise_per_100ms"] = limits.ems_max_raise_per_100ms
         return make_device(
             record.kind,
             record.address,
+            model=record.model,  # "" (a record from before models): the kind's default
             transport="serial" if record.transport == "serial" else "ble",
             name=record.name,
             ble_backend=self.ble_backend,
@@ -425,6 +425,7 @@ class Daemon(PagesMixin):
         return [
             {
                 "kind": f.kind.value,
+                "model": f.model,
                 "address": f.address,
                 "name": f.name,
                 "transport": f.transport,
@@ -447,10 +448,14 @@ class Daemon(PagesMixin):
         *,
         name: str | None = None,
         kind: str | None = None,
+        model: str = "",
         window: float = 30.0,
         pulse: bool = True,
     ) -> DeviceRecord:
-        """Find, identify, pulse gently and register a device; then look after it."""
+        """Find, identify, pulse gently and register a device; then look after it.
+
+        model: a scan's (Found.model) when the caller scanned; else the daemon's own scan's.
+        """
         from devices.discovery import scan
 
         if any(
@@ -470,6 +475,7 @@ class Daemon(PagesMixin):
             device_kind,
             address,
             transport=transport,
+            model=model or pairing.model_of(found, device_kind),
             ble_backend=self.ble_backend,
             ble_kwargs=self.ble_kwargs,
         )

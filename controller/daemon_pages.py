@@ -259,7 +259,13 @@ class PagesMixin:
 
         source = await asyncio.to_thread(library.get, request.name)
         devices = self._plot_devices()
-        return await asyncio.to_thread(program_data, source.program, source.builtin, devices)
+        data = await asyncio.to_thread(program_data, source.program, source.builtin, devices)
+        try:
+            # The file as written, so the page's editor can open it (or copy a built-in).
+            data["text"] = await asyncio.to_thread(source.path.read_text, encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            data["text"] = None
+        return data
 
     def _plot_devices(self) -> dict[str, Capabilities] | None:
         """The paired devices' capabilities, when known; else the preview devices (None)."""
@@ -361,6 +367,7 @@ class PagesMixin:
             device_kind,
             address,
             transport=pairing.transport_for(address, found),
+            model=pairing.model_of(found, device_kind),
             ble_backend=self.ble_backend,
             ble_kwargs=self.ble_kwargs,
         )

@@ -277,6 +277,7 @@ _EVENT_TEXT: dict[str, str] = {
     "pillow_empty": "nobody rests on the pillow",
     "pillow_occupied": "the pillow is in use again",
     "ems_wheel": "wheel turned to A {a}, B {b}: never more than that",
+    "device_fault": "fault: {reason}; never more than the lower value from now on",
     "link_lost": "link lost ({reason}): reconnecting",
     "reconnected": "reconnected, ramping up from zero",
     "overheated": "overheated",

@@ -17,8 +17,8 @@ from controller.store import DeviceRecord, Store
 from devices.capabilities import Capabilities, DeviceKind
 from devices.discovery import Found
 from devices.drivers.base import Device
-from devices.errors import ConfigError
-from devices.kinds import guess_transport, make_device
+from devices.errors import ConfigError, IdentificationError
+from devices.kinds import guess_transport, make_device, model_spec
 from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, PillowOutput
 
 logger = logging.getLogger(__name__)
@@ -56,19 +56,49 @@ def transport_for(address: str, found: Found | None) -> str:
     return guess_transport(address) or "ble"
 
 
+def model_of(found: Found | None, kind: DeviceKind) -> str:
+    """The model a scan named for a device of this kind ("" when none: see identify)."""
+    return found.model if found is not None and found.kind == kind else ""
+
+
 async def identify(
     kind: DeviceKind,
     address: str,
     *,
     transport: str,
+    model: str = "",
     ble_backend: Any = None,
     ble_kwargs: Mapping[str, Any] | None = None,
     timeout: float = 10.0,
 ) -> tuple[Device, Capabilities]:
-    """Connect and identify (HELLO / QUERY_INFO / BF-BE); the caller closes the device."""
+    """Connect and identify (HELLO / QUERY_INFO / BF-BE); the caller closes the device.
+
+    model: the scan's (Found.model); "" tries the kind's default model, then the model of
+    this kind the device shows itself to be (a Coyote V2 paired as "a butterfly").
+    """
+    try:
+        return await _identify_as(kind, address, transport, model, ble_backend, ble_kwargs, timeout)
+    except IdentificationError as err:
+        found = err.found_model
+        if model or not found or model_spec(found).kind != kind:
+            raise  # a model named by the scan or the user, or a device of another kind
+        logger.info("%s: not the %s's default model but a %s", address, kind.value, found)
+        return await _identify_as(kind, address, transport, found, ble_backend, ble_kwargs, timeout)
+
+
+async def _identify_as(
+    kind: DeviceKind,
+    address: str,
+    transport: str,
+    model: str,
+    ble_backend: Any,
+    ble_kwargs: Mapping[str, Any] | None,
+    timeout: float,
+) -> tuple[Device, Capabilities]:
     device = make_device(
         kind,
         address,
+        model=model,
         transport="serial" if transport == "serial" else "ble",
         ble_backend=ble_backend,
         ble_kwargs=dict(ble_kwargs or {}),

@@ -76,6 +76,7 @@ from devices.drivers.base import Device
 from devices.errors import ConfigError, LinkError, SafetyError
 from devices.events import (
     DeviceEvent,
+    DeviceFault,
     EmsWheelChanged,
     PillowOccupancy,
     ServiceGap,
@@ -944,6 +945,20 @@ class SafeDevice:
                 RampState(event.strength_b, 0, now_us),
             )
             self._ramp_started = True
+        elif isinstance(event, DeviceFault):
+            # A Coyote V2 held a strength it was not sent: as with the wheel, the lower
+            # value is the channel's ceiling for the rest of the session (the driver
+            # already holds it there), and the ramp goes on from no higher than it.
+            now_us = self.session.clock.elapsed_us()
+            ramps = list(self._ramps)
+            for i, ceiling in enumerate((event.ceiling_a, event.ceiling_b)):
+                if ceiling is None:
+                    continue
+                held = self._wheel[i]
+                self._wheel[i] = ceiling if held is None else min(held, ceiling)
+                if ramps[i].strength > ceiling:
+                    ramps[i] = RampState(ceiling, 0, now_us)
+            self._ramps = (ramps[0], ramps[1])
 
 
 # -- the device's own copy of the limits ---------------------------------------------

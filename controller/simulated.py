@@ -102,13 +102,16 @@ class SimulatedDevices:
         from simulator.ble.backend import SimBleakClient
 
         options = self.driver_options.get(sim.spec.kind.value, {})
+        # The spec's model ("coyote_v2") picks the driver as a record's would; None: the default.
+        model = sim.spec.model or ""
         if sim.spec.transport == "serial":
             return make_device(
-                sim.spec.kind, sim.address, transport="serial", name=sim.id, **options
+                sim.spec.kind, sim.address, model=model, transport="serial", name=sim.id, **options
             )
         return make_device(
             sim.spec.kind,
             sim.address,
+            model=model,
             transport="ble",
             name=sim.id,
             ble_backend=SimBleakClient,

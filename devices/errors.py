@@ -56,6 +56,11 @@ class DeviceRefusedError(ProtocolError):
 class IdentificationError(ProtocolError):
     """The device at an address is not the kind or model that was expected."""
 
+    def __init__(self, message: str, *, found_model: str | None = None) -> None:
+        super().__init__(message)
+        self.found_model = found_model
+        """The model (devices.kinds.MODELS) the device showed itself to be, where known."""
+
 
 class SafetyError(MassagedError):
     """A request would break a safety rule (a cap, a ramp, a time limit, a contraindication)."""

@@ -64,10 +64,15 @@ class DeviceFault(DeviceEvent):
     """The device did what the host did not ask (a Coyote V2 holding another strength).
 
     The driver has already made it safe (lowered the channel, never raises past the
-    lower of the two values this session); the owner notes it.
+    lower of the two values this session); the owner notes it, and the safety layer
+    holds each ceiling as it holds the EB1 wheel's.
     """
 
     reason: str = ""
+    ceiling_a: int | None = None
+    """Channel A's ceiling for the rest of the session (strength 0..200); None: none."""
+    ceiling_b: int | None = None
+    """Channel B's ceiling for the rest of the session; None: none."""
 
 
 @dataclass(frozen=True, slots=True)

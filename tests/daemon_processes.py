@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -37,6 +37,8 @@ class Setup:
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
     t0: float = 0.0
     """The simulator's monotonic clock at its recording's t = 0."""
+    served: list[dict[str, Any]] = field(default_factory=list)
+    """What the simulator printed of each device it serves (id, kind, address, ...)."""
 
     @property
     def socket(self) -> Path:
@@ -123,16 +125,25 @@ def stop_processes(procs: list[subprocess.Popen[str]], timeout: float = 10.0) ->
 
 
 @contextlib.contextmanager
-def simulator_beside(prefix: str) -> Iterator[Setup]:
-    """A private folder with ``massaged simulate`` recording in it, ready for a daemon."""
+def simulator_beside(
+    prefix: str, devices: Sequence[str] = (), *, speed: float = 1.0
+) -> Iterator[Setup]:
+    """A private folder with ``massaged simulate`` recording in it, ready for a daemon.
+
+    devices: ``--device`` specs (default: the simulator's belt, pillow and butterfly);
+    what it prints of each is in ``Setup.served``.
+    """
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     s = Setup(folder, private_env(folder))
     try:
-        sim = s.start("simulate", "--record", str(s.record))
+        options = [arg for spec in devices for arg in ("--device", spec)]
+        if speed != 1.0:
+            options += ["--speed", f"{speed:g}"]
+        sim = s.start("simulate", "--record", str(s.record), *options)
         assert sim.stdout is not None
         assert sim.stderr is not None
-        for _ in range(3):  # one line per simulated device
-            json.loads(sim.stdout.readline())
+        for _ in range(len(devices) or 3):  # one line per simulated device
+            s.served.append(json.loads(sim.stdout.readline()))
         match = re.search(r"monotonic ([0-9.]+)", sim.stderr.readline())
         assert match
         s.t0 = float(match.group(1))

@@ -298,8 +298,8 @@ async def auto_pair(daemon: Any) -> None:
     for f in found:
         if f.address.upper() in paired:
             continue
-        record = await daemon.pair(f.address, kind=f.kind.value, pulse=False)
-        print(f"paired {record.name}: {f.kind.value} at {f.address}", file=sys.stderr)
+        record = await daemon.pair(f.address, kind=f.kind.value, model=f.model, pulse=False)
+        print(f"paired {record.name}: {record.model} at {f.address}", file=sys.stderr)
 
 
 async def _watchdog(interval: float) -> None:
@@ -347,6 +347,7 @@ async def cmd_scan(args: argparse.Namespace) -> int:
         found = [
             {
                 "kind": f.kind.value,
+                "model": f.model,
                 "address": f.address,
                 "name": f.name,
                 "transport": f.transport,
@@ -364,6 +365,7 @@ async def cmd_scan(args: argparse.Namespace) -> int:
     rows = [
         (
             f["kind"],
+            f.get("model") or "",  # a daemon from before models names none
             f["address"],
             f["name"],
             f["transport"],
@@ -372,7 +374,7 @@ async def cmd_scan(args: argparse.Namespace) -> int:
         )
         for f in found
     ]
-    output.print_table(("KIND", "ADDRESS", "NAME", "LINK", "RSSI", ""), rows, right=(4,))
+    output.print_table(("KIND", "MODEL", "ADDRESS", "NAME", "LINK", "RSSI", ""), rows, right=(5,))
     return 0
 
 
@@ -419,7 +421,12 @@ async def cmd_pair(args: argparse.Namespace) -> int:
         transport = pairing.transport_for(address, found)
         print(f"connecting to the {kind.value} at {address} ...")
         device, caps = await pairing.identify(
-            kind, address, transport=transport, ble_backend=backend, ble_kwargs=ble_kwargs
+            kind,
+            address,
+            transport=transport,
+            model=pairing.model_of(found, kind),
+            ble_backend=backend,
+            ble_kwargs=ble_kwargs,
         )
         try:
             print(f"found {caps.model}" + (f", firmware {caps.firmware}" if caps.firmware else ""))

@@ -12,7 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.argtypes import number, seconds
 from controller.commands.config import add_config_option, apply_session_defaults
@@ -36,6 +36,10 @@ from controller.store import DeviceRecord, Store
 from devices.capabilities import DeviceKind
 from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT, Device
 from devices.errors import ConfigError, LinkBusyError, LinkError, MassagedError, SafetyError
+
+if TYPE_CHECKING:
+    # Only for the annotations: the simulator is loaded only when --simulate is given.
+    from simulator.fleet import DeviceSpec
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +72,8 @@ class Target:
     name: str
     transport: str | None = None
     caps: dict[str, float] | None = None
+    model: str = ""
+    """The registry's model ("": the kind's default), which picks the driver."""
 
 
 def register(sub: Any) -> None:
@@ -118,6 +124,16 @@ def register(sub: Any) -> None:
         "--simulate",
         action="store_true",
         help="run on a simulated belt, pillow and butterfly in this process",
+    )
+    p.add_argument(
+        "--sim-device",
+        action="append",
+        default=[],
+        dest="sim_devices",
+        metavar="SPEC",
+        help="with --simulate: a simulated device (repeatable), as 'massaged simulate --device' "
+        "takes it: belt, pillow, butterfly, coyote (a Coyote V2), ... "
+        "(default: a belt, a pillow and a butterfly)",
     )
     p.add_argument(
         "--record", type=Path, metavar="FILE", help="with --simulate: write the recording"
@@ -195,8 +211,15 @@ def check_options(args: argparse.Namespace) -> float:
         )
     if args.record is not None and not args.simulate:
         raise ConfigError("--record only works with --simulate: it records simulated devices")
+    if args.sim_devices and not args.simulate:
+        raise ConfigError("--sim-device only works with --simulate")
+    if args.simulate:
+        simulated_specs(args)  # a bad spec is named before anything starts
     if args.simulate and args.devices:
-        raise ConfigError("--simulate runs its own belt, pillow and butterfly: leave out --device")
+        raise ConfigError(
+            "--simulate runs its own devices (a belt, a pillow and a butterfly, or those of "
+            "--sim-device): leave out --device"
+        )
     if getattr(args, "detach", False) and (args.simulate or args.no_daemon or args.devices):
         raise ConfigError(
             "--detach leaves the session to the daemon: it does not go with --simulate, "
@@ -212,6 +235,13 @@ def check_options(args: argparse.Namespace) -> float:
     if args.timeout <= 0:
         raise ConfigError(f"--timeout must be positive, not {args.timeout}")
     return speed
+
+
+def simulated_specs(args: argparse.Namespace) -> list[DeviceSpec]:
+    """The devices --simulate serves: the --sim-device specs, else a belt, pillow, butterfly."""
+    from simulator.fleet import DEFAULT_SPECS, parse_spec
+
+    return [parse_spec(spec) for spec in args.sim_devices or DEFAULT_SPECS]
 
 
 def check_output_file(path: Path, option: str) -> None:
@@ -270,7 +300,14 @@ def targets_for(args: argparse.Namespace, store: Store) -> list[Target]:
 
 
 def _registered(record: DeviceRecord) -> Target:
-    return Target(record.kind, record.address, record.name, record.transport, dict(record.caps))
+    return Target(
+        record.kind,
+        record.address,
+        record.name,
+        record.transport,
+        dict(record.caps),
+        model=record.model,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -289,7 +326,11 @@ async def real_devices(
             elif target.transport == "ble":
                 transport = "ble"
             devices[target.name] = make_device(
-                target.kind, target.address, transport=transport, name=target.name
+                target.kind,
+                target.address,
+                model=target.model,
+                transport=transport,
+                name=target.name,
             )
         results = await asyncio.gather(
             *(d.connect(timeout=timeout) for d in devices.values()), return_exceptions=True
@@ -379,7 +420,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
         profile = store.get_profile(args.profile or DEFAULT_PROFILE_NAME)
         targets = [] if args.simulate else targets_for(args, store)
         _refuse_a_daemons_devices(store, targets)
-        kinds = set(DeviceKind) if args.simulate else {t.kind for t in targets}
+        kinds = (
+            {spec.kind for spec in simulated_specs(args)}
+            if args.simulate
+            else {t.kind for t in targets}
+        )
         # Before anything is connected: a refused session never touches a device.
         dropped = check_profile(profile, kinds, program.audience.value)
         confirmed = confirm_before(args, profile, store, simulated=args.simulate)
@@ -576,9 +621,8 @@ async def _devices(
 ) -> AsyncIterator[dict[str, Device]]:
     if args.simulate:
         from controller.simulated import SimulatedDevices
-        from simulator.fleet import DEFAULT_SPECS
 
-        specs = [s for s in DEFAULT_SPECS if DeviceKind(s) not in dropped]
+        specs = [s for s in simulated_specs(args) if s.kind not in dropped]
         async with SimulatedDevices(
             specs, speed=speed, record=args.record, connect_timeout=args.timeout
         ) as sim:

@@ -14,7 +14,7 @@ from typing import Any
 from controller.argtypes import seconds
 from devices.capabilities import DeviceKind, KneadDirection
 from devices.drivers.base import Device
-from devices.errors import ConfigError
+from devices.errors import ConfigError, IdentificationError
 from devices.kinds import kind_spec, model_spec
 from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, Output, PillowOutput
 
@@ -100,13 +100,22 @@ async def run_selftest(args: argparse.Namespace) -> int:
             await check_device(device, timeout=args.timeout, say=print)
         except Exception as err:  # report every device, then fail overall
             failed += 1
-            print(f"{kind.value} at {address}: FAILED: {err}")
+            hint = model_hint(err, kind, address)
+            print(f"{kind.value} at {address}: FAILED: {err}{hint}")
         finally:
             await device.close()
     if failed:
         print(f"massaged: error: {failed} of {len(targets)} self-tests failed", file=sys.stderr)
         return 1
     return 0
+
+
+def model_hint(err: Exception, kind: DeviceKind, address: str) -> str:
+    """How to name the model a device showed itself to be, when it is one of this kind."""
+    found = err.found_model if isinstance(err, IdentificationError) else None
+    if not found or model_spec(found).kind != kind:
+        return ""
+    return f" (give its model: {kind.value}:{found.replace(' ', '')}={address})"
 
 
 async def check_device(

@@ -30,7 +30,8 @@ from controller.mqtt.commands import (
 from controller.profiles import Audience
 from controller.safety import HEATER_LIMITS_S, SESSION_LIMITS_S
 from devices.capabilities import Capabilities, DeviceKind
-from devices.kinds import kind_spec
+from devices.errors import ConfigError
+from devices.kinds import kind_spec, model_spec
 
 if TYPE_CHECKING:
     from controller.store import DeviceRecord
@@ -98,6 +99,17 @@ class DeviceDescription:
             "max_intensity": self.max_intensity,
             "capabilities": caps.model_dump(mode="json") if caps is not None else None,
         }
+
+
+def table_model(kind: DeviceKind, model: str) -> str:
+    """The model as the models table names it ("VB1-6" is a VB1; "" the kind's default).
+
+    A model the table does not know (a record from a newer massaged) is shown as stored.
+    """
+    try:
+        return model_spec(model, kind).model
+    except ConfigError:
+        return model or kind_spec(kind).default_model
 
 
 def topic_id(name: str) -> str:
@@ -460,12 +472,15 @@ def device_discovery(
             "value_template": f"{{{{ '{PAYLOAD_ON}' if value_json.heater else '{PAYLOAD_OFF}' }}}}",
             "icon": "mdi:heat-wave",
         }
+    model = table_model(description.kind, info["model"])
     device: dict[str, Any] = {
         "identifiers": [object_id],
         "name": description.name,
-        "model": f"{info['model']} {kind_spec(description.kind).label}",
+        "model": f"{model} {kind_spec(description.kind).label}",
         "via_device": topics.object_id(BRIDGE_ID),
     }
+    if info["model"] != model:
+        device["model_id"] = info["model"]  # what the device reports ("VB1-6")
     if info["firmware"]:
         device["sw_version"] = info["firmware"]
     if info["serial"]:

@@ -75,6 +75,7 @@ from devices.errors import ConfigError, LinkError, MassagedError, SafetyError
 from devices.events import (
     AutoOff,
     DeviceEvent,
+    DeviceFault,
     EmsWheelChanged,
     LinkLost,
     LowBattery,
@@ -814,6 +815,12 @@ class SessionRunner:
         elif isinstance(event, EmsWheelChanged):
             # The safety layer and the driver adopt the wheel as the ceiling; note it.
             self._event("ems_wheel", lane.name, {"a": event.strength_a, "b": event.strength_b})
+        elif isinstance(event, DeviceFault):
+            # As the wheel: the driver and the safety layer hold the lower value as the
+            # ceiling; the session goes on below it, and the fault is on record.
+            logger.warning("%s: device fault: %s", lane.name, event.reason)
+            detail = {"reason": event.reason, "a": event.ceiling_a, "b": event.ceiling_b}
+            self._event("device_fault", lane.name, detail)
         elif isinstance(event, LinkLost):
             self._lost(lane, event.reason or "link lost")
         elif isinstance(event, Overheated):

@@ -216,7 +216,9 @@ class CoyoteV2Driver(LinkDevice):
         self._require_connected()
         for name, ch in zip(_CHANNELS, (output.a, output.b), strict=True):
             if not 0 <= ch.strength <= cv2.MAX_STRENGTH:
-                raise ValueError(f"{self.name}: strength {name} must be 0..200, not {ch.strength}")
+                raise ValueError(
+                    f"{self.name}: strength {name} must be 0..{cv2.MAX_STRENGTH}, not {ch.strength}"
+                )
             if not cv2.FREQ_MIN <= ch.frequency <= cv2.FREQ_MAX:
                 raise ValueError(
                     f"{self.name}: frequency {name} must be 10..240, not {ch.frequency}"
@@ -458,7 +460,15 @@ class CoyoteV2Driver(LinkDevice):
         logger.warning("%s: %s", self.name, reason)
         self._wake.set()
         if self._connected:
-            self._emit(DeviceFault(self.name, self.kind, reason))
+            self._emit(
+                DeviceFault(
+                    self.name,
+                    self.kind,
+                    reason,
+                    ceiling_a=self._ceiling[0],
+                    ceiling_b=self._ceiling[1],
+                )
+            )
 
     def _on_lost(self, error: LinkLostError) -> None:
         self._target = None

@@ -201,13 +201,20 @@ class BleLink(Link):
         expected = next((m for m in MODELS.values() if m.write_uuid == self.write_uuid), None)
         offered = {normalize_uuid_str(s.uuid) for s in services}
         actual = [
-            m.kind.value
+            m
             for m in MODELS.values()
             if m is not expected and any(normalize_uuid_str(u) in offered for u in m.service_uuids)
         ]
         what = f"a {expected.kind.value}" if expected is not None else "the expected device"
-        seems = f": it offers a {actual[0]}'s services" if actual else ""
-        raise IdentificationError(f"{self.address} is not {what}{seems}")
+        seems = f": it offers a {actual[0].kind.value}'s services" if actual else ""
+        if expected is not None and actual and actual[0].kind == expected.kind:
+            # Two models of one kind (EB1, Coyote V2): only the model tells them apart.
+            what = f"{what} of model {expected.model}"
+            seems = f": it offers the services of model {actual[0].model}"
+        raise IdentificationError(
+            f"{self.address} is not {what}{seems}",
+            found_model=actual[0].model if actual else None,
+        )
 
     async def close(self) -> None:
         """Disconnect; never raises, safe to call twice, no lost callback."""

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from devices.errors import FrameError, SafetyError
+from devices.protocols import eb1
 
 _BASE = "955a{:04x}-0fe2-f5aa-a094-84b8d4f3e8ad"
 BATTERY_SERVICE_UUID = _BASE.format(0x180A)
@@ -43,8 +44,8 @@ FIELD_MAX = 2047
 """An 11-bit strength field; massaged never writes past MAX_WIRE_STRENGTH."""
 WIRE_STEP = 7
 """Wire units per massaged strength unit (the vendor app's displayed strength x 7)."""
-MAX_STRENGTH = 200
-"""massaged's butterfly strength range 0..200, as EB1."""
+MAX_STRENGTH = eb1.MAX_STRENGTH
+"""massaged's butterfly strength unit is EB1's (0..200): one number for both models."""
 MAX_WIRE_STRENGTH = MAX_STRENGTH * WIRE_STEP
 """Daemon rule 1: S 1400 at most, although the field allows 2047."""
 MAX_RAISE_PER_100MS = 5

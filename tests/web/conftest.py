@@ -24,14 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from tests.daemon_processes import ROOT, Setup, private_env, stop_processes
 
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/snap/bin/chromium")
 SCREENSHOTS = ROOT / "docs" / "web"
-PHONE = {"width": 360, "height": 740}
-DESKTOP = {"width": 1280, "height": 800}
+WAIT_MS = 20_000
+"""The longest wait for the page (a loaded machine can be slow; a pass is usually quick)."""
+expect.set_options(timeout=WAIT_MS)
+PHONE: ViewportSize = {"width": 360, "height": 740}
+DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 
 
 def chromium_executable() -> str:
@@ -176,17 +179,17 @@ def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
     def opener(
         url: str,
         *,
-        viewport: dict[str, int] | None = None,
+        viewport: ViewportSize | None = None,
         dark: bool = False,
         locale: str = "en-GB",
     ) -> Page:
         context = browser.new_context(
-            viewport=viewport or PHONE,  # type: ignore[arg-type]
+            viewport=viewport or PHONE,
             color_scheme="dark" if dark else "light",
             locale=locale,
             reduced_motion="reduce",
         )
-        context.set_default_timeout(10_000)
+        context.set_default_timeout(WAIT_MS)
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda err: errors.append(f"page error: {err}"))
@@ -194,7 +197,7 @@ def open_page(browser: Browser) -> Iterator[Callable[..., Page]]:
             "console",
             lambda msg: (
                 errors.append(f"console {msg.type}: {msg.text}")
-                if msg.type == "error" and "status of 4" not in msg.text
+                if msg.type == "error" and not _network_noise(msg.text)
                 else None
             ),
         )
@@ -220,6 +223,26 @@ def shoot(page: Page, name: str) -> None:
     # No blinking caret or half-run transitions in the pictures.
     page.wait_for_timeout(150)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), animations="disabled", caret="hide")
+
+
+SMALL_TARGETS_JS = """() => {
+  const wanted = 'button, a[href], select, textarea, summary, label.check, '
+    + 'input:not([type=checkbox]):not([type=radio]):not([type=file])';
+  return [...document.querySelectorAll(wanted)]
+    .filter((el) => !el.classList.contains('skip'))
+    .map((el) => [el, el.getBoundingClientRect()])
+    .filter(([, r]) => r.width > 0 && r.height > 0 && (r.width < 43.5 || r.height < 43.5))
+    .map(([el, r]) => {
+      const name = (el.textContent || el.getAttribute('aria-label') || '').trim().slice(0, 30);
+      return `${el.tagName.toLowerCase()} "${name}" ${Math.round(r.width)}x${Math.round(r.height)}`;
+    });
+}"""
+
+
+def small_targets(page: Page) -> list[str]:
+    """Visible controls smaller than a 44 px touch target (WCAG 2.5.5), described."""
+    found: list[str] = page.evaluate(SMALL_TARGETS_JS)
+    return found
 
 
 def last_values(rows: list[dict[str, Any]]) -> dict[tuple[str, str], Any]:

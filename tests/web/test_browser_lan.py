@@ -31,12 +31,8 @@ def test_lan_refuses_a_start_without_login_but_accepts_stop(
         wait_until(lambda: felt_outputs(last_values(stack.rows())), what="the devices on")
         page.get_by_role("link", name="Now").click()
         page.get_by_role("button", name="Stop", exact=True).click()
-        wait_until(
-            lambda: stack.api("status")["data"]["session"] is None, what="the session ended"
-        )
-        wait_until(
-            lambda: not felt_outputs(last_values(stack.rows())), what="every device at zero"
-        )
+        wait_until(lambda: stack.api("status")["data"]["session"] is None, what="the session ended")
+        wait_until(lambda: not felt_outputs(last_values(stack.rows())), what="every device at zero")
         expect(page.locator("#alert")).to_contain_text("Stopping")
 
         # With the token (`massaged web token`), the same page may do everything.

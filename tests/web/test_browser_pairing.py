@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from playwright.sync_api import Page, expect
 
-from tests.web.conftest import start_stack, wait_until
+from tests.web.conftest import shoot, start_stack, wait_until
 
 
 def test_pair_a_device_through_the_pulse_dialog(open_page: Callable[..., Page]) -> None:
@@ -23,6 +23,7 @@ def test_pair_a_device_through_the_pulse_dialog(open_page: Callable[..., Page]) 
         pulse_from = len(stack.rows())
         dialog.get_by_role("button", name="Send the pulse").click()
         expect(dialog.locator("#felt-question")).to_have_text("Did you feel it?")
+        shoot(page, "pair-phone")
         # The pulse was real: the pillow moved, and is still again.
         pulse = [r for r in stack.rows()[pulse_from:] if r["kind"] == "pillow"]
         assert any(isinstance(r["value"], int) and r["value"] > 0 for r in pulse), pulse
@@ -37,4 +38,4 @@ def test_pair_a_device_through_the_pulse_dialog(open_page: Callable[..., Page]) 
             lambda: [d["name"] for d in stack.api("devices")["data"]], what="the pillow paired"
         )
         assert names == ["sofa-pillow"]
-        expect(card).to_contain_text("connected", timeout=15_000)
+        expect(card).to_contain_text("connected")

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import FilePayload, Page, expect
 
-from tests.web.conftest import WebStack, start_stack
+from tests.web.conftest import WebStack, shoot, start_stack
 
 GOOD = """id = "my-neck"
 title = "My neck"
@@ -26,16 +25,16 @@ BROKEN = GOOD.replace("[[steps]]\n", "[[steps]\n")
 """A TOML error on line 8, column 8 (the table header lacks its second ']')."""
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[WebStack]:
-    with start_stack("msd-web-x-", programs_dir=True) as s:
-        yield s
+def test_the_page_refuses_and_says_why(open_page: Callable[..., Page]) -> None:
+    # One test, one daemon: pytest-xdist would start one per worker for a shared fixture.
+    with start_stack("msd-web-x-", programs_dir=True) as stack:
+        a_contraindication_blocks_the_start_with_its_reason(stack, open_page(f"{stack.url}#/me"))
+        a_broken_program_upload_shows_the_error_at_its_line(
+            stack, open_page(f"{stack.url}#/programs")
+        )
 
 
-def test_a_contraindication_blocks_the_start_with_its_reason(
-    stack: WebStack, open_page: Callable[..., Page]
-) -> None:
-    page = open_page(f"{stack.url}#/me")
+def a_contraindication_blocks_the_start_with_its_reason(stack: WebStack, page: Page) -> None:
     fever = page.get_by_role("checkbox", name="Fever")
     # What it means is there to read beside it.
     expect(page.locator("#why-fever")).to_contain_text("contraindicated while you have a fever")
@@ -55,20 +54,23 @@ def test_a_contraindication_blocks_the_start_with_its_reason(
         assert stack.api("status")["data"]["session"] is None
         assert not [r for r in stack.rows() if isinstance(r["value"], int) and r["value"]]
     finally:
-        assert stack.api("profile_set", {"name": "default", "contraindications": []})["status"] == "ok"
+        cleared = stack.api("profile_set", {"name": "default", "contraindications": []})
+        assert cleared["status"] == "ok", cleared
 
 
-def test_a_broken_program_upload_shows_the_error_at_its_line(
-    stack: WebStack, open_page: Callable[..., Page]
-) -> None:
-    page = open_page(f"{stack.url}#/programs")
+def a_broken_program_upload_shows_the_error_at_its_line(stack: WebStack, page: Page) -> None:
     page.get_by_role("link", name="Upload or write").click()
-    page.locator("#upload").set_input_files(
-        files=[{"name": "my-neck.toml", "mimeType": "text/plain", "buffer": BROKEN.encode()}]
-    )
+    upload: FilePayload = {
+        "name": "my-neck.toml",
+        "mimeType": "text/plain",
+        "buffer": BROKEN.encode(),
+    }
+    page.locator("#upload").set_input_files(files=[upload])
     error = page.locator("#editor-error")
     expect(error).to_contain_text("Line 8, column 8")
     expect(page.locator(".excerpt")).to_contain_text("8 | [[steps]")
+    page.locator(".excerpt").scroll_into_view_if_needed()
+    shoot(page, "editor-phone")
     # The caret waits at the error, ready for the fix.
     caret = page.locator("textarea").evaluate("t => t.selectionStart")
     assert BROKEN[:caret].count("\n") == 7, caret

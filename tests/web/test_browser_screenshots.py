@@ -1,7 +1,9 @@
 """Pictures of every page at phone and desktop widths, for docs/web.md.
 
 Taken against a real daemon and the simulator during a session, so they show the
-page as it is; each picture also checks that the page rendered what it shows.
+page as it is; each picture also checks that the page rendered what it shows. One
+page is resized, recoloured and switched to Russian between pictures: a page load
+costs more than all of that.
 """
 
 from __future__ import annotations
@@ -10,29 +12,56 @@ from collections.abc import Callable
 
 from playwright.sync_api import Page, expect
 
-from tests.web.conftest import DESKTOP, PHONE, start_stack, shoot, wait_until
+from tests.web.conftest import DESKTOP, PHONE, small_targets, start_stack, wait_until
+from tests.web.conftest import shoot as take
+
+
+def shoot(page: Page, name: str) -> None:
+    """The picture; and on a phone, every control on it is a 44 px touch target."""
+    take(page, name)
+    if name.endswith(("-phone", "-phone-ru", "-phone-outputs")):
+        assert not small_targets(page), (name, small_targets(page))
+
+
+BELT_ON = """() => [...document.querySelectorAll('[data-device=belt] [role=meter]')]
+  .some((bar) => Number(bar.getAttribute('aria-valuenow')) > 0)"""
+"""True while a belt motor runs (strokes have rests between them: a picture waits for one)."""
 
 
 def test_screenshots_of_every_page(open_page: Callable[..., Page]) -> None:
     with start_stack("msd-web-shot-", speed=2) as stack:
-        assert stack.api("run", {"program": "collar-zone", "transaction": "shots"})["status"] == "ok"
-        phone = open_page(f"{stack.url}#/now", viewport=PHONE)
-        desktop = open_page(f"{stack.url}#/now", viewport=DESKTOP)
-        dark = open_page(f"{stack.url}#/now", viewport=PHONE, dark=True)
-        russian = open_page(f"{stack.url}#/now", viewport=PHONE, locale="ru-RU")
-        for page in (phone, desktop, dark, russian):
-            expect(page.locator("#count")).to_contain_text("7")
-            expect(page.locator("#outputs .bar").first).to_be_visible()
-        shoot(phone, "now-phone")
-        shoot(desktop, "now-desktop")
-        shoot(dark, "now-phone-dark")
-        expect(russian.locator("#step-no")).to_contain_text("Шаг")
-        shoot(russian, "now-phone-ru")
-        # Below the fold on a phone: the live bars of every output.
-        phone.locator("#outputs").scroll_into_view_if_needed()
-        shoot(phone, "now-phone-outputs")
+        assert stack.api("run", {"program": "collar-zone"})["status"] == "ok"
+        page = open_page(f"{stack.url}#/now", viewport=PHONE)
+        expect(page.locator("#count")).to_contain_text(" of 7")
+        expect(page.locator("#outputs .bar").first).to_be_visible()
+        # A device event as it happens: the pillow's sensor finds nobody on it, then someone.
+        for occupied in ("false", "true"):
+            fault = stack.setup.cli("sim-fault", "pillow-1", "set_occupied", occupied)
+            assert fault.returncode == 0, fault.stderr
+        expect(page.locator(".events")).to_contain_text("the pillow is empty: kneading waits")
+        expect(page.locator(".events")).to_contain_text("someone is on the pillow again")
+        shoot(page, "now-phone")
+        page.emulate_media(color_scheme="dark")
+        shoot(page, "now-phone-dark")
+        page.emulate_media(color_scheme="light")
+        # The language switch: every string of the page from the Russian catalogue.
+        page.get_by_role("button", name="Русский язык").click()
+        expect(page.locator("#step-no")).to_contain_text("Шаг")
+        expect(page.locator("html")).to_have_attribute("lang", "ru")
+        shoot(page, "now-phone-ru")
+        page.get_by_role("button", name="English").click()
+        expect(page.locator("#step-no")).to_contain_text("Step")
+        page.locator("#lang").blur()
+        page.locator("#outputs").scroll_into_view_if_needed()
+        page.wait_for_function(BELT_ON)
+        shoot(page, "now-phone-outputs")
+        page.set_viewport_size(DESKTOP)
+        page.evaluate("window.scrollTo(0, 0)")
+        page.wait_for_function(BELT_ON)
+        shoot(page, "now-desktop")
 
-        for page, size in ((phone, "phone"), (desktop, "desktop")):
+        for size, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+            page.set_viewport_size(viewport)
             page.get_by_role("link", name="Devices").click()
             expect(page.locator("article[data-device]")).to_have_count(3)
             shoot(page, f"devices-{size}")
@@ -45,7 +74,8 @@ def test_screenshots_of_every_page(open_page: Callable[..., Page]) -> None:
 
         assert stack.api("stop")["status"] == "ok"
         wait_until(lambda: stack.api("status")["data"]["session"] is None, what="stopped")
-        for page, size in ((phone, "phone"), (desktop, "desktop")):
+        for size, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+            page.set_viewport_size(viewport)
             page.get_by_role("link", name="Me").click()
             expect(page.locator("#history")).to_contain_text("collar-zone")
             expect(page.locator("#course-done")).to_contain_text("of 15")

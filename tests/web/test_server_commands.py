@@ -162,6 +162,7 @@ async def test_a_program_with_its_steps_and_plot(web: tuple[Daemon, WebClient]) 
     data = answer["data"]
     assert data["id"] == "collar-zone"
     assert data["builtin"] is True
+    assert data["text"].startswith("#") or "id = " in data["text"]
     first = data["steps"][0]
     assert {"technique", "movements", "method_count", "cite", "start", "end"} <= first.keys()
     devices = data["timeline"]["devices"]

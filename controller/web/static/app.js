@@ -17,6 +17,7 @@ const PAGES = {
 const main = document.getElementById('main');
 let leave = null; // the current page's clean-up
 let rendering = 0;
+let navigated = false; // the first render keeps the browser's focus
 
 async function route() {
   const [name, ...rest] = location.hash.replace(/^#\/?/, '').split('/');
@@ -33,6 +34,12 @@ async function route() {
   fill(main);
   leave = module.render(main, rest.map(decodeURIComponent)) || null;
   main.setAttribute('aria-busy', 'false');
+  if (navigated) {
+    // A new page starts at its top, and a screen reader starts reading it there.
+    window.scrollTo(0, 0);
+    main.focus({ preventScroll: true });
+  }
+  navigated = true;
   document.title = `${t(`nav.${page}`)} · massaged`;
   updateStopBar();
 }

@@ -29,3 +29,11 @@ export function errorText(answer) {
   if (answer.offline) return t('error.offline');
   return answer.error || t('error.generic');
 }
+
+/** The profiles answer as a list, whichever shape it came in. */
+export function profilesOf(answer) {
+  if (!answer || answer.status !== 'ok') return [];
+  const data = answer.data;
+  if (Array.isArray(data)) return data;
+  return (data && data.profiles) || [];
+}

@@ -1,10 +1,9 @@
 // Me: profiles and contraindications (what each means), "am I well today", the course, history.
 
-import { act, errorText } from './actions.js';
+import { act, errorText, profilesOf } from './actions.js';
 import { command } from './api.js';
 import { announce, fill, h, nextId } from './dom.js';
 import { has, t } from './i18n.js';
-import { profilesOf } from './page-programs.js';
 
 export function render(main) {
   const courseBox = h('section', { class: 'card', 'aria-labelledby': 'course-title' });

@@ -4,8 +4,9 @@ import { act, errorText, stopNow } from './actions.js';
 import { command } from './api.js';
 import { announce, clock, fill, h } from './dom.js';
 import { has, t } from './i18n.js';
-import { channelName, timelinePlot } from './plot.js';
+import { timelinePlot } from './plot.js';
 import { app, locked, on, session } from './state.js';
+import { channelName, techniqueName } from './words.js';
 
 export function render(main) {
   const head = h('div', { class: 'now-head' });
@@ -36,7 +37,6 @@ export function render(main) {
   }
 
   fill(main,
-    h('h1', { class: 'sr-only' }, t('nav.now')),
     head,
     h('div', { class: 'controls' },
       h('div', { class: 'full' }, stopButton),
@@ -84,6 +84,7 @@ export function render(main) {
     if (!running) {
       const last = app.status && app.status.last_session;
       fill(head,
+        h('h1', { class: 'sr-only' }, t('nav.now')),
         h('p', { class: 'count', id: 'idle' }, t('now.idle')),
         last ? h('p', { class: 'muted', id: 'last' }, t('now.last', {
           program: last.program, outcome: t(`outcome.${last.outcome}`), reason: last.reason || '',
@@ -231,10 +232,6 @@ function bar(device, channel, fills) {
 
 function linkClass(link) {
   return link === 'up' ? 'ok' : link === 'down' ? 'bad' : '';
-}
-
-export function techniqueName(technique) {
-  return has(`technique.${technique}`) ? t(`technique.${technique}`) : technique;
 }
 
 function techniqueWord(technique) {

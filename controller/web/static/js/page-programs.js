@@ -1,13 +1,13 @@
 // Programs: the built-ins and the user's own; plot and steps; start; upload or edit a file.
 
-import { errorText } from './actions.js';
+import { errorText, profilesOf } from './actions.js';
 import { command } from './api.js';
 import { closeDialog, openDialog } from './dialog.js';
 import { announce, clock, fill, h, nextId } from './dom.js';
 import { t } from './i18n.js';
-import { techniqueName } from './page-now.js';
 import { durationOf, timelinePlot } from './plot.js';
 import { app } from './state.js';
+import { techniqueName } from './words.js';
 
 export function render(main, args) {
   if (args[0] === 'new') return editor(main, null);
@@ -50,14 +50,14 @@ function detail(main, id) {
   fill(main, h('p', { class: 'muted' }, t('loading')));
   load(id).then((answer) => {
     if (answer.status !== 'ok') {
-      fill(main, h('p', { class: 'error', role: 'alert' }, errorText(answer)), h('a', { href: '#/programs' }, t('programs.back')));
+      fill(main, h('p', { class: 'error', role: 'alert' }, errorText(answer)), h('a', { class: 'btn link', href: '#/programs' }, t('programs.back')));
       return;
     }
     const p = answer.data;
     const steps = p.steps || [];
     const plot = timelinePlot(p);
     fill(main,
-      h('p', {}, h('a', { href: '#/programs' }, `← ${t('programs.back')}`)),
+      h('p', {}, h('a', { class: 'btn link', href: '#/programs' }, `← ${t('programs.back')}`)),
       h('h1', {}, p.title || id),
       h('p', { class: 'muted' }, [id, t(`audience.${p.audience}`), clock(durationOf(p)), p.frequency].filter(Boolean).join(' · ')),
       p.description ? h('p', {}, p.description) : null,
@@ -83,7 +83,7 @@ function detail(main, id) {
 
 /** Start: devices, profile, intensity and the "am I well today" confirmation. */
 async function startDialog(p) {
-  const [devices, profiles] = await Promise.all([command('devices'), command('profiles')]);
+  const [devices, profiles, course] = await Promise.all([command('devices'), command('profiles'), command('course')]);
   const connected = (devices.data || []).filter((d) => d.link === 'up');
   const profileList = profilesOf(profiles);
   const message = h('p', { class: 'error', role: 'alert', id: 'start-error' });
@@ -93,7 +93,8 @@ async function startDialog(p) {
   const scaleId = nextId('scale');
   const scaleOut = h('output', { for: scaleId }, '100 %');
   const scale = h('input', { id: scaleId, type: 'range', min: 10, max: 100, step: 5, value: '100', oninput: () => { scaleOut.textContent = `${scale.value} %`; } });
-  const well = h('input', { type: 'checkbox', id: 'well' });
+  // Answered on the Me page today already: ticked, and still there to untick.
+  const well = h('input', { type: 'checkbox', id: 'well', checked: Boolean(course.data && course.data.well_today === true) });
   const caution = h('input', { type: 'checkbox', id: 'caution' });
   const cautionBox = h('label', { class: 'check', hidden: true }, caution, h('span', {}, t('start.caution')));
   const showCaution = () => {
@@ -138,14 +139,6 @@ async function startDialog(p) {
       message),
     [h('button', { type: 'button', class: 'btn', onclick: closeDialog }, t('cancel')),
       h('button', { type: 'submit', class: 'btn primary', form: 'start-form', id: 'start-go' }, t('programs.start'))]);
-}
-
-/** The profiles answer as a list, whichever shape it came in. */
-export function profilesOf(answer) {
-  if (!answer || answer.status !== 'ok') return [];
-  const data = answer.data;
-  if (Array.isArray(data)) return data;
-  return (data && data.profiles) || [];
 }
 
 const TEMPLATE = `id = "my-program"
@@ -230,7 +223,7 @@ function editor(main, id) {
   }
 
   fill(main,
-    h('p', {}, h('a', { href: id ? `#/programs/${encodeURIComponent(id)}` : '#/programs' }, `← ${t('programs.back')}`)),
+    h('p', {}, h('a', { class: 'btn link', href: id ? `#/programs/${encodeURIComponent(id)}` : '#/programs' }, `← ${t('programs.back')}`)),
     h('h1', {}, id ? t('editor.titleEdit', { id }) : t('editor.titleNew')),
     h('p', { class: 'muted' }, t('editor.help')),
     h('div', { class: 'editor' },
@@ -242,7 +235,11 @@ function editor(main, id) {
       result));
   if (id) {
     load(id).then((answer) => {
-      if (answer.status === 'ok' && answer.data.text) text.value = answer.data.text;
+      if (answer.status !== 'ok' || !answer.data.text) return;
+      // A built-in stays as it is: its copy gets an id of its own to be saved under.
+      text.value = answer.data.builtin
+        ? answer.data.text.replace(/^(\s*id\s*=\s*")([^"]+)(")/m, '$1$2-mine$3')
+        : answer.data.text;
     });
   }
   return null;

@@ -1,7 +1,8 @@
 // A program's timeline: one stepped line per output, step boundaries, and a cursor.
 
 import { h, s } from './dom.js';
-import { has, t } from './i18n.js';
+import { t } from './i18n.js';
+import { channelName } from './words.js';
 
 const LANE = 18; // px per output row, matching the label rows in app.css
 
@@ -93,12 +94,4 @@ export function timelinePlot(program, title) {
     cursor.style.left = `${Math.min(100, Math.max(0, (100 * seconds) / duration))}%`;
   };
   return { element: series.length ? figure : h('p', { class: 'muted' }, t('plot.none')), move };
-}
-
-/** A channel's name in words: motor3 -> "Motor 3", output_a -> "EMS left". */
-export function channelName(channel) {
-  const text = String(channel);
-  const key = `channel.${text.replace(/\d+$/, '')}`;
-  const n = text.match(/\d+$/);
-  return has(key) ? `${t(key)}${n ? ` ${n[0]}` : ''}` : text;
 }
