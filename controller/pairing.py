@@ -18,8 +18,7 @@ from devices.capabilities import Capabilities, DeviceKind
 from devices.discovery import Found
 from devices.drivers.base import Device
 from devices.errors import ConfigError, IdentificationError
-from devices.kinds import guess_transport, make_device, model_spec
-from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, PillowOutput
+from devices.kinds import guess_transport, kind_spec, make_device, model_spec
 
 logger = logging.getLogger(__name__)
 
@@ -113,15 +112,7 @@ async def _identify_as(
 
 async def confirmation_pulse(device: Device, seconds: float = PULSE_SECONDS) -> None:
     """A short, gentle pulse the user can feel, then everything off."""
-    caps = device.capabilities
-    if caps.kind == DeviceKind.BELT:
-        levels = tuple(50 if m.place.value == "neck" else 0 for m in caps.motors)
-        output: BeltOutput | PillowOutput | ButterflyOutput = BeltOutput(levels)
-    elif caps.kind == DeviceKind.PILLOW:
-        output = PillowOutput(speed=1)
-    else:
-        pulse = EmsChannelOutput(strength=6, frequency=40, intensity=30)
-        output = ButterflyOutput(a=pulse, b=pulse)
+    output = kind_spec(device.capabilities.kind).pulse(device.capabilities)
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     try:

@@ -23,6 +23,7 @@ from devices.capabilities import (
     Capabilities,
     DeviceKind,
     Kneading,
+    Place,
     belt_motors,
     butterfly_channels,
 )
@@ -33,7 +34,7 @@ from devices.drivers.sp1 import SP1Driver
 from devices.drivers.vb1 import VB1Driver
 from devices.errors import ConfigError
 from devices.links.base import Link
-from devices.outputs import BeltOutput, ButterflyOutput, Output, PillowOutput
+from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, Output, PillowOutput
 from devices.protocols import coyote_v2, eb1, sp1, vb1
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ class KindSpec(NamedTuple):
     """What a program is rendered onto when no real device is given."""
     default_model: str
     """The model a device record without one is (records made before models existed)."""
+    pulse: Callable[[Capabilities], Output]
+    """A short, gentle output a person can feel: the pairing dialog's "did you feel it?"."""
 
     def off(self, capabilities: Capabilities | None = None) -> Output:
         """Everything off, shaped for these capabilities (the preview's without)."""
@@ -101,6 +104,21 @@ class ModelSpec(NamedTuple):
         return self.baudrate is not None
 
 
+def _belt_pulse(caps: Capabilities) -> Output:
+    # The neck motors only, at a fifth of full: felt at once, nowhere near a massage level.
+    return BeltOutput(tuple(50 if m.place is Place.NECK else 0 for m in caps.motors))
+
+
+def _pillow_pulse(caps: Capabilities) -> Output:
+    return PillowOutput(speed=1)
+
+
+def _butterfly_pulse(caps: Capabilities) -> Output:
+    # Strength 6 of 200 at a low intensity: a tingle, below any contraction.
+    pulse = EmsChannelOutput(strength=6, frequency=40, intensity=30)
+    return ButterflyOutput(a=pulse, b=pulse)
+
+
 KINDS: dict[DeviceKind, KindSpec] = {
     DeviceKind.BELT: KindSpec(
         kind=DeviceKind.BELT,
@@ -117,6 +135,7 @@ KINDS: dict[DeviceKind, KindSpec] = {
             kind=DeviceKind.BELT, model="VB1 (preview)", motors=belt_motors(6), heater=True
         ),
         default_model="VB1",
+        pulse=_belt_pulse,
     ),
     DeviceKind.PILLOW: KindSpec(
         kind=DeviceKind.PILLOW,
@@ -136,6 +155,7 @@ KINDS: dict[DeviceKind, KindSpec] = {
             kneading=Kneading(nodes=4, max_speed=PillowOutput.maximum),
         ),
         default_model="SP1",
+        pulse=_pillow_pulse,
     ),
     DeviceKind.BUTTERFLY: KindSpec(
         kind=DeviceKind.BUTTERFLY,
@@ -153,6 +173,7 @@ KINDS: dict[DeviceKind, KindSpec] = {
             kind=DeviceKind.BUTTERFLY, model="EB1 (preview)", ems_channels=butterfly_channels()
         ),
         default_model="EB1",
+        pulse=_butterfly_pulse,
     ),
 }
 """Every device kind, in the order lists, plots and the live view show them."""
