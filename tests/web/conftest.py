@@ -3,7 +3,7 @@
 The browser is the system's Chromium (``apt-get install chromium``; ``./dev test``
 installs it), driven by Playwright for Python with that executable: Playwright's own
 browser download is not used. A missing Chromium fails these tests, it never skips
-them. One browser per pytest process (xdist worker); each test gets a fresh context.
+them. Each test launches its own browser (the browser fixture says why).
 Each stack (simulator, daemon and its web port) lives in a private temporary folder
 on a free port, so the tests run in parallel.
 """
@@ -53,9 +53,14 @@ def chromium_executable() -> str:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Browser]:
-    """One headless Chromium for this pytest process."""
+    """A headless Chromium for one test.
+
+    Not one per session, although a launch costs about a second: while Playwright's
+    sync API is running, it marks an event loop as running on this thread, and every
+    asyncio test that this process ran next would be refused its own loop.
+    """
     executable = chromium_executable()
     # Chromium refuses to run as root with its sandbox (containers, CI).
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
@@ -221,7 +226,6 @@ def shoot(page: Page, name: str) -> None:
     """A screenshot for docs/web.md (the visible viewport, as a phone or a desktop shows it)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     # No blinking caret or half-run transitions in the pictures.
-    page.wait_for_timeout(150)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), animations="disabled", caret="hide")
 
 
