@@ -273,6 +273,8 @@ class Workspace:
             "MASSAGED_CONFIG_DIR": str(self.folder / "config"),
             "MASSAGED_DAEMON_SOCKET": str(self.socket),
             "MASSAGED_PROGRAMS_DIR": str(self.folder / "programs"),
+            # Any free port: a benchmark's daemon must not take (or fight for) the page's 8765.
+            "MASSAGED_WEB_PORT": "0",
         }
         self.env.pop("MASSAGED_CONFIG", None)
         self.env.pop("NOTIFY_SOCKET", None)

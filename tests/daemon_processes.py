@@ -106,6 +106,7 @@ def private_env(folder: Path) -> dict[str, str]:
         "MASSAGED_CONFIG_DIR": str(folder / "config"),
         "MASSAGED_SIM_RADIO": str(folder / "radio.sock"),
         "MASSAGED_DAEMON_SOCKET": str(folder / "control.sock"),
+        "MASSAGED_WEB_PORT": "0",  # any free port: never fight over the page's 8765
     }
 
 

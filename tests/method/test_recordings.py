@@ -50,9 +50,8 @@ def value_at(series: list[tuple[float, float]], t: float) -> float:
     return value
 
 
-def plays(rec: Recorded, device: str, channel: str, span: StepSpan) -> bool:
-    """Whether the plan puts anything out on a channel during a step."""
-    series = plan_series(rec.plan.timelines[device], channel)
+def plays(series: list[tuple[float, float]], span: StepSpan) -> bool:
+    """Whether the plan (its series for one channel) puts anything out during a step."""
     before = value_at(series, span.start)
     inside = [v for t, v in series if span.start <= t < span.end]
     return any(v > 0 for v in [before, *inside])
@@ -80,14 +79,15 @@ def test_each_step_plays_its_count_in_bursts_under_its_ceiling_and_ends_at_zero(
     assert rec.result.reason == "completed"
     end = rec.plan.duration
     for device, channel in counted(rec):
-        planned = movements(plan_series(rec.plan.timelines[device], channel), end=end)
+        plan = plan_series(rec.plan.timelines[device], channel)  # once: it is costly
+        planned = movements(plan, end=end)
         found = recorded_movements(rec, device, channel)
         series = rec.series(device, channel)
         for span, step in zip(rec.plan.steps, program.steps, strict=True):
             where = (
                 f"{program_id}/{profile}: step {span.index + 1} ({span.label}) {device}.{channel}"
             )
-            want = step.movement_count if plays(rec, device, channel, span) else 0
+            want = step.movement_count if plays(plan, span) else 0
             # the count: the plan and the recording, read by one counter
             assert count_in(planned, span.start, span.end) == want, where
             assert count_in(found, span.start, span.end) == want, where

@@ -855,7 +855,9 @@ async def test_an_emergency_stop_gets_through_a_flood_of_idle_connections() -> N
     """Hundreds of idle connections held against a daemon process with 128 descriptors: an
     emergency stop still puts every device at zero within 1 s, the daemon goes on serving,
     and its log stays short (repeated errors are rate-limited)."""
-    async with daemon_process(nofile=FLOOD_NOFILE) as w:
+    # A long program: the emergency stop must end it, not its end (a loaded machine can
+    # take seconds to open the flood; at speed 20, 40 s of program are 2 s).
+    async with daemon_process(nofile=FLOOD_NOFILE, program_seconds=300.0) as w:
         answer = await w.call("run", {"program": PROGRAM_ID})
         assert answer["status"] == "ok", answer
         await w.wait_on()

@@ -142,7 +142,9 @@ export function render(main) {
     const links = names.map((name) => {
       const info = paired.find((d) => d.name === name) || {};
       const inSession = running && running.devices && running.devices[name];
-      return { name, info, link: info.link || (inSession && inSession.link) || 'unknown', channels: Object.keys(live[name] || {}) };
+      // In a session the lane holds the device: its link is the one that counts.
+      const link = (inSession && inSession.link) || info.link || 'unknown';
+      return { name, info, link, channels: Object.keys(live[name] || {}) };
     });
     const now = JSON.stringify(links.map((d) => [d.name, d.link, d.info.battery, d.channels]));
     if (now !== shape) {
