@@ -311,12 +311,14 @@ class Daemon(PagesMixin):
             simulated=self.simulated,
         )
         devices = runner.devices
+        # The supervisor's own reconnect of a device that dropped meanwhile ends first.
+        await self.supervisor.lend(devices)
         if self._estops != estops:
             # An emergency stop came while this session was being prepared: it wins.
+            self.supervisor.give_back(devices)
             raise SafetyError("emergency stop while the session was starting: not started")
         # From here on a cap change reaches this runner (_cmd_set_caps); the devices' own
         # limits are written by the runner as the session starts, from this profile.
-        self.supervisor.lend(devices)
         self.runner = runner
         self.session_source = source
         for name in devices:
@@ -332,6 +334,9 @@ class Daemon(PagesMixin):
                 {"t": event.t, "type": event.kind, "device": event.device, **event.detail},
             )
         )
+        # The session connects and reconnects its devices itself: their link as status,
+        # the web page and MQTT availability report it follows (start, reconnected, ...).
+        runner.add_listener(lambda _: self.supervisor.follow_links(devices))
         self._session_task = asyncio.get_running_loop().create_task(
             self._play(runner, list(devices)), name="session"
         )

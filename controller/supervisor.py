@@ -7,7 +7,8 @@ and once when it ends, not on every try. While idle the devices are
 connected but unpowered: drivers leave every output at zero on connect and
 nobody renews their lease. During a session the runner owns its devices
 (it reconnects them itself through a fresh ramp), so the supervisor stands
-back for those until they are given back.
+back for those until they are given back; their link is still reported as it
+is, read from the device, since the web page and MQTT availability show it.
 """
 
 from __future__ import annotations
@@ -44,10 +45,21 @@ class Supervised:
     battery: int | None = None
     temperature: int | None = None
     in_session: bool = False
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by the supervisor's task while it connects, closes or polls the device: a
+    session takes the device only once that is over, so one device never has two
+    connects (the supervisor's and the session's) running at once."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     remove_listener: Callable[[], None] | None = None
+
+    def current_link(self) -> str:
+        """The link now. A lent device is reconnected by its session, not by the
+        supervisor, so its link is read from the device itself."""
+        if self.in_session:
+            return "up" if self.device.is_connected else "down"
+        return self.link
 
     def describe(self) -> dict[str, object]:
         """The device as the API reports it."""
@@ -62,7 +74,7 @@ class Supervised:
             "model": caps.model if caps else self.record.model,
             "firmware": caps.firmware if caps else self.record.firmware,
             "serial": caps.serial if caps else self.record.serial,
-            "link": self.link,
+            "link": self.current_link(),
             "in_session": self.in_session,
             "battery": self.battery,
             "temperature": self.temperature,
@@ -155,11 +167,36 @@ class DeviceSupervisor:
             if name in wanted and e.link == "up" and not e.in_session
         }
 
-    def lend(self, names: Iterable[str]) -> None:
-        """A session takes these devices: the supervisor stands back."""
+    async def lend(self, names: Iterable[str]) -> None:
+        """A session takes these devices: the supervisor stands back.
+
+        A device chosen for the session may have dropped since, and the supervisor
+        be reconnecting it: that attempt (bounded by its time-out) ends first, and the
+        session connects the device itself if it is still down.
+        """
+        entries = [self.devices[name] for name in names]
+        for entry in entries:
+            entry.in_session = True  # no new attempt starts from here on
+        for entry in entries:
+            async with entry.busy:
+                pass
+            # A loss seen before the session is the session's business now.
+            entry.lost.clear()
+            entry.link = entry.current_link()
+            self._changed(entry.record.name)
+
+    def follow_links(self, names: Iterable[str]) -> None:
+        """The session may have reconnected (or lost) these lent devices: report changes."""
         for name in names:
-            self.devices[name].in_session = True
-            self._changed(name)
+            entry = self.devices.get(name)
+            if entry is None or not entry.in_session:
+                continue
+            link = entry.current_link()
+            if link != entry.link:
+                entry.link = link
+                if link == "up":
+                    entry.last_error = ""
+                self._changed(name)
 
     def give_back(self, names: Iterable[str]) -> None:
         """The session is over: look after these devices again."""
@@ -171,6 +208,10 @@ class DeviceSupervisor:
             entry.link = "up" if entry.device.is_connected else "down"
             if entry.link == "down":
                 entry.lost.set()
+            else:
+                # Connected (the session may have reconnected it): a loss from before
+                # must not make the supervisor close a good link.
+                entry.lost.clear()
             entry.wake.set()
             self._changed(name)
 
@@ -192,8 +233,9 @@ class DeviceSupervisor:
     def _device_event(self, entry: Supervised, event: DeviceEvent) -> None:
         if isinstance(event, LinkLost):
             entry.last_error = event.reason or "link lost"
+            entry.link = "down"
             if not entry.in_session:
-                entry.link = "down"
+                # In a session the session reconnects it; otherwise the supervisor does.
                 entry.lost.set()
             self._changed(entry.record.name)
         elif isinstance(event, LowBattery) and event.percent is not None:
@@ -203,48 +245,19 @@ class DeviceSupervisor:
             self._on_event(entry.record.name, event)
 
     async def _supervise(self, entry: Supervised) -> None:
-        name = entry.record.name
         backoff = self._new_backoff()
         while not self._closing:
             if entry.in_session:
                 entry.wake.clear()
                 await entry.wake.wait()
                 continue
-            if not entry.device.is_connected:
-                entry.link = "connecting"
-                self._changed(name)
-                try:
-                    await entry.device.connect(timeout=CONNECT_TIMEOUT_S)
-                except (MassagedError, OSError, TimeoutError) as err:
-                    delay = next(backoff)
-                    attempts = backoff.attempts
-                    entry.link = "down"
-                    entry.last_error = str(err)
-                    self._changed(name)
-                    if attempts == 1:
-                        logger.warning("%s: cannot connect (%s); retrying with backoff", name, err)
-                    elif attempts % 10 == 0:
-                        logger.warning("%s: still unreachable after %d attempts", name, attempts)
-                    else:
-                        logger.debug("%s: attempt %d failed: %s", name, attempts, err)
-                    entry.wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            await entry.wake.wait()
+            async with entry.busy:
+                if entry.in_session:  # lent while this task waited: hands off
                     continue
-                if backoff.attempts:
-                    logger.warning("%s: connected again after %d attempts", name, backoff.attempts)
-                else:
-                    logger.info("%s: connected (%s)", name, entry.device.capabilities.model)
-                backoff.reset()
-                entry.link = "up"
-                entry.last_error = ""
-                entry.lost.clear()
-                await self._poll_status(entry)
-                self._changed(name)
+                wait = await self._tend(entry, backoff)
             entry.wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(STATUS_POLL_S):
+                async with asyncio.timeout(wait):
                     waits = [
                         asyncio.ensure_future(entry.lost.wait()),
                         asyncio.ensure_future(entry.wake.wait()),
@@ -255,12 +268,46 @@ class DeviceSupervisor:
                         for w in waits:
                             w.cancel()
                         await asyncio.gather(*waits, return_exceptions=True)
-            if entry.lost.is_set() and not entry.in_session:
-                entry.lost.clear()
-                with contextlib.suppress(Exception):
-                    await entry.device.close()
-            elif entry.device.is_connected and not entry.in_session:
-                await self._poll_status(entry)
+
+    async def _tend(self, entry: Supervised, backoff: Backoff) -> float:
+        """One look at an idle device (under entry.busy): close a lost link, connect,
+        or poll its status. Returns how long to wait before the next look."""
+        name = entry.record.name
+        if entry.lost.is_set():
+            entry.lost.clear()
+            with contextlib.suppress(Exception):
+                await entry.device.close()
+        if entry.device.is_connected:
+            await self._poll_status(entry)
+            return STATUS_POLL_S
+        entry.link = "connecting"
+        self._changed(name)
+        try:
+            await entry.device.connect(timeout=CONNECT_TIMEOUT_S)
+        except (MassagedError, OSError, TimeoutError) as err:
+            delay = next(backoff)
+            attempts = backoff.attempts
+            entry.link = "down"
+            entry.last_error = str(err)
+            self._changed(name)
+            if attempts == 1:
+                logger.warning("%s: cannot connect (%s); retrying with backoff", name, err)
+            elif attempts % 10 == 0:
+                logger.warning("%s: still unreachable after %d attempts", name, attempts)
+            else:
+                logger.debug("%s: attempt %d failed: %s", name, attempts, err)
+            return delay
+        if backoff.attempts:
+            logger.warning("%s: connected again after %d attempts", name, backoff.attempts)
+        else:
+            logger.info("%s: connected (%s)", name, entry.device.capabilities.model)
+        backoff.reset()
+        entry.link = "up"
+        entry.last_error = ""
+        entry.lost.clear()
+        await self._poll_status(entry)
+        self._changed(name)
+        return STATUS_POLL_S
 
     async def _poll_status(self, entry: Supervised) -> None:
         try:

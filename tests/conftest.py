@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -55,3 +56,73 @@ def private_paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- running in parallel (pytest-xdist, ``--dist loadgroup``) ---------------------------------
+
+DURATIONS_KEY = "massaged/durations"
+"""Where the last runs' test durations are kept (pytest's cache, .pytest_cache/)."""
+UNKNOWN_S = 1.0
+"""The duration assumed for a test not timed yet (a new one): ahead of the quick ones."""
+
+
+def _shared_scope(item: pytest.Item) -> str | None:
+    """The module or class whose fixtures this test shares, if it uses such a fixture."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    for defs in info.name2fixturedefs.values():
+        for fixturedef in defs:
+            if fixturedef.scope in ("module", "class", "package"):
+                return item.nodeid.split("::")[0]
+    return None
+
+
+def _plain_nodeid(nodeid: str) -> str:
+    """A test's id without the "@group" xdist appends under --dist loadgroup."""
+    return re.sub(r"@[^@\]/]*$", "", nodeid)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist: keep the tests that share a module's fixture in one worker (that fixture,
+    a daemon or five benchmark processes, would otherwise be set up once per worker), and
+    hand out the longest tests first, so that no long one starts last and runs alone."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return
+    for item in items:
+        scope = _shared_scope(item)
+        if scope is not None and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(scope))
+    known: dict[str, float] = workerinput.get(DURATIONS_KEY, {})
+    if known:
+        # Every worker gets the same durations from the main process: the same order.
+        items.sort(key=lambda item: -known.get(item.nodeid, UNKNOWN_S))
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: absent with -p no:xdist
+def pytest_configure_node(node: Any) -> None:
+    """(xdist, main process) Give each worker the durations of the last runs."""
+    cache = node.config.cache
+    if cache is not None:
+        node.workerinput[DURATIONS_KEY] = cache.get(DURATIONS_KEY, {})
+
+
+_durations: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Add up each test's setup, call and teardown (in the main process, under xdist too)."""
+    nodeid = _plain_nodeid(report.nodeid)
+    _durations[nodeid] = _durations.get(nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Keep this run's durations for the next one's order (main process only)."""
+    config = session.config
+    if hasattr(config, "workerinput") or config.cache is None or not _durations:
+        return
+    known: dict[str, float] = config.cache.get(DURATIONS_KEY, {})
+    known.update({nodeid: round(seconds, 3) for nodeid, seconds in _durations.items()})
+    config.cache.set(DURATIONS_KEY, known)
