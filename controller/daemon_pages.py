@@ -298,10 +298,6 @@ class PagesMixin:
                 "(lower-case letters, digits and '-')"
             )
         folder = library.user_dir()
-        if folder is None:
-            raise ConfigError(
-                f"no folder for your programs: start the daemon with ${library.USER_DIR_ENV} set"
-            )
         if request.name in library.builtin_ids():
             raise ConfigError(f"{request.name!r} is a built-in program: choose another id")
         try:

@@ -1,8 +1,9 @@
 """The built-in programs (programs/library/*.toml) and the user's own program directory.
 
-A program is found by its id: first among the built-ins, then as
-``$MASSAGED_PROGRAMS_DIR/<id>.toml``. A built-in cannot be shadowed, so a
-session named "collar-zone" is always the shipped one.
+A program is found by its id: first among the built-ins, then as ``<id>.toml`` in
+the user's program folder: ``$MASSAGED_PROGRAMS_DIR``, by default ``programs/`` in
+massaged's configuration folder (``~/.config/massaged/programs``). A built-in
+cannot be shadowed, so a session named "collar-zone" is always the shipped one.
 """
 
 from __future__ import annotations
@@ -37,10 +38,20 @@ class ProgramSource:
     builtin: bool
 
 
-def user_dir() -> Path | None:
-    """The user's program directory from $MASSAGED_PROGRAMS_DIR, or None when unset."""
+def user_dir() -> Path:
+    """The user's program folder: $MASSAGED_PROGRAMS_DIR, else programs/ in the configuration
+    folder (which need not exist yet: the web page's editor creates it on the first save)."""
     value = os.environ.get(USER_DIR_ENV, "").strip()
-    return Path(value).expanduser() if value else None
+    if value:
+        return Path(value).expanduser()
+    # controller.paths.config_dir()'s rule, restated: programs/ sits below controller/ and
+    # cannot import it (tests/programs/test_library.py checks that the two agree).
+    config = os.environ.get("MASSAGED_CONFIG_DIR", "").strip()
+    if config:
+        return Path(config).expanduser() / "programs"
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    base = Path(xdg) if xdg and Path(xdg).is_absolute() else Path.home() / ".config"
+    return base / "massaged" / "programs"
 
 
 def builtin_paths() -> dict[str, Path]:
@@ -82,15 +93,14 @@ def get(program_id: str) -> ProgramSource:
         path = builtins[program_id]
         return ProgramSource(_load_builtin(path), path, builtin=True)
     directory = user_dir()
-    if directory is not None:
-        path = directory / f"{program_id}.toml"
-        if path.is_file():
-            program = load_program(path)
-            _check_id(program, path)
-            return ProgramSource(program, path, builtin=False)
-    where = f" or in {directory}" if directory is not None else f" (set ${USER_DIR_ENV})"
+    path = directory / f"{program_id}.toml"
+    if path.is_file():
+        program = load_program(path)
+        _check_id(program, path)
+        return ProgramSource(program, path, builtin=False)
     raise ProgramError(
-        f"no program {program_id!r} among the built-ins ({', '.join(builtins)}){where}",
+        f"no program {program_id!r} among the built-ins ({', '.join(builtins)}) or in "
+        f"{directory} (your own programs' folder, ${USER_DIR_ENV})",
         source=program_id,
     )
 
@@ -108,10 +118,11 @@ def list_programs() -> tuple[list[ProgramSource], list[ProgramError]]:
     found = [ProgramSource(_load_builtin(p), p, builtin=True) for p in builtin_paths().values()]
     errors: list[ProgramError] = []
     directory = user_dir()
-    if directory is None:
-        return found, errors
     if not directory.is_dir():
-        logger.warning("$%s=%s is not a directory", USER_DIR_ENV, directory)
+        if directory.exists() or os.environ.get(USER_DIR_ENV, "").strip():
+            # Named by the user, or a file where the folder should be: say so. The default
+            # folder not made yet is simply no programs of one's own.
+            logger.warning("$%s=%s is not a directory", USER_DIR_ENV, directory)
         return found, errors
     taken = {source.program.id for source in found}
     for path in sorted(directory.glob("*.toml")):

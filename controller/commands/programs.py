@@ -198,9 +198,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             (p.id, p.audience.value, minutes, "built-in" if source.builtin else "user", p.title)
         )
     print_table(("ID", "AUDIENCE", "MIN", "SOURCE", "TITLE"), rows)
-    directory = user_dir()
-    if directory is None:
-        print(f"\n(your own programs: set ${USER_DIR_ENV} to a directory of <id>.toml files)")
+    if not any(not source.builtin for source in found):
+        print(f"\n(your own programs: <id>.toml files in {user_dir()}, or in ${USER_DIR_ENV})")
     for err in errors:
         print(f"warning: skipped {err}", file=sys.stderr)
     return 0

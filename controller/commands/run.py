@@ -36,6 +36,7 @@ from controller.store import DeviceRecord, Store
 from devices.capabilities import DeviceKind
 from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT, Device
 from devices.errors import ConfigError, LinkBusyError, LinkError, MassagedError, SafetyError
+from programs.library import user_dir
 
 if TYPE_CHECKING:
     # Only for the annotations: the simulator is loaded only when --simulate is given.
@@ -579,8 +580,8 @@ async def _through_daemon(args: argparse.Namespace) -> int | None:
         return None
     if Path(args.program).suffix == ".toml":
         raise ConfigError(
-            "a running daemon plays programs by id: put the file in $MASSAGED_PROGRAMS_DIR "
-            "or use --no-daemon"
+            f"a running daemon plays programs by id: put the file in {user_dir()} "
+            "(your programs' folder, $MASSAGED_PROGRAMS_DIR) or use --no-daemon"
         )
     confirmed = _confirm_for_daemon(args)
     live = not args.no_display and sys.stdout.isatty()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
-from programs.library import LIBRARY_DIR, builtin_ids
+from programs.library import LIBRARY_DIR, builtin_ids, user_dir
 from programs.model import program_schema
 from simulator.recording import Recorder
 
@@ -22,7 +22,9 @@ def test_list(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatc
     for program_id in builtin_ids():
         assert program_id in out
     assert "5.2/30" in out
+    # No programs of one's own yet: where to put them (the default folder) and the variable.
     assert "MASSAGED_PROGRAMS_DIR" in out
+    assert str(user_dir()) in out
 
 
 def test_show_prints_steps_devices_and_bars(capsys: pytest.CaptureFixture[str]) -> None:

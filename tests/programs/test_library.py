@@ -9,7 +9,7 @@ import pytest
 
 from devices.capabilities import DeviceKind
 from programs.errors import ProgramError
-from programs.library import LIBRARY_DIR, builtin_ids, get, list_programs, resolve
+from programs.library import LIBRARY_DIR, builtin_ids, get, list_programs, resolve, user_dir
 from programs.model import (
     CHILD_MAX_INTENSITY,
     MAX_SESSION_MIN,
@@ -235,9 +235,42 @@ def test_user_directory_programs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_unknown_program_names_the_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MASSAGED_PROGRAMS_DIR", raising=False)
-    expected = r"no program 'nope'.*collar-zone.*MASSAGED_PROGRAMS_DIR"
+    expected = r"no program 'nope'.*collar-zone.*programs.*MASSAGED_PROGRAMS_DIR"
     with pytest.raises(ProgramError, match=expected):
         get("nope")
+
+
+def test_the_default_program_folder_is_in_the_configuration_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from controller.paths import config_dir
+
+    monkeypatch.delenv("MASSAGED_PROGRAMS_DIR", raising=False)
+    for env in (
+        {"MASSAGED_CONFIG_DIR": str(tmp_path / "c")},
+        {"XDG_CONFIG_HOME": str(tmp_path / "x")},
+        {"XDG_CONFIG_HOME": "relative/ignored"},
+        {},
+    ):
+        monkeypatch.delenv("MASSAGED_CONFIG_DIR", raising=False)
+        monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert user_dir() == config_dir() / "programs", env
+    # The default folder, not made yet, is no programs of one's own (and no warning).
+    found, errors = list_programs()
+    assert all(source.builtin for source in found)
+    assert not errors
+    # A program saved there is found by its id.
+    monkeypatch.setenv("MASSAGED_CONFIG_DIR", str(tmp_path / "c"))
+    user_dir().mkdir(parents=True)
+    text = (
+        (LIBRARY_DIR / "self-massage.toml")
+        .read_text()
+        .replace('id = "self-massage"', 'id = "my-own"')
+    )
+    (user_dir() / "my-own.toml").write_text(text)
+    assert not get("my-own").builtin
 
 
 def test_resolve_takes_an_id_or_a_path() -> None:

@@ -203,10 +203,12 @@ async def test_program_save_checks_then_writes_the_users_folder(
     web: tuple[Daemon, WebClient], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, c = web
+    # Without $MASSAGED_PROGRAMS_DIR: programs/ in the configuration folder, made on the first save.
     monkeypatch.delenv("MASSAGED_PROGRAMS_DIR", raising=False)
+    monkeypatch.setenv("MASSAGED_CONFIG_DIR", str(tmp_path / "config"))
     status, answer = await c.command("program_save", {"name": "my-neck", "text": GOOD_PROGRAM})
-    assert status == 409
-    assert "MASSAGED_PROGRAMS_DIR" in answer["error"]
+    assert status == 200, answer
+    assert Path(answer["data"]["path"]) == tmp_path / "config" / "programs" / "my-neck.toml"
     folder = tmp_path / "programs"
     monkeypatch.setenv("MASSAGED_PROGRAMS_DIR", str(folder))
     for body, word in (
