@@ -665,6 +665,11 @@ def device_specs(count: int) -> list[str]:
     return ["belt"] * count
 
 
+def comma_list(text: str) -> list[str]:
+    """'socket,http,' -> ['socket', 'http']: a command line's list of names."""
+    return [part for part in text.split(",") if part]
+
+
 def parse_counts(text: str) -> list[int]:
     """'3,64,256' -> [3, 64, 256]."""
     counts = [int(part) for part in text.split(",") if part.strip()]

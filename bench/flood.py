@@ -263,7 +263,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=20, help="stops per case (20)")
     p.add_argument(
         "--cases",
-        type=lambda s: [x for x in s.split(",") if x],
+        type=h.comma_list,
         default=list(CASES),
         help="quiet,flood,exhausted (default all)",
     )

@@ -276,7 +276,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--brokers",
-        type=lambda text: [x for x in text.split(",") if x],
+        type=h.comma_list,
         default=list(BROKERS),
         help="broker set-ups to measure: default (mosquitto's defaults), nodelay "
         "(set_tcp_nodelay true); default both",

@@ -268,7 +268,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=30, help="stops per front end (30)")
     p.add_argument(
         "--front-ends",
-        type=lambda s: [x for x in s.split(",") if x],
+        type=h.comma_list,
         default=list(FRONT_ENDS),
         help="cli,api,mqtt (default all)",
     )

@@ -243,13 +243,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--trials", type=int, default=20, help="stops per front end and command")
     p.add_argument(
         "--front-ends",
-        type=lambda s: [x for x in s.split(",") if x],
+        type=h.comma_list,
         default=list(FRONT_ENDS),
         help="socket,http,ws (default all; socket is the baseline)",
     )
     p.add_argument(
         "--commands",
-        type=lambda s: [x for x in s.split(",") if x],
+        type=h.comma_list,
         default=["emergency_stop"],
         help="emergency_stop,stop (default emergency_stop)",
     )

@@ -10,6 +10,8 @@ in milliseconds: nothing is imported here until a name is used (not even
 typing or __future__; tests/controller/test_quick_control.py checks it).
 """
 
+from devices._lazy import lazy_names
+
 # Not typing.TYPE_CHECKING: the quick path must not import typing (mypy knows this name).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -64,17 +66,4 @@ _LAZY = {
 }
 """Public name -> the module that defines it, imported on first use."""
 
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(module), name)
-    globals()[name] = value  # looked up once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, globals(), __all__, _LAZY)

@@ -131,12 +131,14 @@ def check_ready(
     simulated: bool,
     now: datetime | None = None,
     field_hint: bool = True,
+    wording: Callable[[Question], str] | None = None,
 ) -> list[Question]:
     """SafetyError naming what is missing, unless the session may start; the questions
     that were confirmed (to show them).
 
     confirmed tells whether a confirmation was given; field_hint names the request's
-    field in a refusal (the daemon) rather than only the command line's flag.
+    field in a refusal (the daemon) rather than only the command line's flag; wording,
+    when given, words the refusal instead (a Python caller names its own argument).
     """
     moment = now if now is not None else datetime.now(UTC)
     postponed = postponement(profile, moment.astimezone().date())
@@ -145,6 +147,8 @@ def check_ready(
     asked = questions(profile, store, simulated=simulated, now=moment)
     for question in asked:
         if not confirmed(question.confirm):
+            if wording is not None:
+                raise SafetyError(wording(question))
             raise SafetyError(refusal(question, field_hint=field_hint))
     return asked
 

@@ -20,12 +20,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from controller.profiles import DEFAULT_PROFILE, Profile
-from controller.readiness import Confirm, postponement, questions
+from controller.readiness import Confirm, Question
 from controller.session import RunnerListener, SessionResult, SessionRunner
 from controller.session_setup import prepare_session
 from controller.store import Store
 from devices.drivers.base import Device
-from devices.errors import ConfigError, LinkError, SafetyError
+from devices.errors import ConfigError, LinkError
 from programs.model import Program
 
 logger = logging.getLogger(__name__)
@@ -72,9 +72,6 @@ async def prepare_program(
         Confirm.ACCEPT_CAUTION: accept_caution,
         Confirm.OVERRIDE_SPACING: override_spacing,
     }
-    # The same rules prepare_session applies again; asked here first for a refusal that
-    # names this function's argument rather than the command line's flag.
-    _check_ready(profile, store, given, simulated=simulated)
     return await prepare_session(
         program,
         profile,
@@ -84,22 +81,13 @@ async def prepare_program(
         speed=speed,
         scale=scale,
         simulated=simulated,
-        field_hint=False,
+        wording=_refusal,
     )
 
 
-def _check_ready(
-    profile: Profile, store: Store | None, given: Mapping[Confirm, bool], *, simulated: bool
-) -> None:
-    """controller.readiness's rules, with a refusal that names this function's argument."""
-    postponed = postponement(profile)
-    if postponed is not None:
-        raise SafetyError(postponed)
-    for question in questions(profile, store, simulated=simulated):
-        if not given.get(question.confirm, False):
-            raise SafetyError(
-                f"not started: {question.reason}; to confirm, pass {question.confirm.value}=True"
-            )
+def _refusal(question: Question) -> str:
+    """controller.readiness's refusal, naming this function's argument, not a flag."""
+    return f"not started: {question.reason}; to confirm, pass {question.confirm.value}=True"
 
 
 async def run_program(

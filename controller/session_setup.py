@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 from controller.profiles import Profile, painful_body_side
-from controller.readiness import Confirm, check_ready
+from controller.readiness import Confirm, Question, check_ready
 from controller.safety import SafetyLimits
 from controller.session import SessionRunner, check_fits, check_profile
 from controller.store import Store
@@ -55,15 +55,19 @@ async def prepare_session(
     scale: float = 1.0,
     simulated: bool = False,
     field_hint: bool = True,
+    wording: Callable[[Question], str] | None = None,
 ) -> SessionRunner:
     """A runner for program on devices, ready to run; SafetyError (or ConfigError) when the
     session is refused, before anything moves.
 
     confirmed tells whether a confirmation was given (controller.readiness); caps are the
-    registry's, by device name; field_hint names the run request's field in a refusal.
+    registry's, by device name; field_hint names the run request's field in a refusal,
+    wording (when given) words that refusal instead (controller.readiness.check_ready).
     """
     # First of all: is today a day for a session, and is now the time?
-    check_ready(profile, store, confirmed, simulated=simulated, field_hint=field_hint)
+    check_ready(
+        profile, store, confirmed, simulated=simulated, field_hint=field_hint, wording=wording
+    )
     found = devices() if callable(devices) else devices
     if not found:
         raise MassagedError("none of the devices is connected")

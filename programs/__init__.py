@@ -7,6 +7,8 @@ on first use, so ``import programs`` costs nothing until one is used.
 
 from __future__ import annotations
 
+from devices._lazy import lazy_names
+
 # Not typing.TYPE_CHECKING: importing the package must stay free (mypy knows this name).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -57,17 +59,4 @@ _LAZY: dict[str, tuple[str, str]] = {
     "StepSpan": ("programs.timeline", "StepSpan"),
 }
 
-
-def __getattr__(name: str) -> object:
-    where = _LAZY.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(where[0]), where[1])
-    globals()[name] = value  # looked up once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, globals(), __all__, _LAZY)

@@ -9,6 +9,8 @@ simulator`` costs nothing until one is used.
 
 from __future__ import annotations
 
+from devices._lazy import lazy_names
+
 # Not typing.TYPE_CHECKING: importing the package must stay free (mypy knows this name).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,17 +50,4 @@ _LAZY: dict[str, str] = {
 }
 """Public name -> the module that defines it, imported on first use."""
 
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(module), name)
-    globals()[name] = value  # looked up once
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, globals(), __all__, _LAZY)

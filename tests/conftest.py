@@ -1,9 +1,9 @@
 """Shared fixtures, and what lets the suite run in parallel (``./dev test`` uses pytest-xdist).
 
 Every test gets private massaged paths (data, configuration, the simulated radio, the
-daemon's socket, the runtime folder) and the web page on a free port, in its own short
-folder: two tests, in two xdist workers or one after the other, never meet through a
-default path or port, and none touches the developer's own files or running daemon.
+daemon's socket) and the web page on a free port, in its own short folder: two tests, in
+two xdist workers or one after the other, never meet through a default path or port, and
+none touches the developer's own files or running daemon.
 """
 
 from __future__ import annotations
@@ -34,22 +34,24 @@ def vectors() -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture(autouse=True)
 def private_paths(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """This test's own folder, and every massaged default path pointing into it.
+    """This test's own folder, and every default massaged path pointing into it.
 
-    A short path under /tmp, not tmp_path: an AF_UNIX socket path is limited to 108 bytes
-    and tmp_path under xdist (…/popen-gw3/test_a_long_name0/) can be longer. The
-    developer's MASSAGED_ settings ($MASSAGED_CONFIG, $MASSAGED_MQTT_HOST, …) are removed,
-    so a test sees the defaults it was written for.
+    Through the XDG folders, as on a user's machine: data, configuration, and the runtime
+    folder that holds the daemon's socket and the simulated radio. MASSAGED_ variables
+    stay free for the tests themselves (an override must still beat the default). A short
+    path under /tmp, not tmp_path: an AF_UNIX socket path is limited to 108 bytes and
+    tmp_path under xdist (.../popen-gw3/test_a_long_name0/) can be longer. The developer's
+    own MASSAGED_ settings ($MASSAGED_CONFIG, $MASSAGED_MQTT_HOST, ...) are removed, so a
+    test sees the defaults it was written for; the web page's default port (8765, one per
+    machine) becomes a free one.
     """
     folder = Path(tempfile.mkdtemp(prefix="msd-t-"))
     for name in list(os.environ):
         if name.startswith("MASSAGED_") and name not in KEEP_ENV:
             monkeypatch.delenv(name)
-    monkeypatch.setenv("MASSAGED_DATA_DIR", str(folder / "data"))
-    monkeypatch.setenv("MASSAGED_CONFIG_DIR", str(folder / "config"))
-    monkeypatch.setenv("MASSAGED_SIM_RADIO", str(folder / "radio.sock"))
-    monkeypatch.setenv("MASSAGED_DAEMON_SOCKET", str(folder / "control.sock"))
-    monkeypatch.setenv("MASSAGED_WEB_PORT", "0")  # a free port, never the default 8765
+    monkeypatch.setenv("MASSAGED_WEB_PORT", "0")
+    monkeypatch.setenv("XDG_DATA_HOME", str(folder / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(folder / "config"))
     (folder / "run").mkdir(mode=0o700)  # as a session's runtime folder: there, and private
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder / "run"))
     try:
@@ -83,6 +85,25 @@ def _plain_nodeid(nodeid: str) -> str:
     return re.sub(r"@[^@\]/]*$", "", nodeid)
 
 
+def _name_group(item: pytest.Item) -> None:
+    """Append "@group" to the id of a test marked xdist_group, as pytest-xdist does.
+
+    Its loadgroup scheduler finds the group in the id, but its own renaming sets
+    ``item._nodeid``, which pytest 9.2's structured ids no longer read: every group then
+    silently falls apart (pytest-xdist#1386). So the id is set here, where pytest keeps it.
+    """
+    names = sorted(
+        {
+            str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+            for m in item.iter_markers("xdist_group")
+        }
+    )
+    current = getattr(item, "_id", None)
+    if not names or current is None:  # an older pytest: xdist's own renaming works
+        return
+    item._id = type(current).parse(f"{item.nodeid}@{'_'.join(names)}")
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under xdist: keep the tests that share a module's fixture in one worker (that fixture,
@@ -95,6 +116,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         scope = _shared_scope(item)
         if scope is not None and item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(scope))
+        if config.getvalue("loadgroup"):
+            _name_group(item)
     known: dict[str, float] = workerinput.get(DURATIONS_KEY, {})
     if known:
         # Every worker gets the same durations from the main process: the same order.

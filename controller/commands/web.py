@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
+
+from controller.commands.config import add_config_option
 
 
 def register(sub: Any) -> None:
@@ -28,7 +29,7 @@ def register(sub: Any) -> None:
             "takes the new one at once."
         ),
     )
-    token.add_argument("--config", type=Path, help="configuration file")
+    add_config_option(token)
     token.set_defaults(func=cmd_token)
 
 
@@ -39,7 +40,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     from controller.store import database_path
     from controller.web.auth import TokenFile, token_path
 
-    config = load_config(args.config)
+    config = load_config(getattr(args, "config", None))
     folder = database_path(config.store.path).parent
     ensure_private_dir(folder)
     token = TokenFile(token_path(folder)).renew()

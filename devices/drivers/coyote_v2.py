@@ -24,16 +24,10 @@ import asyncio
 import logging
 from collections import deque
 
-from devices.capabilities import Capabilities, DeviceKind, butterfly_channels
-from devices.drivers._request import LinkDevice
+from devices.capabilities import Capabilities
 from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT
-from devices.errors import (
-    DeviceTimeoutError,
-    FrameError,
-    IdentificationError,
-    LinkLostError,
-    MassagedError,
-)
+from devices.drivers.ems import EmsButterflyDriver, checked_soft_limits
+from devices.errors import FrameError, IdentificationError, LinkLostError
 from devices.events import DeviceFault, StatusReport
 from devices.links.base import DEFAULT_READ_TIMEOUT, Hex, Link
 from devices.outputs import ButterflyOutput, EmsChannelOutput, Output
@@ -46,21 +40,18 @@ WAVE_INTERVAL = 0.090
 exactly 100 ms on the unit; writes every 100 ms would arrive a fraction late on every
 timer jitter and leave the channel silent for that fraction (then rule 2 would even call
 it a gap). 90 ms keeps the output continuous with 10 ms to spare, as EB1's B0s."""
-RAISE_WINDOW = 0.100
-"""Rule 2's window: the raises of one channel within any RAISE_WINDOW add up to at most
-max_raise (counted on elapsed time, not per write)."""
 STOP_TIMEOUT = 1.5
 """Seconds close() gives the final zeroing write."""
 ANSWERS_KEPT = 16
 """Strength writes remembered while their notify is on its way (a delayed link)."""
 
-_CHANNELS = ("A", "B")
 
-
-class CoyoteV2Driver(LinkDevice):
+class CoyoteV2Driver(EmsButterflyDriver):
     """A Coyote V2: host-side caps, ramped strengths, waveform every 90 ms as the keepalive."""
 
-    kind = DeviceKind.BUTTERFLY
+    model = cv2.MODEL
+    described = "a Coyote V2"
+    battery_uuid = cv2.BATTERY_UUID
 
     def __init__(
         self,
@@ -71,77 +62,46 @@ class CoyoteV2Driver(LinkDevice):
         max_raise_per_100ms: int = cv2.MAX_RAISE_PER_100MS,
         wave_interval: float = WAVE_INTERVAL,
     ) -> None:
-        super().__init__(link, name=name, write_target=cv2.STRENGTH_UUID)
-        self.soft_limits = self._checked_limits(soft_limits)
-        """The session's caps per channel, held by the driver: the unit has none (rule 1)."""
-        self.max_raise = self._checked_raise(max_raise_per_100ms)
+        # soft_limits: the session's caps per channel, held by the driver: the unit has
+        # none (rule 1).
+        super().__init__(
+            link,
+            name=name,
+            write_target=cv2.STRENGTH_UUID,
+            soft_limits=soft_limits,
+            max_raise_per_100ms=max_raise_per_100ms,
+            interval=wave_interval,
+        )
         if not 0 < wave_interval < cv2.WAVEFORM_EXPIRY:
             raise ValueError(f"wave_interval must be under {cv2.WAVEFORM_EXPIRY} s")
-        self._interval = wave_interval
-        self._write_lock = asyncio.Lock()
-        """Writes go out in the order decided: a stop's zeroing never overtakes a raise."""
-        self._target: ButterflyOutput | None = None
         self._level = [0, 0]
         """Per channel, the strength (massaged units) the unit holds as far as we know."""
         self._reported = [0, 0]
         """Per channel, the strength the unit last said it holds (notify or read)."""
-        self._ceiling: list[int | None] = [None, None]
-        """Per channel, the lower value of a mismatch this session: never raised past."""
-        self._raises: tuple[deque[tuple[float, int]], deque[tuple[float, int]]] = (
-            deque(),
-            deque(),
-        )
+        # The ceilings (EmsButterflyDriver._ceiling) are the lower value of a mismatch.
         self._fed_at = [float("-inf"), float("-inf")]
         """Per channel, the last waveform write (or the raise from 0 that starts one)."""
         self._wire_wave: list[cv2.Waveform | None] = [None, None]
         """Per channel, the waveform last written while it held a strength."""
         self._answers: deque[tuple[int, int]] = deque(maxlen=ANSWERS_KEPT)
         """Wire strengths written whose notify has not come yet, oldest first."""
-        self._battery: int | None = None
         self.strength_writes = 0
         self.waveform_writes = 0
 
     # -- settings (the same calls as EB1's, held on the host) -----------------------
 
-    @staticmethod
-    def _checked_limits(limits: tuple[int, int]) -> tuple[int, int]:
-        if len(limits) != 2 or any(not 0 <= v <= cv2.MAX_STRENGTH for v in limits):
-            raise ValueError(f"soft limits must be two values 0..{cv2.MAX_STRENGTH}")
-        return (limits[0], limits[1])
-
-    @staticmethod
-    def _checked_raise(max_raise: int) -> int:
-        if not 1 <= max_raise <= cv2.MAX_RAISE_PER_100MS:
-            # Rule 2: a profile may make the ramp slower, never faster.
-            raise ValueError(f"max_raise_per_100ms must be 1..{cv2.MAX_RAISE_PER_100MS}")
-        return max_raise
-
-    def set_max_raise(self, max_raise_per_100ms: int) -> None:
-        """Rule 2 from now on: at most this raise per 100 ms."""
-        self.max_raise = self._checked_raise(max_raise_per_100ms)
-
     async def set_soft_limits(self, limits: tuple[int, int]) -> None:
         """New caps, in force at once: a channel above one falls at the next write."""
-        self.soft_limits = self._checked_limits(limits)
+        self.soft_limits = checked_soft_limits(limits)
         logger.info("%s: caps now %s (held on the host)", self.name, self.soft_limits)
         self._wake.set()
 
     # -- state ----------------------------------------------------------------
 
     @property
-    def output(self) -> ButterflyOutput:
-        """The session output asked for (zero after stop, pause and lease end)."""
-        return self._target if self._target is not None else ButterflyOutput.off()
-
-    @property
     def strengths(self) -> tuple[int, int]:
         """Strengths A and B (0..200) the unit holds as far as the driver knows."""
         return (self._level[0], self._level[1])
-
-    @property
-    def user_ceiling(self) -> tuple[int | None, int | None]:
-        """Per channel, the ceiling a mismatch set this session (None: none)."""
-        return (self._ceiling[0], self._ceiling[1])
 
     def reset_session(self) -> None:
         """A new session: forget the ceilings of the last one."""
@@ -157,33 +117,16 @@ class CoyoteV2Driver(LinkDevice):
         self._wire_wave = [None, None]
         self._fed_at = [float("-inf"), float("-inf")]
         self._answers.clear()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._open_link(timeout)
-                held = await self._read_strengths()
-                self._level = [cv2.from_wire_strength(v) for v in held]
-                await self._write_strengths((0, 0), generation=None)
-                self._tasks.start(self._pump(), "coyote-pump")
-        except TimeoutError as exc:
-            await self._abort_connect()
-            if isinstance(exc, DeviceTimeoutError):
-                raise
-            raise DeviceTimeoutError(f"no Coyote V2 within {timeout} s", device=self.name) from exc
-        except BaseException:
-            await self._abort_connect()
-            raise
-        caps = Capabilities(
-            kind=DeviceKind.BUTTERFLY, model=cv2.MODEL, ems_channels=butterfly_channels()
-        )
-        self._capabilities = caps
-        self._connected = True
+
+        async def handshake() -> None:
+            held = await self._read_strengths()
+            self._level = [cv2.from_wire_strength(v) for v in held]
+            await self._write_strengths((0, 0), generation=None)
+            self._tasks.start(self._pump(), "coyote-pump")
+
+        caps = await self._connect_with(timeout, handshake)
         logger.info("%s: Coyote V2, caps %s held on the host", self.name, self.soft_limits)
         return caps
-
-    async def _abort_connect(self) -> None:
-        self._link_up = False
-        await self._tasks.cancel_and_wait()
-        await self._close_link()
 
     async def _read_strengths(self) -> tuple[int, int]:
         data = await self.link.read(cv2.STRENGTH_UUID, timeout=DEFAULT_READ_TIMEOUT)
@@ -211,22 +154,7 @@ class CoyoteV2Driver(LinkDevice):
 
     async def apply(self, output: Output) -> None:
         """Record the target; the pump ramps towards it and feeds it under the lease."""
-        if not isinstance(output, ButterflyOutput):
-            raise TypeError(f"a Coyote V2 takes ButterflyOutput, not {type(output).__name__}")
-        self._require_connected()
-        for name, ch in zip(_CHANNELS, (output.a, output.b), strict=True):
-            if not 0 <= ch.strength <= cv2.MAX_STRENGTH:
-                raise ValueError(
-                    f"{self.name}: strength {name} must be 0..{cv2.MAX_STRENGTH}, not {ch.strength}"
-                )
-            if not cv2.FREQ_MIN <= ch.frequency <= cv2.FREQ_MAX:
-                raise ValueError(
-                    f"{self.name}: frequency {name} must be 10..240, not {ch.frequency}"
-                )
-            if not 0 <= ch.intensity <= cv2.INTENSITY_MAX:
-                raise ValueError(
-                    f"{self.name}: intensity {name} must be 0..100, not {ch.intensity}"
-                )
+        output = self._checked_output(output)
         self._stamp(output)  # a request handled after a gap was made before it: dropped
         if output != self._target:
             self._target = output
@@ -242,10 +170,7 @@ class CoyoteV2Driver(LinkDevice):
     async def status(self) -> StatusReport:
         """Battery and strengths read from the unit; output as fed now."""
         self._require_connected()
-        data = await self.link.read(cv2.BATTERY_UUID, timeout=DEFAULT_READ_TIMEOUT)
-        if len(data) != 1:
-            raise FrameError(f"{self.name}: battery characteristic gave {len(data)} bytes")
-        self._battery = data[0]
+        await self._read_battery()
         # Not under the write lock: a slow read must never hold back the keepalive.
         held = await self._read_strengths()
         strengths = [cv2.from_wire_strength(v) for v in held]
@@ -257,16 +182,7 @@ class CoyoteV2Driver(LinkDevice):
             outputs[f"output_{name}"] = (
                 round(strengths[i] * wave.z / cv2.MAX_Z) if fed and wave is not None else 0
             )
-        flags = {"writing"} if any(w is not None for w in self._wire_wave) else set()
-        flags |= {f"ceiling_{n}" for n, c in zip("ab", self._ceiling, strict=True) if c is not None}
-        return StatusReport(
-            device=self.name,
-            kind=self.kind,
-            battery=self._battery,
-            temperature=None,
-            outputs=outputs,
-            flags=frozenset(flags),
-        )
+        return self._status_report(outputs, writing=any(w is not None for w in self._wire_wave))
 
     # -- what may be put out now ---------------------------------------------------
 
@@ -291,12 +207,6 @@ class CoyoteV2Driver(LinkDevice):
         ceiling = self._ceiling[i]
         return allowed if ceiling is None else min(allowed, ceiling)
 
-    def _raise_allowance(self, i: int, now: float) -> int:
-        raises = self._raises[i]
-        while raises and now >= raises[0][0] + RAISE_WINDOW:
-            raises.popleft()
-        return max(0, self.max_raise - sum(rise for _, rise in raises))
-
     # -- writes -------------------------------------------------------------------
 
     async def _write_strengths(self, values: tuple[int, int], *, generation: int | None) -> bool:
@@ -316,7 +226,7 @@ class CoyoteV2Driver(LinkDevice):
             data = cv2.encode_strengths(*wire)
             for i, rise in enumerate(rises):
                 if rise:
-                    self._raises[i].append((now, rise))
+                    self._ramp.spend(i, rise, now)
                     if self._level[i] == 0:
                         self._fed_at[i] = now  # its first waveform is due now
                 if values[i] == 0:
@@ -347,20 +257,6 @@ class CoyoteV2Driver(LinkDevice):
 
     # -- the pump -------------------------------------------------------------
 
-    async def _pump(self) -> None:
-        """Write strengths and waveforms while a session output runs; else sleep."""
-        loop = asyncio.get_running_loop()
-        while self._link_up:
-            self._wake.arm()
-            try:
-                deadline = await self._tick()
-            except LinkLostError:
-                return
-            except MassagedError as exc:
-                logger.warning("%s: pump: %s", self.name, exc)
-                deadline = loop.time() + self._interval
-            await self._wake.sleep(deadline)
-
     async def _tick(self) -> float | None:
         """Do the write due now, if any; return when to look again (None: only when woken)."""
         loop = asyncio.get_running_loop()
@@ -385,7 +281,7 @@ class CoyoteV2Driver(LinkDevice):
             elif allowed > level:
                 allowance = self._raise_allowance(i, now)
                 if allowance == 0:
-                    frees = self._raises[i][0][0] + RAISE_WINDOW
+                    frees = self._ramp.frees_at(i)
                     held_until = frees if held_until is None else min(held_until, frees)
                 plan[i] = min(allowed, level + allowance)
         if plan != self._level:
@@ -414,9 +310,7 @@ class CoyoteV2Driver(LinkDevice):
 
     def _on_receive(self, source: str, data: bytes) -> None:
         source = source.lower()
-        if source == cv2.BATTERY_UUID:
-            if len(data) == 1:
-                self._battery = data[0]
+        if self._on_battery(source, data):
             return
         if source != cv2.STRENGTH_UUID:
             logger.debug("%s: ignored a notification on %s", self.name, source)

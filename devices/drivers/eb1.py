@@ -21,22 +21,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from dataclasses import dataclass, field
 
-from devices.capabilities import Capabilities, DeviceKind, butterfly_channels
-from devices.drivers._request import LinkDevice, RequestTracker
+from devices.capabilities import Capabilities
+from devices.drivers._request import RequestTracker
 from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT
+from devices.drivers.ems import EmsButterflyDriver, checked_soft_limits
 from devices.errors import (
     DeviceTimeoutError,
     FrameError,
     IdentificationError,
     LinkLostError,
-    MassagedError,
     SafetyError,
 )
 from devices.events import EmsWheelChanged, StatusReport
-from devices.links.base import DEFAULT_READ_TIMEOUT, Hex, Link
+from devices.links.base import Hex, Link
 from devices.outputs import ButterflyOutput, EmsChannelOutput, Output
 from devices.protocols import eb1
 
@@ -86,16 +85,14 @@ only queue in the radio, each replacing the previous one's waveform before the u
 could play it. 10 ms keeps a change's delay to one connection event while capping a
 burst of changes at 100 B0s a second (plus the cadence) instead of flooding the link."""
 
-RAISE_WINDOW = 0.100
-"""Rule 2's window: the raises of one channel within any RAISE_WINDOW add up to at most
-max_raise. Counted per window rather than per B0, because B0s no longer come on a fixed
-grid; so between any two B0s a strength rises by at most max_raise per started 100 ms."""
 
-
-class EB1Driver(LinkDevice):
+class EB1Driver(EmsButterflyDriver):
     """An EB1 butterfly: soft limits first, B0 every 100 ms, ramps, the wheel's word."""
 
-    kind = DeviceKind.BUTTERFLY
+    model = "EB1"
+    described = "an EB1 butterfly"
+    battery_uuid = eb1.BATTERY_UUID
+    pump_label = "B0 pump"
 
     def __init__(
         self,
@@ -108,33 +105,22 @@ class EB1Driver(LinkDevice):
         max_retries: int = MAX_RETRIES,
         b0_interval: float = B0_INTERVAL,
     ) -> None:
-        super().__init__(link, name=name, write_target=eb1.WRITE_UUID)
-        if len(soft_limits) != 2 or any(
-            not 0 <= limit <= eb1.MAX_STRENGTH for limit in soft_limits
-        ):
-            raise ValueError(f"soft limits must be two values 0..{eb1.MAX_STRENGTH}")
-        if not 1 <= max_raise_per_100ms <= eb1.MAX_RAISE_PER_B0:
-            # Daemon rule 2: a profile may make the ramp slower, never faster.
-            raise ValueError(f"max_raise_per_100ms must be 1..{eb1.MAX_RAISE_PER_B0}")
-        self.soft_limits = (soft_limits[0], soft_limits[1])
-        self.max_raise = max_raise_per_100ms
+        super().__init__(
+            link,
+            name=name,
+            write_target=eb1.WRITE_UUID,
+            soft_limits=soft_limits,
+            max_raise_per_100ms=max_raise_per_100ms,
+            interval=b0_interval,
+        )
         self._answer_timeout = answer_timeout
         self._max_retries = max_retries
-        self._interval = b0_interval
         self._be_requests: RequestTracker[str, eb1.BE] = RequestTracker(
             device=self.name, answer_timeout=answer_timeout, max_retries=max_retries
         )
-        # Writes go out in the order they were decided: a stop B0 never overtakes a raise.
-        self._write_lock = asyncio.Lock()
         self._strength = [0, 0]
         """The unit's strengths as its last B1 reported them."""
-        self._raises: tuple[deque[tuple[float, int]], deque[tuple[float, int]]] = (
-            deque(),
-            deque(),
-        )
-        """Per channel, (loop time, rise) of the raises sent within the last RAISE_WINDOW."""
-        self._target: ButterflyOutput | None = None
-        self._ceiling: list[int | None] = [None, None]
+        # The ceilings (EmsButterflyDriver._ceiling) are the wheel's values this session.
         self._hold = [False, False]
         """Leave a channel where the wheel put it until the program asks for a new strength."""
         self._seq = 0
@@ -145,7 +131,6 @@ class EB1Driver(LinkDevice):
         self._active = False
         """B0s with waveform are being written (a session output runs)."""
         self._zero_first = False
-        self._battery: int | None = None
         self.b0_written = 0
         """B0 messages written since the driver was made."""
         self._last_b0_at = float("-inf")
@@ -158,19 +143,9 @@ class EB1Driver(LinkDevice):
     # -- state ----------------------------------------------------------------
 
     @property
-    def output(self) -> ButterflyOutput:
-        """The session output asked for (zero after stop, pause and lease end)."""
-        return self._target if self._target is not None else ButterflyOutput.off()
-
-    @property
     def strengths(self) -> tuple[int, int]:
         """Strengths A and B as the unit last reported them."""
         return (self._strength[0], self._strength[1])
-
-    @property
-    def user_ceiling(self) -> tuple[int | None, int | None]:
-        """Per channel, the wheel's value this session: never raised past (None: no ceiling)."""
-        return (self._ceiling[0], self._ceiling[1])
 
     @property
     def _change(self) -> _Change | None:
@@ -201,48 +176,25 @@ class EB1Driver(LinkDevice):
         self._active = False
         self._change = None
         self._wire_waves = None
-        try:
-            async with asyncio.timeout(timeout):
-                await self._open_link(timeout)
-                await self._write_soft_limits()
-                self._tasks.start(self._pump(), "b0-pump")
-                await self._zero_and_wait()
-        except TimeoutError as exc:
-            await self._abort_connect()
-            if isinstance(exc, DeviceTimeoutError):
-                raise
-            raise DeviceTimeoutError(f"no EB1 within {timeout} s", device=self.name) from exc
-        except BaseException:
-            await self._abort_connect()
-            raise
-        # What the unit can do: the soft limits and the ramp are a session's rules, set
-        # apart (set_soft_limits, set_max_raise), so no session inherits a stale copy.
-        caps = Capabilities(
-            kind=DeviceKind.BUTTERFLY, model="EB1", ems_channels=butterfly_channels()
-        )
-        self._capabilities = caps
-        self._connected = True
+
+        async def handshake() -> None:
+            await self._write_soft_limits()
+            self._tasks.start(self._pump(), "b0-pump")
+            await self._zero_and_wait()
+
+        caps = await self._connect_with(timeout, handshake)
         logger.info("%s: EB1 butterfly, soft limits %s", self.name, self.soft_limits)
         return caps
 
     async def _abort_connect(self) -> None:
-        self._link_up = False
-        await self._tasks.cancel_and_wait()
-        self._change = None
-        await self._close_link()
-
-    def set_max_raise(self, max_raise_per_100ms: int) -> None:
-        """Rule 2 from now on: at most this raise per 100 ms (a session's profile may slow it)."""
-        if not 1 <= max_raise_per_100ms <= eb1.MAX_RAISE_PER_B0:
-            raise ValueError(f"max_raise_per_100ms must be 1..{eb1.MAX_RAISE_PER_B0}")
-        self.max_raise = max_raise_per_100ms
+        await super()._abort_connect()
+        self._change = None  # after the pump ended: nothing sets it again
 
     async def set_soft_limits(self, limits: tuple[int, int]) -> None:
         """Write new soft limits (BF) and check the BE; the unit then never exceeds them."""
-        if len(limits) != 2 or any(not 0 <= v <= eb1.MAX_STRENGTH for v in limits):
-            raise ValueError(f"soft limits must be two values 0..{eb1.MAX_STRENGTH}")
+        checked = checked_soft_limits(limits)
         self._require_connected()
-        self.soft_limits = (limits[0], limits[1])
+        self.soft_limits = checked
         await self._write_soft_limits()
         logger.info("%s: soft limits now %s", self.name, self.soft_limits)
         # A raise the old limit held back may be due now.
@@ -290,23 +242,8 @@ class EB1Driver(LinkDevice):
 
     async def apply(self, output: Output) -> None:
         """Record the target; the pump writes it at once when it can, and ramps towards it."""
-        if not isinstance(output, ButterflyOutput):
-            raise TypeError(f"an EB1 butterfly takes ButterflyOutput, not {type(output).__name__}")
-        self._require_connected()
+        output = self._checked_output(output)
         channels = (output.a, output.b)
-        for name, ch in zip("AB", channels, strict=True):
-            if not 0 <= ch.strength <= eb1.MAX_STRENGTH:
-                raise ValueError(
-                    f"{self.name}: strength {name} must be 0..{eb1.MAX_STRENGTH}, not {ch.strength}"
-                )
-            if not eb1.FREQ_MIN <= ch.frequency <= eb1.FREQ_MAX:
-                raise ValueError(
-                    f"{self.name}: frequency {name} must be 10..240, not {ch.frequency}"
-                )
-            if not 0 <= ch.intensity <= eb1.INTENSITY_MAX:
-                raise ValueError(
-                    f"{self.name}: intensity {name} must be 0..100, not {ch.intensity}"
-                )
         self._stamp(output)  # a request handled after a gap was made before it: dropped
         previous = self._target or ButterflyOutput.off()
         for i, (old, new) in enumerate(zip((previous.a, previous.b), channels, strict=True)):
@@ -334,10 +271,7 @@ class EB1Driver(LinkDevice):
             # A change on its way: report the strengths its B1 brings, not the ones before.
             async with asyncio.timeout(self._answer_timeout):
                 await self._settled.wait()
-        data = await self.link.read(eb1.BATTERY_UUID, timeout=DEFAULT_READ_TIMEOUT)
-        if len(data) != 1:
-            raise FrameError(f"{self.name}: battery characteristic gave {len(data)} bytes")
-        self._battery = data[0]
+        await self._read_battery()
         target = self._target if self._active else None
         outputs = {"strength_a": self._strength[0], "strength_b": self._strength[1]}
         for i, name in enumerate("ab"):
@@ -345,16 +279,7 @@ class EB1Driver(LinkDevice):
             outputs[f"output_{name}"] = (
                 0 if ch is None or ch.is_zero else round(self._strength[i] * ch.intensity / 100)
             )
-        flags = {"writing"} if self._active else set()
-        flags |= {f"ceiling_{n}" for n, c in zip("ab", self._ceiling, strict=True) if c is not None}
-        return StatusReport(
-            device=self.name,
-            kind=self.kind,
-            battery=self._battery,
-            temperature=None,
-            outputs=outputs,
-            flags=frozenset(flags),
-        )
+        return self._status_report(outputs, writing=self._active)
 
     # -- strength changes ---------------------------------------------------------
 
@@ -454,21 +379,7 @@ class EB1Driver(LinkDevice):
 
         return wave(target.a), wave(target.b)
 
-    # -- rule 2: the ramp, counted on elapsed time ---------------------------------
-
-    def _raise_allowance(self, channel: int, now: float) -> int:
-        """How much a channel may rise now: max_raise less its raises within RAISE_WINDOW."""
-        raises = self._raises[channel]
-        while raises and now >= raises[0][0] + RAISE_WINDOW:
-            raises.popleft()
-        return max(0, self.max_raise - sum(rise for _, rise in raises))
-
-    def _raise_frees_at(self, channel: int) -> float:
-        """When the oldest raise still in the window leaves it (after _raise_allowance)."""
-        return self._raises[channel][0][0] + RAISE_WINDOW
-
-    def _spend_raise(self, channel: int, rise: int, now: float) -> None:
-        self._raises[channel].append((now, rise))
+    # -- rule 2: the ramp, counted on elapsed time (EmsButterflyDriver._ramp) ---------
 
     def _planned(
         self, target: ButterflyOutput, now: float
@@ -490,7 +401,7 @@ class EB1Driver(LinkDevice):
             if want > current:
                 allowance = self._raise_allowance(i, now)
                 if allowance == 0:
-                    frees = self._raise_frees_at(i)
+                    frees = self._ramp.frees_at(i)
                     held_until = frees if held_until is None else min(held_until, frees)
                 want = min(want, current + allowance)
             values.append(None if want == current else want)
@@ -503,22 +414,6 @@ class EB1Driver(LinkDevice):
     def _resend_at(self, change: _Change) -> float:
         # 1 ms of float slack, so a resend due at a wake-up is not put off by a hair.
         return change.sent_at + self._answer_timeout - 1e-3
-
-    async def _pump(self) -> None:
-        """Write B0s while a session output runs and resend unanswered changes; else sleep."""
-        loop = asyncio.get_running_loop()
-        while self._link_up:
-            # Armed before looking: apply(), a B1 or the lease changing from here on, even
-            # during this pass's own write, makes the sleep below return at once.
-            self._wake.arm()
-            try:
-                deadline = await self._tick()
-            except LinkLostError:
-                return
-            except MassagedError as exc:
-                logger.warning("%s: B0 pump: %s", self.name, exc)
-                deadline = loop.time() + self._interval
-            await self._wake.sleep(deadline)
 
     async def _tick(self) -> float | None:
         """Write the B0 due now, if any; return when to look again (None: only when woken)."""
@@ -588,7 +483,7 @@ class EB1Driver(LinkDevice):
             self._zero_first = False
             for i, value in enumerate(values):
                 if value is not None and value > self._strength[i]:
-                    self._spend_raise(i, value - self._strength[i], now)
+                    self._ramp.spend(i, value - self._strength[i], now)
             await self._send_change(values, waves, generation=generation)
         else:
             await self._write_b0(0, (None, None), waves, generation)
@@ -597,9 +492,7 @@ class EB1Driver(LinkDevice):
     # -- receiving ------------------------------------------------------------
 
     def _on_receive(self, source: str, data: bytes) -> None:
-        if source == eb1.BATTERY_UUID:
-            if len(data) == 1:
-                self._battery = data[0]
+        if self._on_battery(source, data):
             return
         try:
             message = eb1.decode(data)

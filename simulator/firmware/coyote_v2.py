@@ -25,18 +25,13 @@ from __future__ import annotations
 
 import logging
 
-from devices.capabilities import DeviceKind
 from devices.errors import FrameError
 from devices.protocols import coyote_v2 as cv2
-from simulator.firmware.base import Firmware
-from simulator.firmware.physics import PHYSICS_STEP, reported_percent
+from simulator.firmware.butterfly import ButterflyFirmware, expired
+from simulator.firmware.physics import PHYSICS_STEP
 from simulator.recording import Recorder
 
 logger = logging.getLogger(__name__)
-
-EXPIRY_SLACK = 1e-9
-"""Seconds of float rounding forgiven when a waveform lands on the expiry instant."""
-CHANNELS = ("a", "b")
 
 
 def _raw_strengths(a: int, b: int) -> bytes:
@@ -44,15 +39,12 @@ def _raw_strengths(a: int, b: int) -> bytes:
     return ((a << 11) | b).to_bytes(3, "little")
 
 
-class CoyoteV2Firmware(Firmware):
+class CoyoteV2Firmware(ButterflyFirmware):
     """A Coyote V2: strengths kept, each channel's waveform lasts 100 ms."""
 
-    kind = DeviceKind.BUTTERFLY
     ble_model = "coyote_v2"
     advertises_services = False
-
-    output_drain: float = 100.0 / 10800.0
-    """Battery % per simulated second with both channels at full output (three hours)."""
+    battery_uuid = cv2.BATTERY_UUID
 
     def __init__(
         self,
@@ -64,16 +56,12 @@ class CoyoteV2Firmware(Firmware):
         speed: float = 1.0,
         now: float = 0.0,
     ) -> None:
-        if not 0 <= battery <= 100:
-            raise ValueError(f"battery must be 0..100, not {battery}")
-        super().__init__(device_id, recorder=recorder, speed=speed, now=now)
+        super().__init__(device_id, battery=battery, recorder=recorder, speed=speed, now=now)
         self.ble_name = name
         self.service_uuids = ()
         self._wire = [0, 0]
         self._waves: list[cv2.Waveform | None] = [None, None]
         self._expiry: list[float | None] = [None, None]
-        self._battery = float(battery)
-        self._battery_reported = self.battery
         self.strength_writes = 0
         self.waveform_writes = [0, 0]
         self.max_wire_strength = 0
@@ -99,21 +87,6 @@ class CoyoteV2Firmware(Firmware):
         """The waveform each channel plays now (None once it ran out)."""
         return (self._waves[0], self._waves[1])
 
-    @property
-    def effective_outputs(self) -> tuple[int, int]:
-        """What channels A and B put out now."""
-        return (self._effective(0), self._effective(1))
-
-    @property
-    def is_quiet(self) -> bool:
-        """True when neither channel stimulates (a held strength alone puts out nothing)."""
-        return self.effective_outputs == (0, 0)
-
-    @property
-    def battery(self) -> int:
-        """Battery percent as reported (rounded up)."""
-        return reported_percent(self._battery)
-
     # -- wire -----------------------------------------------------------------------
 
     def receive(self, data: bytes, now: float, source: str | None = None) -> None:
@@ -131,10 +104,6 @@ class CoyoteV2Firmware(Firmware):
                 logger.debug("%s: ignored a write to %s", self.device_id, source)
         except FrameError as err:
             logger.debug("%s: ignored a bad write: %s", self.device_id, err)
-
-    def tick(self, now: float) -> None:
-        """Run out the waveforms and advance the battery to now."""
-        self._advance(now, inclusive=True)
 
     def next_deadline(self, now: float) -> float:
         """The instant a waveform runs out, or the next physics step."""
@@ -172,12 +141,6 @@ class CoyoteV2Firmware(Firmware):
         self._record(now)
         self._notify_strengths()
 
-    def set_battery(self, percent: float, now: float) -> None:
-        """Force the battery charge in percent."""
-        self._advance(now, inclusive=True)
-        self._battery = max(0.0, min(100.0, float(percent)))
-        self._report_battery()
-
     # -- messages ------------------------------------------------------------------------
 
     def _on_strengths(self, values: tuple[int, int], now: float) -> None:
@@ -197,11 +160,6 @@ class CoyoteV2Firmware(Firmware):
     def _notify_strengths(self) -> None:
         self.outbox.append((cv2.STRENGTH_UUID, _raw_strengths(*self._wire)))
 
-    def _report_battery(self) -> None:
-        if self.battery != self._battery_reported:
-            self._battery_reported = self.battery
-            self.outbox.append((cv2.BATTERY_UUID, bytes((self.battery,))))
-
     # -- outputs -------------------------------------------------------------------------
 
     def _effective(self, ch: int) -> int:
@@ -209,12 +167,6 @@ class CoyoteV2Firmware(Firmware):
         if wave is None or wave.is_silent:
             return 0
         return round(cv2.from_wire_strength(self._wire[ch]) * wave.z / cv2.MAX_Z)
-
-    def _record(self, now: float) -> None:
-        strengths = self.strengths
-        for ch, name in enumerate(CHANNELS):
-            self._set_output(f"strength_{name}", strengths[ch], now)
-            self._set_output(f"output_{name}", self._effective(ch), now)
 
     # -- time ------------------------------------------------------------------------------
 
@@ -224,8 +176,7 @@ class CoyoteV2Firmware(Firmware):
             due = [
                 (expiry, ch)
                 for ch, expiry in enumerate(self._expiry)
-                if expiry is not None
-                and (expiry <= now if inclusive else expiry < now - EXPIRY_SLACK)
+                if expiry is not None and expired(expiry, now, inclusive=inclusive)
             ]
             if not due:
                 break
@@ -235,13 +186,3 @@ class CoyoteV2Firmware(Firmware):
             self._expiry[ch] = None
             self._record(expiry)
         self._physics_to(now)
-
-    def _physics_to(self, t: float) -> None:
-        if t <= self._last_physics:
-            return
-        # The output is constant between writes and expiries, so one step is exact.
-        load = (self._effective(0) + self._effective(1)) / (2.0 * cv2.MAX_STRENGTH)
-        dt = self._physics_dt(t)
-        if load > 0:
-            self._battery = max(0.0, self._battery - self.output_drain * load * dt)
-            self._report_battery()

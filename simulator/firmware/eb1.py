@@ -34,30 +34,21 @@ from __future__ import annotations
 
 import logging
 
-from devices.capabilities import DeviceKind
 from devices.errors import FrameError
 from devices.protocols import eb1
-from simulator.firmware.base import Firmware
-from simulator.firmware.physics import reported_percent
+from simulator.firmware.butterfly import ButterflyFirmware, expired
+from simulator.firmware.physics import PHYSICS_STEP
 from simulator.recording import Recorder
 
 logger = logging.getLogger(__name__)
 
-PHYSICS_STEP = 0.05
-"""Real seconds between physics ticks (next_deadline never lies further ahead)."""
-EXPIRY_SLACK = 1e-9
-"""Seconds of float rounding forgiven when a B0 lands on the expiry instant."""
-CHANNELS = ("a", "b")
 DEFAULT_BALANCE = 128
 
 
-class EB1Firmware(Firmware):
+class EB1Firmware(ButterflyFirmware):
     """An EB1 butterfly: two EMS channels driven by B0 every 100 ms, on BLE."""
 
-    kind = DeviceKind.BUTTERFLY
-
-    output_drain: float = 100.0 / 10800.0
-    """Battery % per simulated second with both channels at full output (three hours)."""
+    battery_uuid = eb1.BATTERY_UUID
 
     def __init__(
         self,
@@ -72,11 +63,9 @@ class EB1Firmware(Firmware):
         speed: float = 1.0,
         now: float = 0.0,
     ) -> None:
-        if not 0 <= battery <= 100:
-            raise ValueError(f"battery must be 0..100, not {battery}")
+        super().__init__(device_id, battery=battery, recorder=recorder, speed=speed, now=now)
         if any(not 0 <= limit <= eb1.MAX_STRENGTH for limit in soft_limits):
             raise ValueError(f"soft limits must be 0..{eb1.MAX_STRENGTH}: {soft_limits}")
-        super().__init__(device_id, recorder=recorder, speed=speed, now=now)
         self.serial = serial
         # A real Coyote V3 says "47L121000" and advertises no service (name=...,
         # advertise_services=False); the EB1 of the protocol document says "EB1-<serial>".
@@ -88,8 +77,6 @@ class EB1Firmware(Firmware):
         self._balances = [DEFAULT_BALANCE] * 4
         self._waves: list[eb1.Wave | None] = [None, None]
         self._wave_expiry: float | None = None
-        self._battery = float(battery)
-        self._battery_reported = self.battery
         self.b0_count = 0
         """B0 messages received."""
         self._record(now)
@@ -112,24 +99,9 @@ class EB1Firmware(Firmware):
         return (self._balances[0], self._balances[1], self._balances[2], self._balances[3])
 
     @property
-    def effective_outputs(self) -> tuple[int, int]:
-        """What channels A and B put out now (0 without fresh, valid waveform data)."""
-        return (self._effective(0), self._effective(1))
-
-    @property
     def waveform_expiry(self) -> float | None:
         """When the waveform data of the last B0 runs out (None once it has)."""
         return self._wave_expiry
-
-    @property
-    def is_quiet(self) -> bool:
-        """True when neither channel stimulates (a held strength alone puts out nothing)."""
-        return self.effective_outputs == (0, 0)
-
-    @property
-    def battery(self) -> int:
-        """Battery percent as reported (rounded up)."""
-        return reported_percent(self._battery)
 
     # -- wire -----------------------------------------------------------------------
 
@@ -152,10 +124,6 @@ class EB1Firmware(Firmware):
             self._on_bf(message, now)
         else:
             logger.debug("%s: ignored a device message from the host", self.device_id)
-
-    def tick(self, now: float) -> None:
-        """Run out the waveform data and advance the battery to now."""
-        self._advance(now, inclusive=True)
 
     def next_deadline(self, now: float) -> float:
         """The instant the waveform data runs out, or the next physics step."""
@@ -183,12 +151,6 @@ class EB1Firmware(Firmware):
         self._record(now)
         if self.strengths != before:
             self._send_b1(0)
-
-    def set_battery(self, percent: float, now: float) -> None:
-        """Force the battery charge in percent."""
-        self._advance(now, inclusive=True)
-        self._battery = max(0.0, min(100.0, float(percent)))
-        self._report_battery()
 
     # -- messages ------------------------------------------------------------------------
 
@@ -238,11 +200,6 @@ class EB1Firmware(Firmware):
         logger.debug("%s -> %s", self.device_id, data.hex())
         self.outbox.append((eb1.NOTIFY_UUID, data))
 
-    def _report_battery(self) -> None:
-        if self.battery != self._battery_reported:
-            self._battery_reported = self.battery
-            self.outbox.append((eb1.BATTERY_UUID, bytes((self.battery,))))
-
     # -- outputs -------------------------------------------------------------------------
 
     def _effective(self, ch: int) -> int:
@@ -251,30 +208,13 @@ class EB1Firmware(Firmware):
             return 0
         return round(self._strength[ch] * (sum(wave) / len(wave)) / 100)
 
-    def _record(self, now: float) -> None:
-        for ch, name in enumerate(CHANNELS):
-            self._set_output(f"strength_{name}", self._strength[ch], now)
-            self._set_output(f"output_{name}", self._effective(ch), now)
-
     # -- time ------------------------------------------------------------------------------
 
     def _advance(self, now: float, *, inclusive: bool) -> None:
         expiry = self._wave_expiry
-        # On receive, a B0 due at the expiry instant (give or take float rounding
-        # of "previous + 0.1") continues the output instead of opening a gap.
-        if expiry is not None and (expiry <= now if inclusive else expiry < now - EXPIRY_SLACK):
+        if expiry is not None and expired(expiry, now, inclusive=inclusive):
             self._physics_to(expiry)
             self._waves = [None, None]
             self._wave_expiry = None
             self._record(expiry)
         self._physics_to(now)
-
-    def _physics_to(self, t: float) -> None:
-        if t <= self._last_physics:
-            return
-        # The output is constant between B0s and expiries, so one step is exact.
-        load = (self._effective(0) + self._effective(1)) / (2.0 * eb1.MAX_STRENGTH)
-        dt = self._physics_dt(t)
-        if load > 0:
-            self._battery = max(0.0, self._battery - self.output_drain * load * dt)
-            self._report_battery()

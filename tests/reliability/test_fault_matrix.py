@@ -718,7 +718,10 @@ async def test_a_stopped_daemon_stops_every_device_and_resumes_from_zero(stall: 
     expiry) or, for the pillow, within 5 s through the host guard. Afterwards every
     device comes back through zero and a fresh ramp, no pre-stall frame in between.
     """
-    async with daemon_process(speed=5.0, program_seconds=300.0) as w:
+    # Speed 2: the fresh ramp (2 s of session) then lasts 1 s of real time. At 5 it lasted
+    # 0.4 s, and a daemon starved of CPU after SIGCONT (a loaded machine, a parallel run)
+    # could write its first frame only after the ramp's time had passed.
+    async with daemon_process(speed=2.0, program_seconds=300.0) as w:
         answer = await w.call("run", {"program": PROGRAM_ID})
         assert answer["status"] == "ok", answer
         await w.wait_on()
