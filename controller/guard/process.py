@@ -229,6 +229,9 @@ def watch(fd: int, stall_after: float) -> int:
             data = os.read(fd, 65536)
         except InterruptedError:
             continue
+        except ConnectionResetError:
+            # The daemon died with bytes unread on its side: the same end as end of file.
+            data = b""
         except OSError as err:
             log(f"reading from the daemon failed: {err!r}")
             data = b""

@@ -68,9 +68,12 @@ def test_start_watch_gentler_and_stop(stack: WebStack, open_page: Callable[..., 
     counts: set[str] = set()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not (advanced(steps) and len(counts) >= 3):
-        step = re.fullmatch(r"Step (\d) of 8", page.locator("#step-no").inner_text())
-        assert step, page.locator("#step-no").inner_text()
-        steps.append(int(step.group(1)))
+        shown = page.locator("#step-no").inner_text()
+        step = re.fullmatch(r"Step (\d) of 8", shown)
+        # "Step – of 8" between two steps (a pause between movements) is fine; anything else is not.
+        assert step or shown == "Step – of 8", shown
+        if step:
+            steps.append(int(step.group(1)))
         count = page.locator("#count").inner_text()
         assert re.fullmatch(r"[a-z ]+ \d+ of \d+", count), count
         counts.add(count)
