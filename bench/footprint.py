@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 DEVICES = 3
 SETTLE_S = 1.0
-"""Pause after start-up before the idle measurement (the first status polls are start-up)."""
+"""Pause after start-up before the idle measurement (the first status polls are start-up);
+--settle changes it (the test suite's short run)."""
 
 
 async def start_daemon(ws: h.Workspace, *extra: str) -> tuple[asyncio.subprocess.Process, h.Json]:
@@ -75,7 +76,7 @@ async def measure(args: argparse.Namespace) -> h.Json:
         daemon, first = await start_daemon(ws, "--auto-pair")
         await h.stop_process(daemon)
         daemon, startup = await start_daemon(ws)
-        await asyncio.sleep(SETTLE_S)
+        await asyncio.sleep(args.settle)
         idle = await h.meter(daemon.pid, args.idle_seconds)
         answer = await control.call(ws.socket, "run", {"program": args.program, "well_today": True})
         if answer.get("status") != "ok":
@@ -84,7 +85,7 @@ async def measure(args: argparse.Namespace) -> h.Json:
         await control.call(ws.socket, "emergency_stop")
         await h.stop_process(daemon)
         daemon = None
-        sleep_for = args.idle_seconds + SETTLE_S + 30
+        sleep_for = args.idle_seconds + args.settle + 30
         baseline = await h.spawn(
             ws,
             "baseline",
@@ -92,7 +93,7 @@ async def measure(args: argparse.Namespace) -> h.Json:
             "-c",
             f"import asyncio; asyncio.run(asyncio.sleep({sleep_for:g}))",
         )
-        await asyncio.sleep(SETTLE_S)
+        await asyncio.sleep(args.settle)
         base_idle = await h.meter(baseline.pid, args.idle_seconds)
         await h.stop_process(baseline)
         baseline = None
@@ -145,9 +146,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--session-seconds", type=float, default=30.0, help="measurement in a session (30)"
     )
     p.add_argument("--program", default="collar-zone", help="the session's program")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=SETTLE_S,
+        help=f"seconds after start-up before measuring idle ({SETTLE_S:g})",
+    )
     args = p.parse_args(argv)
     if args.idle_seconds <= 0 or args.session_seconds <= 0:
         p.error("--idle-seconds and --session-seconds must be positive")
+    if args.settle < 0:
+        p.error("--settle must not be negative")
     return args
 
 

@@ -161,16 +161,18 @@ async def stalls(
 async def kills(
     ws: h.Workspace, sim: h.SimServer, daemon: asyncio.subprocess.Process, args: argparse.Namespace
 ) -> tuple[Figures, asyncio.subprocess.Process]:
-    """SIGKILL mid-session, measure, start a new daemon; the figures and the last daemon."""
+    """SIGKILL mid-session, measure, start a new daemon for the next trial; the figures and
+    the last daemon (the killed one after the last trial: nothing more is measured)."""
     figures = Figures()
-    for _ in range(args.trials):
+    for trial in range(args.trials):
         if not await session_on(ws, sim, args.program):
             figures.not_all_on += 1
         t0 = time.monotonic()
         daemon.send_signal(signal.SIGKILL)
         figures.add(await wait_each_quiet(sim, t0))
         await daemon.wait()
-        daemon = await start_daemon(ws, len(sim.devices))
+        if trial + 1 < args.trials:
+            daemon = await start_daemon(ws, len(sim.devices))
     return figures, daemon
 
 

@@ -7,12 +7,18 @@ line must reach the devices within milliseconds, Python's start-up included.
 So this module imports at module level only what that quick path needs; the
 full parser and everything it pulls in (pydantic, asyncio, bleak, aiomqtt)
 are imported only on the full path.
+
+The full path, too, imports only what the command given needs: the command
+module that registers its word (:data:`COMMANDS`), whose handler then imports
+the layers it uses. Every module is registered only for the help that lists
+them all, and for an unknown command.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import types  # already loaded by contextlib: costs nothing
 
 from controller import quick_control
 
@@ -21,30 +27,75 @@ from controller import quick_control
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
+    from typing import Any
 
-COMMAND_MODULES = (
-    "controller.commands.simulate",
-    "controller.commands.selftest",
-    "controller.commands.demo",
-    "controller.commands.programs",
-    "controller.commands.run",
-    "controller.commands.attach",
-    "controller.commands.profiles",
-    "controller.commands.history",
-    "controller.commands.config",
-    "controller.commands.daemon",
-    "controller.commands.completion",
-    "controller.commands.web",
-)
-"""Every command module; each registers its own subcommands."""
+COMMANDS: dict[str, tuple[str, ...]] = {
+    # module: the command words its register() adds, in the order --help lists them
+    "controller.commands.simulate": ("simulate", "sim-fault"),
+    "controller.commands.selftest": ("selftest",),
+    "controller.commands.demo": ("demo",),
+    "controller.commands.programs": ("programs",),
+    "controller.commands.run": ("run",),
+    "controller.commands.attach": ("attach",),
+    "controller.commands.profiles": ("profiles",),
+    "controller.commands.history": ("history", "course"),
+    "controller.commands.config": ("config",),
+    "controller.commands.daemon": (
+        "daemon",
+        "scan",
+        "pair",
+        "devices",
+        "unpair",
+        *quick_control.SIMPLE_COMMANDS,
+    ),
+    "controller.commands.completion": ("completion",),
+    "controller.commands.web": ("web",),
+}
+"""Every command module and the command words it registers.
+
+A command line names one command, so only its module is imported and registered
+(:func:`command_modules`): the others, and the layers they import, cost nothing.
+tests/controller/test_cli_startup.py checks this table against what each
+module's register() really adds.
+"""
+_MODULE_OF = {word: module for module, words in COMMANDS.items() for word in words}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser with every command registered."""
+def command_modules(argv: Sequence[str]) -> tuple[str, ...]:
+    """The command modules to register for argv: the one of the command it names.
+
+    The command word is the first argument that is not an option. Before it only
+    the plain -v, -vv, ... and --verbose are passed over. --version there needs no
+    command (argparse prints the version before it reads what follows); anything
+    else there (--help, an abbreviation, a typo) and an unknown or missing word
+    need every command registered, for the help that lists them or the error.
+    """
+    for arg in argv:
+        if arg == "--verbose" or (len(arg) > 1 and arg[0] == "-" and set(arg[1:]) == {"v"}):
+            continue
+        if arg == "--version":
+            return ()
+        module = None if arg.startswith("-") else _MODULE_OF.get(arg)
+        return tuple(COMMANDS) if module is None else (module,)
+    return tuple(COMMANDS)
+
+
+def build_parser(modules: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The argument parser with the commands of these modules registered (default: all)."""
     # Imported here, not at module level: the quick path of main() needs neither.
     import argparse
     import importlib
+
+    class Version(argparse.Action):
+        """--version, which looks the version up only when asked (importlib.metadata is slow)."""
+
+        def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+            super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+        def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+            print(f"massaged {version()}")
+            parser.exit()
 
     parser = argparse.ArgumentParser(
         prog="massaged",
@@ -53,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more logging (-vv: wire bytes in hex)"
     )
-    parser.add_argument("--version", action="version", version=f"massaged {version()}")
+    parser.add_argument("--version", action=Version, help="show program's version number and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules:
         importlib.import_module(name).register(sub)
     return parser
 
@@ -160,11 +211,9 @@ def _quick_debug(verbosity: int, message: str, *args: object) -> None:
 
 
 def _full(argv: Sequence[str]) -> int:
-    """The full command line: every command registered, then the one asked for."""
-    import asyncio
-    import inspect
-
-    parser = build_parser()
+    """The full command line: the command asked for registered (every one when in
+    doubt), its arguments parsed, then its handler run."""
+    parser = build_parser(command_modules(argv))
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     func = getattr(args, "func", None)
@@ -175,7 +224,10 @@ def _full(argv: Sequence[str]) -> int:
 
     def run() -> int:
         result = func(args)
-        if inspect.iscoroutine(result):
+        if isinstance(result, types.CoroutineType):
+            # asyncio only for the commands that need it: importing it costs start-up time.
+            import asyncio
+
             result = asyncio.run(result)
         return int(result or 0)
 

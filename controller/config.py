@@ -50,16 +50,18 @@ from controller import paths
 from controller.errors import BadConfigError
 from controller.mqtt.settings import MqttSettings
 from controller.paths import default_control_socket as default_control_socket  # re-exported
-from controller.profiles import DEFAULT_PROFILE_NAME
+from controller.profile_terms import DEFAULT_PROFILE_NAME
+
+# Which file is read, and reading it, are the light rules of the command line's quick path
+# (no pydantic there): one rule for both. CONFIG_ENV names the file (like --config).
+from controller.quick_control import CONFIG_ENV as CONFIG_ENV
+from controller.quick_control import CONFIG_FILENAME as CONFIG_FILENAME
+from controller.quick_control import config_location, read_config_text
 from controller.web.settings import WebSettings
 from devices.errors import ConfigError
-from devices.links.sim_radio import default_radio_path
 
 logger = logging.getLogger(__name__)
 
-CONFIG_ENV = "MASSAGED_CONFIG"
-"""Names the configuration file (like --config)."""
-CONFIG_FILENAME = "config.toml"
 ENV_PREFIX = "MASSAGED_"
 SECRET_MASK = "********"
 """Shown in place of every secret (a password is never printed)."""
@@ -70,12 +72,15 @@ Source = Literal["default", "file", "env"]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
-_TOML_WHERE = re.compile(r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)\s*$")
+# Patterns as text, compiled by re (and kept in its cache) when first used: only an
+# error message or `config show` needs them, and compiling them costs every command
+# that reads the configuration a millisecond.
+_TOML_WHERE = r"\s*\(at (?:line (\d+), column (\d+)|end of document)\)\s*$"
 _KEY_PART = r"""[A-Za-z0-9_-]+|"[^"]*"|'[^']*'"""
-_TABLE_HEADER = re.compile(rf"^\s*\[\s*((?:{_KEY_PART})(?:\s*\.\s*(?:{_KEY_PART}))*)\s*\]")
-_ARRAY_HEADER = re.compile(r"^\s*\[\[")
-_KEY_LINE = re.compile(rf"^\s*((?:{_KEY_PART})(?:\s*\.\s*(?:{_KEY_PART}))*)\s*=")
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_TABLE_HEADER = rf"^\s*\[\s*((?:{_KEY_PART})(?:\s*\.\s*(?:{_KEY_PART}))*)\s*\]"
+_ARRAY_HEADER = r"^\s*\[\["
+_KEY_LINE = rf"^\s*((?:{_KEY_PART})(?:\s*\.\s*(?:{_KEY_PART}))*)\s*="
+_BARE_KEY = r"^[A-Za-z0-9_-]+$"
 
 
 def _expand_user(path: Path) -> Path:
@@ -89,6 +94,15 @@ def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
+def _default_radio_path() -> Path:
+    """The simulated radio's socket (devices.links.sim_radio.default_radio_path)."""
+    # Imported when the default is made, not with this module: that module belongs to
+    # the simulated BLE stack, and importing the settings should not load it.
+    from devices.links.sim_radio import default_radio_path
+
+    return default_radio_path()
+
+
 UserPath = Annotated[Path, AfterValidator(_expand_user)]
 """A path; a leading ~ means the home directory."""
 LogLevel = Annotated[
@@ -96,10 +110,11 @@ LogLevel = Annotated[
 ]
 
 # Not frozen: the daemon command lets --socket, --db and the like replace a setting;
-# validate_assignment keeps such a change as valid as the file.
-_SECTION_CONFIG = ConfigDict(
-    extra="forbid", validate_assignment=True, use_attribute_docstrings=True
-)
+# validate_assignment keeps such a change as valid as the file. Each setting's
+# description is given to Field, not as a docstring under it: pydantic's
+# use_attribute_docstrings finds those by reading and parsing the source at import,
+# which cost every command that reads the configuration tens of milliseconds.
+_SECTION_CONFIG = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class DaemonSettings(BaseModel):
@@ -107,26 +122,59 @@ class DaemonSettings(BaseModel):
 
     model_config = _SECTION_CONFIG
 
-    socket: UserPath = Field(default_factory=default_control_socket)
-    """Path of the control socket that the CLI and other clients connect to."""
-    socket_group: str | None = Field(default=None, min_length=1)
-    """A group whose members may also connect to the socket; unset: the owner only."""
-    log_level: LogLevel = "info"
-    """Least severe level logged: debug, info, warning, error or critical."""
-    wire_debug: bool = False
-    """Log every frame sent and received, as hex, at debug level."""
-    reconnect_min: float = Field(default=0.5, gt=0, allow_inf_nan=False)
-    """First delay, in seconds, before reconnecting a lost device; it doubles each try."""
-    reconnect_max: float = Field(default=30.0, gt=0, allow_inf_nan=False)
-    """Longest delay, in seconds, between reconnect attempts."""
-    scan_timeout: float = Field(default=5.0, gt=0, allow_inf_nan=False)
-    """How long, in seconds, one BLE scan for devices lasts."""
-    simulator: bool = False
-    """Reach the simulated devices of a running `massaged simulate` instead of real BLE."""
-    simulator_radio: UserPath = Field(default_factory=default_radio_path)
-    """The simulated radio's socket ($MASSAGED_SIM_RADIO, else a private runtime directory)."""
-    watchdog: bool = True
-    """Ping the systemd watchdog when systemd asks for it ($WATCHDOG_USEC)."""
+    socket: UserPath = Field(
+        default_factory=default_control_socket,
+        description="Path of the control socket that the CLI and other clients connect to.",
+    )
+    socket_group: str | None = Field(
+        default=None,
+        min_length=1,
+        description="A group whose members may also connect to the socket; unset: the owner only.",
+    )
+    log_level: LogLevel = Field(
+        default="info",
+        description="Least severe level logged: debug, info, warning, error or critical.",
+    )
+    wire_debug: bool = Field(
+        default=False,
+        description="Log every frame sent and received, as hex, at debug level.",
+    )
+    reconnect_min: float = Field(
+        default=0.5,
+        gt=0,
+        allow_inf_nan=False,
+        description=(
+            "First delay, in seconds, before reconnecting a lost device; it doubles each try."
+        ),
+    )
+    reconnect_max: float = Field(
+        default=30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Longest delay, in seconds, between reconnect attempts.",
+    )
+    scan_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="How long, in seconds, one BLE scan for devices lasts.",
+    )
+    simulator: bool = Field(
+        default=False,
+        description=(
+            "Reach the simulated devices of a running `massaged simulate` instead of real BLE."
+        ),
+    )
+    simulator_radio: UserPath = Field(
+        default_factory=_default_radio_path,
+        description=(
+            "The simulated radio's socket ($MASSAGED_SIM_RADIO, else a private runtime directory)."
+        ),
+    )
+    watchdog: bool = Field(
+        default=True,
+        description="Ping the systemd watchdog when systemd asks for it ($WATCHDOG_USEC).",
+    )
 
     @model_validator(mode="after")
     def _backoff_order(self) -> DaemonSettings:
@@ -144,8 +192,10 @@ class StoreSettings(BaseModel):
 
     model_config = _SECTION_CONFIG
 
-    path: UserPath = Field(default_factory=paths.db_path)
-    """The database file (default: the data directory / massaged.db)."""
+    path: UserPath = Field(
+        default_factory=paths.db_path,
+        description="The database file (default: the data directory / massaged.db).",
+    )
 
 
 class SessionSettings(BaseModel):
@@ -153,12 +203,22 @@ class SessionSettings(BaseModel):
 
     model_config = _SECTION_CONFIG
 
-    profile: str = Field(default=DEFAULT_PROFILE_NAME, min_length=1)
-    """The user profile a session runs for."""
-    default_program: str = Field(default="collar-zone", min_length=1)
-    """The program (an id from the library, or a TOML file) run when none is named."""
-    display: bool = True
-    """Show the live view during a session (on a terminal); false: one line per step."""
+    profile: str = Field(
+        default=DEFAULT_PROFILE_NAME,
+        min_length=1,
+        description="The user profile a session runs for.",
+    )
+    default_program: str = Field(
+        default="collar-zone",
+        min_length=1,
+        description="The program (an id from the library, or a TOML file) run when none is named.",
+    )
+    display: bool = Field(
+        default=True,
+        description=(
+            "Show the live view during a session (on a terminal); false: one line per step."
+        ),
+    )
 
 
 class Config(BaseModel):
@@ -166,16 +226,26 @@ class Config(BaseModel):
 
     model_config = _SECTION_CONFIG
 
-    daemon: DaemonSettings = Field(default_factory=DaemonSettings)
-    """The control socket, logging, links and the simulator."""
-    store: StoreSettings = Field(default_factory=StoreSettings)
-    """The history database."""
-    session: SessionSettings = Field(default_factory=SessionSettings)
-    """Session defaults."""
-    mqtt: MqttSettings = Field(default_factory=MqttSettings)
-    """The MQTT bridge (Home Assistant discovery)."""
-    web: WebSettings = Field(default_factory=WebSettings)
-    """The web page served by the daemon."""
+    daemon: DaemonSettings = Field(
+        default_factory=DaemonSettings,
+        description="The control socket, logging, links and the simulator.",
+    )
+    store: StoreSettings = Field(
+        default_factory=StoreSettings,
+        description="The history database.",
+    )
+    session: SessionSettings = Field(
+        default_factory=SessionSettings,
+        description="Session defaults.",
+    )
+    mqtt: MqttSettings = Field(
+        default_factory=MqttSettings,
+        description="The MQTT bridge (Home Assistant discovery).",
+    )
+    web: WebSettings = Field(
+        default_factory=WebSettings,
+        description="The web page served by the daemon.",
+    )
 
     _file: Path | None = PrivateAttr(default=None)
     _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
@@ -202,12 +272,15 @@ class ConfigLocation(NamedTuple):
 class ConfigIssue:
     """One thing wrong with the configuration, located."""
 
-    message: str
-    """What is wrong and what would be valid; starts with "[section] key"."""
+    message: str = Field(
+        description='What is wrong and what would be valid; starts with "[section] key".',
+    )
     file: Path | None = None
     line: int | None = None
-    variable: str | None = None
-    """The environment variable that set the value, if one did."""
+    variable: str | None = Field(
+        default=None,
+        description="The environment variable that set the value, if one did.",
+    )
     section: str | None = None
     key: str | None = None
 
@@ -240,13 +313,8 @@ def config_path(
     path: Path | None = None, *, environ: Mapping[str, str] | None = None
 ) -> ConfigLocation:
     """The file to read: path, else $MASSAGED_CONFIG, else config_dir()/config.toml."""
-    env = os.environ if environ is None else environ
-    if path is not None:
-        return ConfigLocation(Path(path).expanduser(), explicit=True)
-    named = env.get(CONFIG_ENV)
-    if named:
-        return ConfigLocation(Path(named).expanduser(), explicit=True)
-    return ConfigLocation(paths.config_dir(env) / CONFIG_FILENAME, explicit=False)
+    # One rule for both: the quick path and `config path` find the file without this module.
+    return ConfigLocation(*config_location(path, environ))
 
 
 def load_config(path: Path | None = None, *, environ: Mapping[str, str] | None = None) -> Config:
@@ -345,19 +413,8 @@ def effective_config_data(config: Config) -> dict[str, Any]:
 
 def _read(location: ConfigLocation) -> str | None:
     """The file's text; None when the default file does not exist."""
-    try:
-        raw = location.path.read_bytes()
-    except FileNotFoundError:
-        if location.explicit:
-            raise ConfigError(f"{location.path}: no such configuration file") from None
-        return None
-    except OSError as err:
-        raise ConfigError(f"{location.path}: cannot read: {err.strerror or err}") from err
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[: err.start].count(b"\n") + 1
-        raise ConfigError(f"{location.path}: line {line}: not UTF-8 text") from err
+    # The same reading as the commands' early check (check_config_file): the same errors.
+    return read_config_text(location.path, location.explicit)
 
 
 def _parse(text: str, file: Path) -> dict[str, Any]:
@@ -366,7 +423,7 @@ def _parse(text: str, file: Path) -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         message = str(err)
-        match = _TOML_WHERE.search(message)
+        match = re.search(_TOML_WHERE, message)
         if match is None:
             raise ConfigError(f"{file}: not valid TOML: {message}") from None
         what = message[: match.start()]
@@ -649,10 +706,10 @@ def _locate(text: str, where: tuple[str, ...]) -> int | None:
     table: tuple[str, ...] = ()
     fallback: int | None = None
     for number, line in enumerate(text.splitlines(), start=1):
-        if _ARRAY_HEADER.match(line):
+        if re.match(_ARRAY_HEADER, line):
             table = ("[[",)  # an array of tables: nothing we look for lives there
             continue
-        header = _TABLE_HEADER.match(line)
+        header = re.match(_TABLE_HEADER, line)
         if header:
             table = _split_key(header.group(1))
             if table == where:
@@ -660,7 +717,7 @@ def _locate(text: str, where: tuple[str, ...]) -> int | None:
             if fallback is None and table and where[: len(table)] == table:
                 fallback = number
             continue
-        assignment = _KEY_LINE.match(line)
+        assignment = re.match(_KEY_LINE, line)
         if assignment is None:
             continue
         full = table + _split_key(assignment.group(1))
@@ -707,7 +764,7 @@ def _emit_table(
 
 
 def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_string(key)
+    return key if re.match(_BARE_KEY, key) else _toml_string(key)
 
 
 def _toml_value(value: object) -> str:

@@ -484,8 +484,12 @@ async def _call_once(
         raise LinkError(f"the daemon connection failed: {err}") from err
     finally:
         writer.close()
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+        # cancellation that arrives as the close completes, and the caller (a poll task
+        # being cancelled at the end of a session) would then never end.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()
     if not line:
         raise LinkError("the daemon closed the connection without an answer")
     answer: dict[str, Any] = json.loads(line)

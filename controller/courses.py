@@ -22,11 +22,16 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING
 
-from controller.profiles import Audience
-from controller.session import Outcome
-from controller.store import CourseRecord, SessionRecord, Store
 from devices.errors import ConfigError
+
+# The session, profile and store layers are imported where they are used: the
+# course command's options (COURSE_SESSIONS, COURSE_INTERVALS) must not cost their
+# start-up (pydantic, sqlite) to a command that fails on a bad option.
+if TYPE_CHECKING:
+    from controller.profiles import Audience
+    from controller.store import CourseRecord, SessionRecord, Store
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +52,10 @@ AFTER_SESSION_ADVICE_CHILD = (
 )
 
 
-def after_session_advice(audience: Audience = Audience.ADULT) -> str:
-    """What to do once a session ends (the method's rest and slow rise)."""
+def after_session_advice(audience: Audience | None = None) -> str:
+    """What to do once a session ends (the method's rest and slow rise); None: an adult."""
+    from controller.profiles import Audience
+
     return AFTER_SESSION_ADVICE_CHILD if audience == Audience.CHILD else AFTER_SESSION_ADVICE
 
 
@@ -68,6 +75,8 @@ def course_session_days(
     course: CourseRecord, sessions: Iterable[SessionRecord], tz: tzinfo | None = None
 ) -> list[date]:
     """The distinct local days with a completed session of the course, in order."""
+    from controller.session import Outcome
+
     days = {
         _local_date(s.started_at, tz)
         for s in sessions
@@ -165,6 +174,8 @@ def course_status(
     store: Store, profile: str, *, today: date | None = None, tz: tzinfo | None = None
 ) -> CourseProgress | None:
     """The progress of a profile's current course, or None without one."""
+    from controller.session import Outcome
+
     course = store.active_course(profile)
     if course is None:
         return None

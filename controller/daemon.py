@@ -16,21 +16,27 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controller import api, pairing
+from controller import api
 from controller.daemon_pages import PagesMixin
 from controller.errors import RequestError, StoreError
-from controller.profiles import Profile
-from controller.safety import SafetyLimits, write_device_limits
-from controller.session import SessionRunner, SessionSnapshot, SessionState
-from controller.session_setup import prepare_session
-from controller.store import DeviceRecord, Store
+from controller.session import SessionState
 from controller.supervisor import DeviceSupervisor
-from controller.web.settings import WebSettings
-from devices.drivers.base import Device
 from devices.errors import ConfigError, MassagedError, SafetyError
-from devices.events import DeviceEvent
+
+# Sessions (the runner, the safety layer, the programs) and pairing (discovery, BLE) are
+# imported when first used: a daemon answers `status` without them, and one that never
+# runs a session or pairs never pays for them.
+if TYPE_CHECKING:
+    from controller.profiles import Profile
+    from controller.safety import SafetyLimits
+    from controller.session import SessionRunner, SessionSnapshot
+    from controller.store import DeviceRecord, Store
+    from controller.web.settings import WebSettings
+    from devices.drivers.base import Device
+    from devices.events import DeviceEvent
+    from programs.model import Program
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +82,8 @@ class Daemon(PagesMixin):
             on_event=self._device_event,
         )
         self.runner: SessionRunner | None = None
+        self.session_program: Program | None = None
+        """The running (or last) session's program, as loaded when it started."""
         self.session_source: str | None = None
         """Which front end started the running session ("cli", "mqtt", ...)."""
         self._session_task: asyncio.Task[None] | None = None
@@ -155,7 +163,7 @@ class Daemon(PagesMixin):
             # limits come from the profile and the registry entry, so even a bug above the
             # driver cannot pass them. Between sessions the default profile's; every session
             # start writes its own profile's (SessionRunner), and a cap change at once.
-            limits = SafetyLimits.from_profile(self._profile(None), device_caps=record.caps)
+            limits = _limits(self._profile(None), record.caps)
             soft = limits.max_units(record.kind)
             options["soft_limits"] = (soft, soft)
             options["max_raise_per_100ms"] = limits.ems_max_raise_per_100ms
@@ -190,12 +198,15 @@ class Daemon(PagesMixin):
         return result
 
     async def _cmd_status(self, _: api.Request) -> dict[str, Any]:
+        runner = self.runner
+        # One snapshot for both views of the session (each one walks every device).
+        snap = None if runner is None or runner.state == SessionState.ENDED else runner.snapshot()
         return {
             "daemon": {"started_at": self.started_at, "speed": self.speed, "web": self.web_url},
             "devices": [e.describe() for e in self.supervisor.devices.values()],
-            "session": self.session_status(),
+            "session": None if snap is None else snapshot_data(snap, self.session_source),
             "last_session": self.last_result,
-            "now": self.page_now(),  # daemon_pages: what the web page's Now shows
+            "now": self.page_now(snap),  # daemon_pages: what the web page's Now shows
         }
 
     def session_status(self) -> dict[str, Any] | None:
@@ -230,7 +241,7 @@ class Daemon(PagesMixin):
         for name in runner.snapshot().devices:
             entry = self.supervisor.devices.get(name)
             caps = entry.record.caps if entry is not None else None
-            await runner.tighten(name, SafetyLimits.from_profile(profile, device_caps=caps))
+            await runner.tighten(name, _limits(profile, caps))
 
     async def _cmd_devices(self, _: api.Request) -> list[dict[str, Any]]:
         return [e.describe() for e in self.supervisor.devices.values()]
@@ -282,6 +293,7 @@ class Daemon(PagesMixin):
             self._starting = False
 
     async def _start_session(self, request: api.RunRequest, source: str) -> dict[str, Any]:
+        from controller.session_setup import prepare_session
         from programs import library
 
         estops = self._estops
@@ -320,14 +332,13 @@ class Daemon(PagesMixin):
         # From here on a cap change reaches this runner (_cmd_set_caps); the devices' own
         # limits are written by the runner as the session starts, from this profile.
         self.runner = runner
+        self.session_program = program
         self.session_source = source
         for name in devices:
             latest = self.supervisor.devices[name].record
             if latest.caps != records[name].caps:
                 # A cap changed while this session was being prepared: it counts already.
-                await runner.tighten(
-                    name, SafetyLimits.from_profile(profile, device_caps=latest.caps)
-                )
+                await runner.tighten(name, _limits(profile, latest.caps))
         runner.add_listener(
             lambda event: self._emit(
                 "session_event",
@@ -461,6 +472,7 @@ class Daemon(PagesMixin):
 
         model: a scan's (Found.model) when the caller scanned; else the daemon's own scan's.
         """
+        from controller import pairing
         from devices.discovery import scan
 
         if any(
@@ -507,8 +519,10 @@ class Daemon(PagesMixin):
 
     async def _cmd_rename(self, request: api.Request) -> dict[str, Any]:
         assert isinstance(request, api.RenameRequest)
+        from controller.pairing import check_name
+
         self._idle_device(request.name)
-        pairing.check_name(request.new_name)
+        check_name(request.new_name)
         record = self.store.update_device(request.name, name=request.new_name)
         self.supervisor.update_record(request.name, record)
         self._emit("pairing", {"state": "renamed", "name": request.name, "new": record.name})
@@ -526,12 +540,13 @@ class Daemon(PagesMixin):
         if entry.in_session and runner is not None and runner.state != SessionState.ENDED:
             # A lowered cap reaches the running session at once, on the host's clamp and
             # on the unit's own soft limit; a raised one waits for the next session.
-            limits = SafetyLimits.from_profile(runner.profile, device_caps=record.caps)
-            await runner.tighten(record.name, limits)
+            await runner.tighten(record.name, _limits(runner.profile, record.caps))
         elif entry.device.is_connected:
+            from controller.safety import write_device_limits
+
             # Between sessions the unit's own soft limits follow at once (EB1; others
             # have none), from the default profile as at connect.
-            limits = SafetyLimits.from_profile(self._profile(None), device_caps=record.caps)
+            limits = _limits(self._profile(None), record.caps)
             await write_device_limits(entry.device, limits)
         return self.supervisor.devices[record.name].describe()
 
@@ -541,6 +556,13 @@ class Daemon(PagesMixin):
             raise ConfigError(f"no paired device {name!r}")
         if entry.in_session:
             raise ConfigError(f"{name} is in a session: stop it first")
+
+
+def _limits(profile: Profile, caps: Mapping[str, float] | None) -> SafetyLimits:
+    """A profile's limits under a device's own caps (the safety layer, loaded when needed)."""
+    from controller.safety import SafetyLimits
+
+    return SafetyLimits.from_profile(profile, device_caps=caps)
 
 
 def snapshot_data(snap: SessionSnapshot, source: str | None = None) -> dict[str, Any]:

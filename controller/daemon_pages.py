@@ -19,8 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from controller import api, pairing
-from controller.courses import COURSE_SESSIONS, REST_AFTER_S, after_session_advice, course_status
+from controller import api
 from controller.errors import RequestError
 from controller.profiles import (
     CONTRAINDICATIONS,
@@ -29,12 +28,11 @@ from controller.profiles import (
     contraindication_message,
     parse_contraindication,
 )
-from controller.readiness import questions
 from devices.capabilities import Capabilities, DeviceKind
 from devices.errors import ConfigError, MassagedError
 
 if TYPE_CHECKING:
-    from controller.session import SessionRunner
+    from controller.session import SessionRunner, SessionSnapshot
     from controller.store import Store
     from controller.supervisor import DeviceSupervisor
     from controller.web.settings import WebSettings
@@ -54,6 +52,7 @@ class PagesMixin:
     store: Store
     supervisor: DeviceSupervisor
     runner: SessionRunner | None
+    session_program: Program | None
     default_profile: str
     ble_backend: Any
     ble_kwargs: dict[str, Any]
@@ -188,6 +187,14 @@ class PagesMixin:
         return name or self.default_profile
 
     async def _cmd_course(self, request: api.Request) -> dict[str, Any]:
+        from controller.courses import (
+            COURSE_SESSIONS,
+            REST_AFTER_S,
+            after_session_advice,
+            course_status,
+        )
+        from controller.readiness import questions
+
         assert isinstance(request, api.ProfileRequest)
         name = self._profile_name(request.profile)
         profile = await asyncio.to_thread(self.store.get_profile, name)
@@ -335,6 +342,8 @@ class PagesMixin:
             return await self._pulse_found(request.address, request.kind)
 
     async def _pulse_paired(self, name: str) -> dict[str, Any]:
+        from controller.pairing import PULSE_SECONDS
+
         entry = self.supervisor.devices.get(name)
         if entry is None:
             raise ConfigError(f"no paired device {name!r}")
@@ -343,9 +352,10 @@ class PagesMixin:
         if entry.link != "up":
             raise MassagedError(f"{name} is not connected (link {entry.link})")
         await self._pulse_watching_stops(entry.device)
-        return {"name": name, "pulsed": True, "seconds": pairing.PULSE_SECONDS}
+        return {"name": name, "pulsed": True, "seconds": PULSE_SECONDS}
 
     async def _pulse_found(self, address: str, kind: str | None) -> dict[str, Any]:
+        from controller import pairing
         from devices.discovery import scan
 
         if any(
@@ -375,10 +385,10 @@ class PagesMixin:
 
     async def _pulse_watching_stops(self, device: Any) -> None:
         """The confirmation pulse, cut short (device stopped) by an emergency stop."""
+        from controller.pairing import confirmation_pulse
+
         estops = self._estops
-        task = asyncio.get_running_loop().create_task(
-            pairing.confirmation_pulse(device), name="pulse"
-        )
+        task = asyncio.get_running_loop().create_task(confirmation_pulse(device), name="pulse")
         try:
             while not task.done():
                 if self._estops != estops:
@@ -396,17 +406,24 @@ class PagesMixin:
 
     # -- the Now page ----------------------------------------------------------------------
 
-    def page_now(self) -> dict[str, Any] | None:
-        """The running session for the Now page: step, technique, count, time left, outputs."""
+    def page_now(self, snap: SessionSnapshot | None = None) -> dict[str, Any] | None:
+        """The running session for the Now page: step, technique, count, time left, outputs.
+
+        snap: the runner's snapshot when the caller has just taken one.
+        """
         runner = self.runner
         if runner is None or runner.state.value == "ended":
             return None
-        snap = runner.snapshot()
+        if snap is None:
+            snap = runner.snapshot()
         plan = runner.plan
         span = plan.steps[snap.step_index] if snap.step_index is not None else None
         count = None
-        if span is not None:
-            count = step_count(plan.program_id, span.index, span.start, span.end, snap.elapsed)
+        program = self.session_program
+        if span is not None and program is not None and program.id == plan.program_id:
+            # The program the session started with: no look-up (a file read, a glob) on
+            # every status, and the count stays that of what runs if the file changes.
+            count = step_count(program, span.index, span.start, span.end, snap.elapsed)
         return {
             "program": snap.program_id,
             "title": snap.title,
@@ -473,16 +490,12 @@ def profile_data(profile: Profile, today: date) -> dict[str, Any]:
 
 
 def step_count(
-    program_id: str, index: int, start: float, end: float, elapsed: float
+    program: Program, index: int, start: float, end: float, elapsed: float
 ) -> dict[str, Any] | None:
     """Movements of the running step: {"technique", "done", "current", "total"}; None for a rest."""
-    from programs import library
-    from programs.errors import ProgramError
-
-    try:
-        step = library.get(program_id).program.steps[index]
-    except (ProgramError, IndexError):
+    if not 0 <= index < len(program.steps):
         return None
+    step = program.steps[index]
     total = step.movement_count
     if total <= 0 or end <= start:
         return None

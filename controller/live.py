@@ -18,7 +18,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TextIO
 
-from controller.output import say
+from controller.output import format_time, say
 from controller.session import (
     SCALE_STEP,
     RunnerEvent,
@@ -50,12 +50,6 @@ def redraws(out: TextIO) -> bool:
         return out.isatty()
     except (AttributeError, ValueError, OSError):  # closed, or not a real stream
         return False
-
-
-def format_time(seconds: float) -> str:
-    """Seconds as m:ss."""
-    whole = max(0, int(seconds))
-    return f"{whole // 60}:{whole % 60:02d}"
 
 
 def bar(value: int, maximum: int, width: int) -> str:

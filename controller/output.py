@@ -12,10 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
-from typing import Any, TextIO
 
 from controller.errors import NoTerminalError
+
+# Not typing.TYPE_CHECKING: every command imports this module, and typing costs
+# start-up time (mypy recognises this name on its own).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, TextIO
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +55,12 @@ def format_table(
         ]
         lines.append("  ".join(parts).rstrip())
     return lines
+
+
+def format_time(seconds: float) -> str:
+    """Seconds as m:ss."""
+    whole = max(0, int(seconds))
+    return f"{whole // 60}:{whole % 60:02d}"
 
 
 def print_table(

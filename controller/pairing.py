@@ -11,14 +11,17 @@ import asyncio
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controller.store import DeviceRecord, Store
+from controller.store import DeviceRecord
 from devices.capabilities import Capabilities, DeviceKind
-from devices.discovery import Found
-from devices.drivers.base import Device
 from devices.errors import ConfigError, IdentificationError
 from devices.kinds import guess_transport, kind_spec, make_device, model_spec
+
+if TYPE_CHECKING:  # not at run time: a name check or a record needs no scanner (bleak)
+    from controller.store import Store
+    from devices.discovery import Found
+    from devices.drivers.base import Device
 
 logger = logging.getLogger(__name__)
 

@@ -65,6 +65,28 @@ def default_control_socket(environ: Mapping[str, str] | None = None) -> Path:
     return Path(f"/tmp/massaged-{os.getuid()}") / "control.sock"
 
 
+UNIX_PATH_MAX = 108
+"""The size of Linux's sockaddr_un.sun_path: a socket path needs one byte less (its end)."""
+
+
+def check_socket_path(path: Path) -> None:
+    """ConfigError, in one clear line, for a socket path too long for a Unix socket.
+
+    Here, not with the control socket's server and client (controller.control, which
+    re-exports it): run, attach and the daemon check --socket before anything slow loads.
+    """
+    size = len(os.fsencode(path))
+    if size >= UNIX_PATH_MAX:
+        # Imported only for the error: this module stays standard library only.
+        from devices.errors import ConfigError
+
+        raise ConfigError(
+            f"the control socket path {path} is {size} bytes, over the Unix limit of "
+            f"{UNIX_PATH_MAX - 1}: choose a shorter one ([daemon] socket, "
+            "MASSAGED_DAEMON_SOCKET or --socket)"
+        )
+
+
 def db_path(environ: Mapping[str, str] | None = None) -> Path:
     """The default path of the SQLite store: data dir / massaged.db."""
     return data_dir(environ) / DB_FILENAME

@@ -32,63 +32,25 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer
 
+# The enums and the default name live in a light module (the command line offers them as
+# choices without loading the models); they are re-exported from here.
+from controller.profile_terms import DEFAULT_PROFILE_NAME as DEFAULT_PROFILE_NAME
+from controller.profile_terms import Audience as Audience
+from controller.profile_terms import Contraindication as Contraindication
+from controller.profile_terms import PainfulSide as PainfulSide
 from devices.capabilities import DeviceKind, Side
 from devices.errors import ConfigError
 from devices.kinds import KINDS
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PROFILE_NAME = "default"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 EMS_MAX_RAISE_PER_100MS = 5
 """EB1 daemon rule 2: raise a strength by at most 5 per 100 ms."""
-
-
-class Audience(StrEnum):
-    """Adult or child: decides the session length limit (30 or 15 minutes)."""
-
-    ADULT = "adult"
-    CHILD = "child"
-
-
-class PainfulSide(StrEnum):
-    """The side that hurts; the method massages the healthy side first."""
-
-    LEFT = "left"
-    RIGHT = "right"
-    NONE = "none"
-
-
-class Contraindication(StrEnum):
-    """Conditions that rule out a session (or, for the EMS-only ones, the butterfly)."""
-
-    FEVER = "fever"
-    INFLAMMATION = "inflammation"
-    SKIN_DISEASE = "skin_disease"
-    BLOOD_DISEASE = "blood_disease"
-    BONE_TUBERCULOSIS = "bone_tuberculosis"
-    OSTEOMYELITIS = "osteomyelitis"
-    CHRONIC_EXACERBATION = "chronic_exacerbation"
-    HEART_DISEASE = "heart_disease"
-    HEMOSTASIS_DISORDER = "hemostasis_disorder"
-    THROMBOSIS = "thrombosis"
-    THROMBOPHLEBITIS = "thrombophlebitis"
-    DIABETES = "diabetes"
-    TUMOUR = "tumour"
-    HYPERTENSION = "hypertension"
-    INFECTION = "infection"
-    ORGAN_FAILURE = "organ_failure"
-    NEUROPSYCHIATRIC_DISORDER = "neuropsychiatric_disorder"
-    INTERVERTEBRAL_HERNIA = "intervertebral_hernia"
-    # EMS-only: not in the massage method, they block only the butterfly.
-    IMPLANTED_ELECTRONICS = "implanted_electronics"
-    PREGNANCY = "pregnancy"
-    EPILEPSY = "epilepsy"
 
 
 _METHOD = "method: contraindications"

@@ -2,9 +2,10 @@
 
 ``massaged emergency-stop`` must reach every device within 50 ms (p99) of being
 typed, Python's own start-up included. A bare interpreter takes about 20 ms;
-the full command line (``controller.cli.build_parser``) imports every command
-module, pydantic, asyncio, bleak and aiomqtt, and took about 230 ms before
-sending anything. So ``controller.cli.main`` sends the simple control commands
+the full command line (``controller.cli.build_parser``) imports argparse and the
+daemon commands' module, whose handler loads and validates the configuration
+(pydantic) before sending anything: it took about 230 ms when it imported every
+command module. So ``controller.cli.main`` sends the simple control commands
 (emergency-stop, stop, pause, resume, gentler, status) through this module
 first, and only falls back to the full command line when this module cannot
 be sure of what to do.
@@ -44,6 +45,7 @@ from pathlib import Path
 
 from controller import paths
 from controller.errors import ConnectionDroppedError, ControlError, DaemonNotRunningError
+from devices.errors import ConfigError
 
 # Not typing.TYPE_CHECKING: importing typing costs start-up time and mypy
 # recognises this name on its own.
@@ -63,10 +65,13 @@ SIMPLE_COMMANDS: dict[str, tuple[str, str]] = {
 }
 """The commands this module sends; controller.commands.daemon registers them from here."""
 
-# These mirror controller.config (which cannot be imported here: it needs pydantic);
+# Which configuration file is read, and reading it (config_location, read_config_text),
+# live here and controller.config uses them: one rule for both. The names below mirror
+# controller.config (which cannot be imported here: it needs pydantic);
 # tests/controller/test_quick_control.py checks that they agree. If they drift, the
 # quick path falls back (a new [daemon] key is "unknown") rather than guess.
 CONFIG_ENV = "MASSAGED_CONFIG"
+"""Names the configuration file (like --config)."""
 CONFIG_FILENAME = "config.toml"
 DAEMON_ENV_PREFIX = "MASSAGED_DAEMON_"
 SECTIONS = frozenset({"daemon", "store", "session", "mqtt", "web"})
@@ -220,7 +225,7 @@ def control_socket(
     env = os.environ if environ is None else environ
     try:
         from_env = _socket_from_environment(env)
-        from_file = _socket_from_file(*_config_location(config_flag, env))
+        from_file = _socket_from_file(*config_location(config_flag, env))
         # The first that is set, even if empty: an empty value is doubtful, not unset.
         chosen = next((v for v in (socket_flag, from_env, from_file) if v is not None), None)
         if chosen is None:
@@ -234,8 +239,15 @@ def control_socket(
         raise FallBack(str(err)) from err
 
 
-def _config_location(flag: str | None, env: Mapping[str, str]) -> tuple[Path, bool]:
-    """The file to read and whether it was named (controller.config.config_path)."""
+def config_location(
+    flag: str | Path | None, environ: Mapping[str, str] | None = None
+) -> tuple[Path, bool]:
+    """The configuration file to read and whether it was named (--config, $MASSAGED_CONFIG).
+
+    controller.config.config_path is this with its result named; ``massaged config
+    path`` uses this directly, without controller.config's imports.
+    """
+    env = os.environ if environ is None else environ
     if flag is not None:
         return Path(flag).expanduser(), True
     named = env.get(CONFIG_ENV)
@@ -244,20 +256,42 @@ def _config_location(flag: str | None, env: Mapping[str, str]) -> tuple[Path, bo
     return paths.config_dir(env) / CONFIG_FILENAME, False
 
 
-def _socket_from_file(path: Path, explicit: bool) -> str | None:
-    """[daemon] socket from the file, None when unset or no default file; else FallBack."""
+def read_config_text(path: Path, explicit: bool) -> str | None:
+    """The configuration file's text; None when the default file (not explicit) is missing.
+
+    ConfigError, in controller.config's words, when it cannot be read or is not UTF-8:
+    controller.config.load_config reads through this, and the commands call it
+    (check_config_file) to refuse such a file before the settings' models load.
+    """
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
         if explicit:
-            raise FallBack(f"{path}: no such configuration file") from None
+            raise ConfigError(f"{path}: no such configuration file") from None
         return None
     except OSError as err:
-        raise FallBack(f"{path}: cannot read: {err}") from None
+        raise ConfigError(f"{path}: cannot read: {err.strerror or err}") from err
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise FallBack(f"{path}: not UTF-8 text") from None
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not UTF-8 text") from err
+
+
+def check_config_file(flag: str | Path | None, environ: Mapping[str, str] | None = None) -> None:
+    """ConfigError when the configuration file that flag (--config) or the environment
+    names cannot be read: what load_config would refuse first, found without loading it."""
+    read_config_text(*config_location(flag, environ))
+
+
+def _socket_from_file(path: Path, explicit: bool) -> str | None:
+    """[daemon] socket from the file, None when unset or no default file; else FallBack."""
+    try:
+        text = read_config_text(path, explicit)
+    except ConfigError as err:
+        raise FallBack(str(err)) from None
+    if text is None:
+        return None
     # Imported only here: most set-ups have no configuration file, and tomllib
     # costs a few milliseconds of the emergency stop.
     import tomllib

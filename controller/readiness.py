@@ -26,12 +26,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from controller.courses import spacing_warnings
 from controller.errors import StoreError
-from controller.profiles import OSTEOCHONDROSIS_CAUTION, Profile, contraindication_message
-from controller.store import Store
 from devices.errors import SafetyError
+
+# The profile and store layers are imported where they are used: `massaged run`
+# registers its flags from Confirm, and must not pay pydantic's start-up for it.
+if TYPE_CHECKING:
+    from controller.profiles import Profile
+    from controller.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +75,8 @@ class Question:
 
 def postponement(profile: Profile, today: date | None = None) -> str | None:
     """Why the session is postponed today (a contraindication recorded for today), or None."""
+    from controller.profiles import contraindication_message
+
     items = profile.today_contraindications(today)
     if not items:
         return None
@@ -98,6 +105,8 @@ def questions(
         )
     ]
     if profile.complex_osteochondrosis:
+        from controller.profiles import OSTEOCHONDROSIS_CAUTION
+
         asked.append(
             Question(
                 Confirm.ACCEPT_CAUTION,

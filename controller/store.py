@@ -50,6 +50,13 @@ from controller.errors import LockError, NotFoundError, StoreError
 from controller.locks import OwnerLock, owner_is_gone, sweep_gone_owners
 from controller.profiles import DEFAULT_PROFILE, DEFAULT_PROFILE_NAME, Profile, parse_profile
 from controller.session.states import Outcome
+
+# The checks made before anything is opened live in a light module (a command refuses a
+# wrong --db without loading this one); they are re-exported from here.
+from controller.store_paths import SQLITE_MAGIC as SQLITE_MAGIC
+from controller.store_paths import check_database_file as check_database_file
+from controller.store_paths import database_path as database_path
+from controller.store_paths import database_to_read
 from devices.capabilities import DeviceKind
 from devices.errors import ConfigError
 
@@ -320,18 +327,6 @@ def _is_read_only_file(path: Path) -> bool:
     return not os.access(path, os.W_OK) or not mode & stat.S_IWUSR
 
 
-def database_path(path: Path | str | None = None) -> Path:
-    """The database file for path (None: the default one, its private folder made)."""
-    if path is not None:
-        return Path(path).expanduser()
-    db = paths.db_path()
-    try:
-        paths.ensure_private_dir(db.parent)
-    except OSError as err:
-        raise StoreError(f"cannot create the data folder {db.parent}: {err}") from err
-    return db
-
-
 # -- the store ----------------------------------------------------------------
 
 
@@ -385,12 +380,9 @@ class Store:
         nor SQLite's -wal and -shm files (issue 13). A missing default database is an
         empty one (a fresh install has no history yet); a missing --db is an error.
         """
-        db = paths.db_path() if path is None else Path(path).expanduser()
-        if not db.exists():
-            if path is None or db == paths.db_path():
-                return cls._empty(db)
-            raise StoreError(f"no database at {db}: check the path (nothing was created)")
-        check_database_file(db)
+        db, found = database_to_read(path)
+        if not found:
+            return cls._empty(db)
         conn = _connect_read_only(db)
         store = cls(conn, db, read_only=True)
         try:
@@ -994,27 +986,6 @@ def _course(row: Sequence[Any]) -> CourseRecord:
         every_days=row[4],
         ended_at=_parse_ts(row[5]),
     )
-
-
-SQLITE_MAGIC = b"SQLite format 3\x00"
-"""The first 16 bytes of every SQLite database file."""
-
-
-def check_database_file(path: Path) -> None:
-    """StoreError, before anything is opened or changed, when an existing path is not
-    an SQLite database: a folder, a TOML file, a file this user cannot read."""
-    if path.is_dir():
-        raise StoreError(f"{path} is a folder: give the database file, e.g. {path / 'massaged.db'}")
-    try:
-        with path.open("rb") as file:
-            head = file.read(len(SQLITE_MAGIC))
-    except FileNotFoundError:
-        return
-    except OSError as err:
-        raise StoreError(f"cannot read the database {path}: {err.strerror or err}") from err
-    # An empty file is an empty database to SQLite (one being created by another process).
-    if head and head != SQLITE_MAGIC:
-        raise StoreError(f"{path} is damaged or not a massaged database (not an SQLite file)")
 
 
 def _connect_read_only(db: Path) -> sqlite3.Connection:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from devices.capabilities import (
     Capabilities,
@@ -27,15 +27,13 @@ from devices.capabilities import (
     belt_motors,
     butterfly_channels,
 )
-from devices.drivers.base import Device
-from devices.drivers.coyote_v2 import CoyoteV2Driver
-from devices.drivers.eb1 import EB1Driver
-from devices.drivers.sp1 import SP1Driver
-from devices.drivers.vb1 import VB1Driver
 from devices.errors import ConfigError
-from devices.links.base import Link
 from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, Output, PillowOutput
 from devices.protocols import coyote_v2, eb1, sp1, vb1
+
+if TYPE_CHECKING:
+    from devices.drivers.base import Device
+    from devices.links.base import Link
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +81,12 @@ class ModelSpec(NamedTuple):
     model: str
     """The model name: "VB1", "EB1", "Coyote V2" (a driver's Capabilities.model starts with it)."""
     kind: DeviceKind
-    driver: Callable[..., Device]
-    """The driver class, called as driver(link, name=..., **driver_opts)."""
+    driver_path: str
+    """Where the driver class is, "module:Class" (imported by :attr:`driver` when first used).
+
+    By path, not the class: naming the drivers here would import every driver and
+    asyncio with them into each process that only looks a kind or a model up.
+    """
     ble_name_prefixes: tuple[str, ...]
     """Advertised local-name prefixes; classification tries these first."""
     service_uuids: tuple[str, ...]
@@ -102,6 +104,21 @@ class ModelSpec(NamedTuple):
     def serial(self) -> bool:
         """The model also comes as a USB serial device (and that is its default link)."""
         return self.baudrate is not None
+
+    @property
+    def driver(self) -> Callable[..., Device]:
+        """The driver class, called as driver(link, name=..., **driver_opts)."""
+        return _driver_class(self.driver_path)
+
+
+def _driver_class(path: str) -> Callable[..., Device]:
+    """The class a "module:Class" path names, imported on first use."""
+    # importlib caches the module: after the first device of a model this is a dict lookup.
+    from importlib import import_module
+
+    module, _, name = path.partition(":")
+    driver: Callable[..., Device] = getattr(import_module(module), name)
+    return driver
 
 
 def _belt_pulse(caps: Capabilities) -> Output:
@@ -182,7 +199,7 @@ MODELS: dict[str, ModelSpec] = {
     "VB1": ModelSpec(
         model="VB1",
         kind=DeviceKind.BELT,
-        driver=VB1Driver,
+        driver_path="devices.drivers.vb1:VB1Driver",
         ble_name_prefixes=(vb1.BLE_NAME_PREFIX,),
         service_uuids=(vb1.NUS_SERVICE,),
         write_uuid=vb1.NUS_RX,
@@ -194,7 +211,7 @@ MODELS: dict[str, ModelSpec] = {
     "SP1": ModelSpec(
         model="SP1",
         kind=DeviceKind.PILLOW,
-        driver=SP1Driver,
+        driver_path="devices.drivers.sp1:SP1Driver",
         ble_name_prefixes=(sp1.BLE_NAME_PREFIX,),
         service_uuids=(sp1.SERVICE_UUID,),
         write_uuid=sp1.DATA_UUID,
@@ -204,7 +221,7 @@ MODELS: dict[str, ModelSpec] = {
     "EB1": ModelSpec(
         model="EB1",
         kind=DeviceKind.BUTTERFLY,
-        driver=EB1Driver,
+        driver_path="devices.drivers.eb1:EB1Driver",
         # A real DG-LAB Coyote V3 advertises "47L121000" and not its service.
         ble_name_prefixes=(eb1.BLE_NAME_PREFIX, "47L12"),
         # Not the battery service 0x180A: that is the SIG's Device Information,
@@ -217,7 +234,7 @@ MODELS: dict[str, ModelSpec] = {
     coyote_v2.MODEL: ModelSpec(
         model=coyote_v2.MODEL,
         kind=DeviceKind.BUTTERFLY,
-        driver=CoyoteV2Driver,
+        driver_path="devices.drivers.coyote_v2:CoyoteV2Driver",
         # It advertises "D-LAB ESTIM01" and none of its services: found by name only.
         ble_name_prefixes=coyote_v2.NAME_PREFIXES,
         service_uuids=(coyote_v2.SERVICE_UUID,),
@@ -351,19 +368,21 @@ def normalize_uuid(uuid: str) -> str:
     return uuid
 
 
-_SERIAL_URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
-_WINDOWS_PORT = re.compile(r"^(\\\\\.\\)?COM\d+$", re.IGNORECASE)
-_BLE_MAC = re.compile(r"^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$", re.IGNORECASE)
-_BLE_UUID = re.compile(r"^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$", re.IGNORECASE)
+# Patterns as text, compiled by re (and kept in its cache) on first use: only pairing
+# and making a link look at an address, and compiling costs every import of the table.
+_SERIAL_URL = r"(?i)^[a-z][a-z0-9+.-]*://"
+_WINDOWS_PORT = r"(?i)^(\\\\\.\\)?COM\d+$"
+_BLE_MAC = r"(?i)^([0-9a-f]{2}[:-]){5}[0-9a-f]{2}$"
+_BLE_UUID = r"(?i)^[0-9a-f]{8}-([0-9a-f]{4}-){3}[0-9a-f]{12}$"
 
 
 def guess_transport(address: str) -> Transport | None:
     """ "serial" for a path or pyserial URL, "ble" for a MAC or CoreBluetooth UUID, else None."""
-    if address.startswith(("/", "./", "../", "~")) or _SERIAL_URL.match(address):
+    if address.startswith(("/", "./", "../", "~")) or re.match(_SERIAL_URL, address):
         return "serial"
-    if _WINDOWS_PORT.match(address):
+    if re.match(_WINDOWS_PORT, address):
         return "serial"
-    if _BLE_MAC.match(address) or _BLE_UUID.match(address):
+    if re.match(_BLE_MAC, address) or re.match(_BLE_UUID, address):
         return "ble"
     return None
 

@@ -40,6 +40,15 @@ def _scale_int(value: int, factor: float) -> int:
     return max(0, math.floor(value * factor + 1e-9))
 
 
+def _motor_names(count: int) -> tuple[str, ...]:
+    """motor1..motor<count>, as the recording names a belt's motors."""
+    return tuple(f"motor{i}" for i in range(1, count + 1))
+
+
+_MOTOR_NAMES = _motor_names(16)
+"""The names of the motors of any belt up to 16 motors (a VB1 has 4 or 6)."""
+
+
 def _clip01(value: float) -> float:
     # NaN would slip through min/max and poison every comparison: treat it as 0.
     if math.isnan(value):
@@ -99,7 +108,11 @@ class BeltOutput:
 
     def felt(self) -> tuple[tuple[str, float], ...]:
         """What each motor puts out (its level), named as the simulator records it."""
-        return tuple((f"motor{i}", float(v)) for i, v in enumerate(self.levels, 1))
+        levels = self.levels
+        # Called for every cue of every plan read back (programs/movements.py): the names
+        # are made once, not formatted per call.
+        names = _MOTOR_NAMES if len(levels) <= len(_MOTOR_NAMES) else _motor_names(len(levels))
+        return tuple(zip(names, map(float, levels), strict=False))
 
     def peak(self) -> int:
         """The highest level asked for."""

@@ -159,6 +159,8 @@ def _rule(field: str, detail: str, *, step: int | None = None) -> PydanticCustom
 class Step(BaseModel):
     """One step of a program: a technique on a zone, for a count or a time, at an intensity."""
 
+    # defer_build: built when a program is first validated (Program builds it with its
+    # own), not by every process that imports this module for its names and tables.
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
@@ -166,6 +168,7 @@ class Step(BaseModel):
         json_schema_extra={
             "oneOf": [{"required": ["repetitions"]}, {"required": ["duration_s"]}],
         },
+        defer_build=True,
     )
 
     technique: Technique = Field(
@@ -395,6 +398,7 @@ class Program(BaseModel):
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "description": "A massage program for massaged (TOML). See docs/programs.md.",
         },
+        defer_build=True,  # as Step's
     )
 
     id: str = Field(

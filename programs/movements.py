@@ -14,11 +14,13 @@ way on paper and in what the devices physically did.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from devices.capabilities import DeviceKind
 from devices.kinds import kind_spec, off_output
 from devices.outputs import Output
 from programs.timeline import DeviceTimeline
@@ -89,13 +91,19 @@ def count_in(found: Sequence[Movement], start: float, end: float) -> int:
 # -- a plan -------------------------------------------------------------------
 
 
+@functools.cache
+def _counts_movements(kind: DeviceKind) -> bool:
+    """Whether a kind's outputs come in movements (devices.kinds), looked up once per kind."""
+    return kind_spec(kind).movements
+
+
 def output_value(output: Output, channel: str) -> float:
     """One channel's value: a belt motor's level, or what a butterfly channel puts out.
 
     Channel names are the recording's (docs/simulator.md): ``motor1``..``motor6``
     and ``output_a``/``output_b`` (strength × waveform intensity / 100).
     """
-    if not kind_spec(output.kind).movements:
+    if not _counts_movements(output.kind):
         raise ValueError(f"no movements on a {output.kind.value} output")
     # A motor the output does not drive (fewer motors than asked about) is at rest.
     return dict(output.felt()).get(channel, 0.0)
@@ -111,7 +119,44 @@ def counted_channels(timeline: DeviceTimeline) -> list[str]:
 
 def plan_series(timeline: DeviceTimeline, channel: str) -> Series:
     """One channel of a rendered timeline as a step function."""
-    return [(cue.t, output_value(cue.output, channel)) for cue in timeline.cues]
+    # The renderers reuse one output object for repeated frames: each is read once.
+    read: dict[int, float] = {}
+    series: Series = []
+    for cue in timeline.cues:
+        value = read.get(id(cue.output))
+        if value is None:
+            value = read[id(cue.output)] = output_value(cue.output, channel)
+        series.append((cue.t, value))
+    return series
+
+
+def plan_channels(timeline: DeviceTimeline) -> dict[str, Series]:
+    """Every channel of a rendered timeline as a step function, read in one pass.
+
+    Each series is the one :func:`plan_series` gives for that channel (the
+    plan checks read every motor of several belts, so each cue is read once).
+    """
+    cues = timeline.cues
+    for kind in dict.fromkeys(cue.output.kind for cue in cues):  # in the order of the cues
+        if not _counts_movements(kind):
+            raise ValueError(f"no movements on a {kind.value} output")
+    found: dict[str, Series] = {}
+    # The renderers reuse one output object for repeated frames: each is read once.
+    read: dict[int, tuple[tuple[str, float], ...]] = {}
+    for i, cue in enumerate(cues):
+        felt = read.get(id(cue.output))
+        if felt is None:
+            felt = read[id(cue.output)] = cue.output.felt()
+        for name, value in felt:
+            series = found.get(name)
+            if series is None:  # a channel the cues before did not have: at rest there
+                series = found[name] = [(before.t, 0.0) for before in cues[:i]]
+            series.append((cue.t, value))
+        if len(felt) != len(found):  # a channel this output lacks is at rest
+            for series in found.values():
+                if len(series) <= i:
+                    series.append((cue.t, 0.0))
+    return found
 
 
 # -- a recording --------------------------------------------------------------
@@ -131,11 +176,43 @@ def recording_series(
     speed, so times read as (t - t0) × speed, as the runner's clock does.
     """
     series: Series = [(0.0, 0.0)]
+    # One comprehension: a recording has a row per channel per change, and a test reads
+    # every channel of it.
+    series += [
+        ((float(t) - t0) * speed, float(value))
+        for row in rows
+        if row.get("channel") == channel
+        and row.get("device") == device
+        and isinstance(value := row.get("value"), int | float)
+        and isinstance(t := row.get("t"), int | float)
+    ]
+    return series
+
+
+def recording_channels(
+    rows: Iterable[Mapping[str, object]], *, t0: float = 0.0, speed: float = 1.0
+) -> dict[tuple[str, str], Series]:
+    """Every channel of a simulator recording, by (device, channel), read in one pass.
+
+    Each series is the one :func:`recording_series` gives for that device and
+    channel; a channel with no numeric row is missing (recording_series gives
+    ``[(0.0, 0.0)]`` for it).
+    """
+    found: dict[tuple[str, str], Series] = {}
     for row in rows:
-        if row.get("device") != device or row.get("channel") != channel:
-            continue
         value = row.get("value")
         t = row.get("t")
-        if isinstance(value, int | float) and isinstance(t, int | float):
+        device = row.get("device")
+        channel = row.get("channel")
+        if (
+            isinstance(value, int | float)
+            and isinstance(t, int | float)
+            and isinstance(device, str)
+            and isinstance(channel, str)
+        ):
+            key = (device, channel)
+            series = found.get(key)
+            if series is None:
+                series = found[key] = [(0.0, 0.0)]
             series.append(((float(t) - t0) * speed, float(value)))
-    return series
+    return found

@@ -9,13 +9,14 @@ once when both hurt, which can join two bursts into one).
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Final
 
 from devices.capabilities import Capabilities, DeviceKind, Side, belt_motors
 from programs.bursts import MAX_BURST_S, MIN_REST_S, bursts
 from programs.model import Program, ProgramIssue, StepSide, fmt_number
-from programs.movements import plan_series
+from programs.movements import plan_channels, plan_series
 from programs.render import render_device, step_spans
 from programs.render_common import EPS
 
@@ -23,6 +24,14 @@ logger = logging.getLogger(__name__)
 
 BELT_MOTORS: Final = (6, 4)
 """The VB1 belts a program may play on."""
+
+
+@functools.cache
+def belt_caps(count: int) -> Capabilities:
+    """The capabilities of a VB1 belt with count motors, made once (on first use: making
+    them builds the models' validators, which an import that checks nothing need not pay)."""
+    return Capabilities(kind=DeviceKind.BELT, model="VB1", motors=belt_motors(count))
+
 
 _SIDED: Final = frozenset({StepSide.HEALTHY, StepSide.PAINFUL, StepSide.TO_PAINFUL})
 
@@ -41,19 +50,35 @@ def _clock(seconds: float) -> str:
 
 def burst_issues(program: Program) -> list[ProgramIssue]:
     """One issue per step in which a belt motor passes 15 s of vibration without a rest."""
+    return list(_burst_issues(program))
+
+
+@functools.lru_cache(maxsize=64)
+def _burst_issues(program: Program) -> tuple[ProgramIssue, ...]:
+    """burst_issues, kept by program: a program is immutable and its check costs renders.
+
+    The daemon checks the same program more than once: the web page's check, then its
+    save, and every listing of the programs loads the user's files again.
+    """
     spans = step_spans(program)
     if not spans:
-        return []
+        return ()
     end = spans[-1].end
     sided = any(step.side in _SIDED for step in program.steps)
-    pains: tuple[Side | None, ...] = (None, Side.LEFT, Side.RIGHT, Side.BOTH) if sided else (None,)
+    # Pain on the right plays exactly as no pain known (programs/render_common.py: with
+    # none known the healthy side is the left), so its bursts are those of None, already
+    # reported: it is not rendered again (tests/programs/test_fast_paths.py checks it).
+    pains: tuple[Side | None, ...] = (None, Side.LEFT, Side.BOTH) if sided else (None,)
     found: dict[int, ProgramIssue] = {}
     for count in BELT_MOTORS:
-        caps = Capabilities(kind=DeviceKind.BELT, model="VB1", motors=belt_motors(count))
+        caps = belt_caps(count)
         for pain in pains:
             timeline = render_device(program, "belt", caps, spans, painful_side=pain)
+            channels = plan_channels(timeline)
             for motor in caps.motors:
-                for burst in bursts(plan_series(timeline, f"motor{motor.index}"), end=end):
+                channel = f"motor{motor.index}"
+                series = channels.get(channel) or plan_series(timeline, channel)
+                for burst in bursts(series, end=end):
                     if burst.length <= MAX_BURST_S + EPS:
                         continue
                     passed = burst.start + MAX_BURST_S
@@ -74,4 +99,4 @@ def burst_issues(program: Program) -> list[ProgramIssue]:
                         technique=step.technique.value,
                         field="duration_s" if step.duration_s is not None else "repetitions",
                     )
-    return [found[i] for i in sorted(found)]
+    return tuple(found[i] for i in sorted(found))

@@ -81,10 +81,14 @@ def step_spans(program: Program) -> list[StepSpan]:
 def _drop_repeats(cues: list[Cue]) -> list[Cue]:
     """Drop cues that change nothing, keeping each step's first cue and the final one."""
     kept: list[Cue] = []
+    last = len(cues) - 1
     for i, cue in enumerate(cues):
-        last = i == len(cues) - 1
-        if kept and not last and cue.output == kept[-1].output and cue.step == kept[-1].step:
-            continue
+        if kept and i != last:
+            prev = kept[-1]
+            # The renderers reuse one output object for a repeated frame: identity first.
+            same = cue.output is prev.output or cue.output == prev.output
+            if same and cue.step == prev.step:
+                continue
         kept.append(cue)
     return kept
 
@@ -114,7 +118,8 @@ def render_device(
         frames = renderer.frames(ctx) if ctx.for_this_kind else []
         if not frames or frames[0][0] > span.start + EPS:
             frames.insert(0, (span.start, off))
-        cues.extend(Cue(t=round(t, 3), output=output, step=span.index) for t, output in frames)
+        index = span.index
+        cues.extend([Cue(round(t, 3), output, index) for t, output in frames])
     end = spans[-1].end if spans else 0.0
     cues.append(Cue(t=end, output=off, step=spans[-1].index if spans else 0))
     cues = _drop_repeats(renderer.finish(cues, caps))

@@ -24,7 +24,7 @@ from typing import Final
 
 from devices.capabilities import Capabilities, Motor, Place, Side
 from devices.outputs import BeltOutput
-from programs.model import Technique
+from programs.model import StepSide, Technique
 from programs.render_common import EPS, Frame, StepContext, side_matches
 
 logger = logging.getLogger(__name__)
@@ -181,12 +181,37 @@ def belt_frames(ctx: StepContext) -> list[Frame]:
     if make is None or not motors:
         return []
     slots = {m.index: i for i, m in enumerate(caps.motors)}
+    playing = [(m.index, slots[m.index], m.max_level, m.side) for m in motors]
+    sides = tuple(dict.fromkeys(m.side for m in motors))
+    # The level of each motor is shape × intensity × side weight. Only a ramp's intensity
+    # and a transition's side weights change with time; the rest hold all step long.
+    steady = None if ctx.step.is_ramp else ctx.intensity(ctx.start)
+    fixed = None
+    if ctx.step.side is not StepSide.TO_PAINFUL:
+        fixed = {side: ctx.side_weight(side, ctx.start) for side in sides}
+    # Every movement of a step repeats the same shapes (ctx.movements reuses the pattern's
+    # frames), so a shape's moving motors are found once, and its levels at one intensity
+    # and side weight are computed once.
+    moving: dict[int, list[tuple[int, float, int, Side]]] = {}
+    made: dict[tuple[int, float, tuple[float, ...]], BeltOutput] = {}
     frames: list[Frame] = []
     for t, shape in ctx.movements(lambda slot: make(ctx, motors, ctx.active_s(slot))):
-        intensity = ctx.intensity(t)
-        levels = [0] * len(caps.motors)
-        for m in motors:
-            fraction = shape.get(m.index, 0.0) * intensity * ctx.side_weight(m.side, t)
-            levels[slots[m.index]] = round(min(1.0, max(0.0, fraction)) * m.max_level)
-        frames.append((t, BeltOutput(levels=tuple(levels), heat=ctx.heat)))
+        intensity = steady if steady is not None else ctx.intensity(t)
+        weights = fixed if fixed is not None else {s: ctx.side_weight(s, t) for s in sides}
+        key = (id(shape), intensity, tuple(weights.values()))
+        output = made.get(key)
+        if output is None:
+            parts = moving.get(id(shape))
+            if parts is None:
+                # A motor at 0 in the shape stays at 0 whatever the intensity and weight.
+                parts = moving[id(shape)] = [
+                    (slot, x, top, side)
+                    for index, slot, top, side in playing
+                    if (x := shape.get(index, 0.0))
+                ]
+            levels = [0] * len(caps.motors)
+            for slot, x, top, side in parts:
+                levels[slot] = round(min(1.0, max(0.0, x * intensity * weights[side])) * top)
+            output = made[key] = BeltOutput(levels=tuple(levels), heat=ctx.heat)
+        frames.append((t, output))
     return frames

@@ -17,7 +17,7 @@ from typing import Final
 
 from devices.capabilities import Capabilities, EmsChannel
 from devices.outputs import ButterflyOutput, EmsChannelOutput
-from programs.model import Technique
+from programs.model import StepSide, Technique
 from programs.render_belt import TAP_ON_S, TAP_PERIOD_S
 from programs.render_common import EPS, Frame, StepContext, side_matches
 from programs.timeline import Cue
@@ -135,18 +135,32 @@ def butterfly_frames(ctx: StepContext) -> list[Frame]:
                 frames.append((round(offset, 6), dict(waves)))
         return frames
 
+    sides = tuple(dict.fromkeys(ch.side for ch in channels))
+    # As on the belt (programs/render_belt.py): only a ramp's intensity and a transition's
+    # side weights change with time, and every movement repeats the same keyframes, so
+    # each keyframe at one intensity and side weight is made once.
+    steady = None if ctx.step.is_ramp else ctx.intensity(ctx.start)
+    fixed = None
+    if ctx.step.side is not StepSide.TO_PAINFUL:
+        fixed = {side: ctx.side_weight(side, ctx.start) for side in sides}
+    made: dict[tuple[int, float, tuple[float, ...]], ButterflyOutput] = {}
     frames: list[Frame] = []
     for t, waves in ctx.movements(movement):
-        intensity = ctx.intensity(t)
-        outputs = {
-            ch.name: EmsChannelOutput(
-                strength=strength_for(intensity * ctx.side_weight(ch.side, t), ch),
-                frequency=rhythm.frequency,
-                intensity=waves[ch.name],
-            )
-            for ch in channels
-        }
-        frames.append((t, _output(outputs)))
+        intensity = steady if steady is not None else ctx.intensity(t)
+        weights = fixed if fixed is not None else {side: ctx.side_weight(side, t) for side in sides}
+        key = (id(waves), intensity, tuple(weights.values()))
+        output = made.get(key)
+        if output is None:
+            outputs = {
+                ch.name: EmsChannelOutput(
+                    strength=strength_for(intensity * weights[ch.side], ch),
+                    frequency=rhythm.frequency,
+                    intensity=waves[ch.name],
+                )
+                for ch in channels
+            }
+            output = made[key] = _output(outputs)
+        frames.append((t, output))
     return frames
 
 
@@ -162,7 +176,7 @@ def limit_raise(cues: list[Cue], caps: Capabilities) -> list[Cue]:
     out: list[Cue] = []
 
     def limited(t: float, target: ButterflyOutput) -> ButterflyOutput:
-        parts: dict[str, EmsChannelOutput] = {}
+        parts: list[EmsChannelOutput] = []
         for name, part in (("A", target.a), ("B", target.b)):
             strength = part.strength
             if strength > held[name]:
@@ -171,8 +185,13 @@ def limit_raise(cues: list[Cue], caps: Capabilities) -> list[Cue]:
                 if strength > held[name]:
                     last_raise[name] = t
             held[name] = strength
-            parts[name] = EmsChannelOutput(strength, part.frequency, part.intensity)
-        return _output(parts)
+            unchanged = strength == part.strength
+            parts.append(
+                part if unchanged else EmsChannelOutput(strength, part.frequency, part.intensity)
+            )
+        a, b = parts
+        # Most cues need no limit: they keep their (shared) output object.
+        return target if a is target.a and b is target.b else ButterflyOutput(a=a, b=b)
 
     for i, cue in enumerate(cues):
         assert isinstance(cue.output, ButterflyOutput)

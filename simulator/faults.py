@@ -28,6 +28,26 @@ class LinkFaults:
     """The link is cut: nothing passes, BLE centrals are disconnected."""
     rng: random.Random = field(default_factory=lambda: random.Random(0x5EED))
 
+    def __setattr__(self, name: str, value: object) -> None:
+        object.__setattr__(self, name, value)
+        # An endpoint that sleeps until its firmware's next deadline hears of a cut link
+        # now, rather than polling for it.
+        watchers = self.__dict__.get("_watchers")
+        if watchers:
+            for watcher in list(watchers):
+                watcher()
+
+    def watch(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call callback after every change of a fault; returns a function that stops it."""
+        watchers: list[Callable[[], None]] = self.__dict__.setdefault("_watchers", [])
+        watchers.append(callback)
+
+        def unwatch() -> None:
+            if callback in watchers:
+                watchers.remove(callback)
+
+        return unwatch
+
     def corrupt(self, data: bytes) -> bytes:
         """Flip one bit in about corrupt_rate of the bytes."""
         if self.corrupt_rate <= 0:

@@ -25,6 +25,9 @@ from typing import IO
 
 logger = logging.getLogger(__name__)
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+"""One encoder for every line: json.dumps with separators builds a new one per call."""
+
 
 class Recorder:
     """Writes one JSON line per physical output change; thread-safe, line-buffered."""
@@ -56,7 +59,7 @@ class Recorder:
             if self.keep_in_memory:
                 self.rows.append(row)
             if self._file is not None:
-                self._file.write(json.dumps(row, separators=(",", ":")) + "\n")
+                self._file.write(_ENCODER.encode(row) + "\n")
 
     def close(self) -> None:
         """Flush and close the file."""

@@ -107,6 +107,9 @@ def private_env(folder: Path) -> dict[str, str]:
         "MASSAGED_SIM_RADIO": str(folder / "radio.sock"),
         "MASSAGED_DAEMON_SOCKET": str(folder / "control.sock"),
         "MASSAGED_WEB_PORT": "0",  # any free port: never fight over the page's 8765
+        # The simulated radio answers at once: a short scan keeps a daemon's start-up
+        # (--auto-pair) quick. No test here is about the scan's own length.
+        "MASSAGED_DAEMON_SCAN_TIMEOUT": "1",
     }
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from controller.commands.config import add_config_option
+from controller.commands.config import add_config_option, read_config
+from controller.paths import check_socket_path
 
 EXIT_DETACHED = 0
 """The view ended by Ctrl-C (or SIGTERM, SIGHUP): the session runs on, nothing failed."""
@@ -49,16 +51,25 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_attach)
 
 
-async def cmd_attach(args: argparse.Namespace) -> int:
-    """Follow the running session until it ends or the view is left."""
-    from controller.commands.run import EXIT_CODES
-    from controller.config import load_config
+def cmd_attach(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    """Follow the running session until it ends or the view is left.
+
+    The socket is found and checked here; the view is the coroutine returned, which
+    controller.cli runs: a bad --socket or --config does without asyncio.
+    """
+    socket = Path(args.socket) if args.socket else Path(read_config(args).daemon.socket)
+    check_socket_path(socket)
+    return _attach(args, socket)
+
+
+async def _attach(args: argparse.Namespace, socket: Path) -> int:
+    # The viewer's layers once the configuration and the socket are known to be good.
+    from controller.commands.run import outcome_exit_code
     from controller.courses import after_session_advice
-    from controller.live import format_time
+    from controller.output import format_time
     from controller.remote import attach
     from controller.session import Outcome
 
-    socket = Path(args.socket or load_config(getattr(args, "config", None)).daemon.socket)
     live = not args.no_display and sys.stdout.isatty()
     remote = await attach(socket, live=live)
     if remote.detached.is_set():
@@ -73,4 +84,4 @@ async def cmd_attach(args: argparse.Namespace) -> int:
         return 1
     print(f"session {result['outcome']}: {result['reason']} after {format_time(result['elapsed'])}")
     print(after_session_advice())
-    return EXIT_CODES[Outcome(result["outcome"])]
+    return outcome_exit_code(Outcome(result["outcome"]))

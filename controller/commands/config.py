@@ -7,16 +7,16 @@ import logging
 import sys
 from pathlib import Path
 
-from controller.config import (
-    CONFIG_ENV,
-    config_path,
-    config_sources,
-    effective_config_data,
-    effective_config_text,
-    load_config,
-)
 from controller.output import add_json_option, print_json
+from controller.quick_control import CONFIG_ENV, check_config_file, config_location
 from devices.errors import ConfigError
+
+# controller.config (pydantic, the settings models) is imported by the commands that
+# read the configuration, when they run (read_config): registering these commands,
+# --help, `config path` and a --config that cannot be read do without it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from controller.config import Config
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +79,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=cmd_check)
 
 
+def read_config(args: argparse.Namespace) -> Config:
+    """The configuration the command line names (--config, $MASSAGED_CONFIG, the default
+    file), validated; BadConfigError or ConfigError says what is wrong.
+
+    A file that cannot be read (missing, a folder, not UTF-8) is refused before the
+    settings' models load, in the words load_config would use.
+    """
+    given = _given(args)
+    check_config_file(given)
+    from controller.config import load_config
+
+    return load_config(given)
+
+
 def apply_session_defaults(args: argparse.Namespace) -> None:
     """Fill what ``run`` was not told from [session]: program, profile and display.
 
     The command line wins: a PROGRAM, --profile or --no-display given is kept.
     The configuration is read (and validated) here, before any slow work.
     """
-    session = load_config(_given(args)).session
+    session = read_config(args).session
     if getattr(args, "program", None) is None:
         args.program = session.default_program
     if getattr(args, "profile", None) is None:
@@ -101,7 +115,14 @@ def _given(args: argparse.Namespace) -> Path | None:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print the effective configuration as TOML, secrets masked."""
-    config = load_config(_given(args))
+    config = read_config(args)
+    from controller.config import (
+        config_path,
+        config_sources,
+        effective_config_data,
+        effective_config_text,
+    )
+
     if getattr(args, "json", False):
         print_json(effective_config_data(config))
         return 0
@@ -121,21 +142,24 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_path(args: argparse.Namespace) -> int:
     """Print the file that would be read (a note on stderr if it does not exist)."""
-    location = config_path(_given(args))
-    print(location.path)
-    if not location.path.exists():
-        note = "is missing" if location.explicit else "does not exist: every setting is a default"
-        print(f"massaged: note: {location.path} {note}", file=sys.stderr)
+    # controller.config.config_path's own rule, without loading controller.config.
+    path, explicit = config_location(_given(args))
+    print(path)
+    if not path.exists():
+        note = "is missing" if explicit else "does not exist: every setting is a default"
+        print(f"massaged: note: {path} {note}", file=sys.stderr)
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Validate file and environment; exit 1 with every problem on stderr."""
     try:
-        config = load_config(_given(args))
+        config = read_config(args)
     except ConfigError as err:
         print(f"massaged: error: {err}", file=sys.stderr)
         return 1
+    from controller.config import config_sources
+
     sources = config_sources(config)
     from_file = sum(1 for source in sources.values() if source == "file")
     from_env = sum(1 for source in sources.values() if source == "env")

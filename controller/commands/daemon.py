@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from controller import argtypes, control, output, quick_control, sdnotify
+from controller import argtypes, output, quick_control, store_paths
 from controller.errors import DaemonNotRunningError, NoTerminalError
+from controller.paths import check_socket_path
 from devices.errors import ConfigError, MassagedError
+
+# asyncio, the control socket's server and client (controller.control, with the API's
+# models) and the daemon are imported by the handlers that use them: stop, status and
+# the like send through quick_control, and a bad option needs none of them. A handler
+# that needs asyncio checks its options first and returns the coroutine that
+# controller.cli runs: a command refused on its options does without asyncio.
 
 logger = logging.getLogger(__name__)
 
@@ -164,21 +171,30 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", type=Path, help="the store (registry and history)")
 
 
+def check_paths(args: argparse.Namespace) -> None:
+    """ConfigError for a path of the command line that cannot do, found without the
+    settings' models: a --config that cannot be read, a --socket too long for a Unix
+    socket, a --db in a folder that does not exist."""
+    quick_control.check_config_file(getattr(args, "config", None))
+    if getattr(args, "socket", None):
+        check_socket_path(args.socket)
+    db: Path | None = getattr(args, "db", None)
+    if db and getattr(args, "api_command", None) is None and not db.expanduser().parent.is_dir():
+        # A path the user typed: a typo must not leave new folders behind (issue 13).
+        # (stop, gentler, ... only talk to the daemon: their --db is not opened.)
+        raise ConfigError(f"--db {db}: the folder {db.expanduser().parent} does not exist")
+
+
 def load(args: argparse.Namespace) -> Any:
-    """The effective configuration with command-line overrides."""
+    """The effective configuration with command-line overrides (its paths checked first)."""
+    check_paths(args)
     from controller.config import load_config
 
     config = load_config(getattr(args, "config", None))
     if getattr(args, "socket", None):
         config.daemon.socket = args.socket
-    control.check_socket_path(Path(config.daemon.socket))  # before any slow start-up
+    check_socket_path(Path(config.daemon.socket))  # before any slow start-up
     if getattr(args, "db", None):
-        if getattr(args, "api_command", None) is None and not args.db.expanduser().parent.is_dir():
-            # A path the user typed: a typo must not leave new folders behind (issue 13).
-            # (stop, gentler, ... only talk to the daemon: their --db is not opened.)
-            raise ConfigError(
-                f"--db {args.db}: the folder {args.db.expanduser().parent} does not exist"
-            )
         config.store.path = args.db
     if getattr(args, "simulator", False):
         config.daemon.simulator = True
@@ -201,13 +217,12 @@ def _simulator_link(config: Any) -> tuple[Any, dict[str, Any], Path | None]:
 # -- the daemon ------------------------------------------------------------------------
 
 
-async def cmd_daemon(args: argparse.Namespace) -> int:
-    """Run the daemon until SIGTERM or Ctrl-C."""
-    from controller.daemon import Daemon, serve_until_signalled
-    from controller.guard import HostGuard
-    from controller.locks import DaemonLock
-    from controller.store import Store, check_database_file, database_path
+def cmd_daemon(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    """Run the daemon until SIGTERM or Ctrl-C.
 
+    The options are checked here; the daemon is the coroutine returned, which
+    controller.cli runs: a start refused on its options does without asyncio.
+    """
     config = load(args)
     if args.speed != 1.0 and not config.daemon.simulator:
         raise ConfigError("--speed works only with --simulator: real devices run in real time")
@@ -219,11 +234,26 @@ async def cmd_daemon(args: argparse.Namespace) -> int:
     if config.daemon.wire_debug:
         for name in ("devices.links", "devices.drivers"):
             logging.getLogger(name).setLevel(logging.DEBUG)
+    # No lock file beside a wrong one, and a wrong --db refused before the daemon's layers load.
+    store_paths.check_database_file(store_paths.database_path(config.store.path))
+    return _serve(args, config)
+
+
+async def _serve(args: argparse.Namespace, config: Any) -> int:
+    """The daemon, its options checked (cmd_daemon)."""
+    # The daemon's layers once the options are known to be good.
+    import asyncio
+
+    from controller import control, sdnotify
+    from controller.daemon import Daemon, serve_until_signalled
+    from controller.guard import HostGuard
+    from controller.locks import DaemonLock
+    from controller.store import Store
+
     backend, ble_kwargs, radio = _simulator_link(config)
     # Before the store, the socket or any device: a second daemon on this database is
     # refused here, before it can close a session or open a port the first one uses.
-    check_database_file(database_path(config.store.path))  # no lock file beside a wrong one
-    lock = DaemonLock(database_path(config.store.path))
+    lock = DaemonLock(store_paths.database_path(config.store.path))
     lock.acquire()
     try:
         store = Store.open(config.store.path)
@@ -303,6 +333,10 @@ async def auto_pair(daemon: Any) -> None:
 
 
 async def _watchdog(interval: float) -> None:
+    import asyncio
+
+    from controller import sdnotify
+
     while True:
         sdnotify.notify("WATCHDOG=1")
         await asyncio.sleep(interval)
@@ -312,6 +346,8 @@ async def _watchdog(interval: float) -> None:
 
 
 async def _call(config: Any, command: str, payload: dict[str, Any] | None = None) -> Any:
+    from controller import control
+
     answer = await control.call(Path(config.daemon.socket), command, payload)
     if answer.get("status") != "ok":
         raise MassagedError(str(answer.get("error") or answer))
@@ -333,9 +369,12 @@ def cmd_simple(args: argparse.Namespace) -> int:
     )
 
 
-async def cmd_scan(args: argparse.Namespace) -> int:
+def cmd_scan(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     """List devices found nearby (through the daemon when it runs)."""
-    config = load(args)
+    return _scan(args, load(args))  # the options checked before asyncio loads
+
+
+async def _scan(args: argparse.Namespace, config: Any) -> int:
     timeout = args.timeout or config.daemon.scan_timeout
     try:
         found = await _call(config, "scan", {"timeout": timeout})
@@ -378,20 +417,28 @@ async def cmd_scan(args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_pair(args: argparse.Namespace) -> int:
+def cmd_pair(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     """Pair one device: identify it, pulse it gently, ask the user, store it."""
+    check_paths(args)
+    if not args.yes and not output.interactive():
+        # Before scanning and pulsing, and before the configuration's models load: the
+        # question at the end could not be asked.
+        raise NoTerminalError(
+            "pair asks whether you felt the pulse, and there is no terminal to ask on: "
+            "add --yes (and give the device's ADDRESS if several are near)"
+        )
+    return _pair(args, load(args))  # the options checked before asyncio loads
+
+
+async def _pair(args: argparse.Namespace, config: Any) -> int:
+    # Pairing's layers once the options are known to be good.
+    import asyncio
+
     from controller import pairing
     from controller.store import Store
     from devices.discovery import scan
     from devices.errors import LinkError
 
-    config = load(args)
-    if not args.yes and not output.interactive():
-        # Before scanning and pulsing: the question at the end could not be asked.
-        raise NoTerminalError(
-            "pair asks whether you felt the pulse, and there is no terminal to ask on: "
-            "add --yes (and give the device's ADDRESS if several are near)"
-        )
     backend, ble_kwargs, radio = _simulator_link(config)
     store = Store.open(config.store.path)
     try:
@@ -458,6 +505,8 @@ async def _choose(candidates: list[Any], *, yes: bool) -> Any:
     --yes answers the pulse question only: with several devices it would have to
     guess which one is meant, so it refuses and lists them instead.
     """
+    import asyncio
+
     rows = [(i, f.kind.value, f.address, f.name) for i, f in enumerate(candidates, 1)]
     listing = "; ".join(f"{f.kind.value} {f.address}" for f in candidates)
     if yes or not output.interactive():
@@ -477,11 +526,12 @@ async def _choose(candidates: list[Any], *, yes: bool) -> Any:
     return candidates[int(choice) - 1]
 
 
-async def cmd_devices(args: argparse.Namespace) -> int:
+def cmd_devices(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     """List, rename, unpair, set caps: through the daemon when it runs, else in the store."""
-    from controller.store import Store
+    return _devices(args, load(args))  # the options checked before asyncio loads
 
-    config = load(args)
+
+async def _devices(args: argparse.Namespace, config: Any) -> int:
     action = args.devices_command
     payload: dict[str, Any]
     if action == "rename":
@@ -496,7 +546,7 @@ async def cmd_devices(args: argparse.Namespace) -> int:
         data = await _call(config, command, payload)
         devices = data if command == "devices" else None
     except DaemonNotRunningError:
-        devices = _devices_offline(Store, config, command, payload)
+        devices = _devices_offline(config, command, payload)
     if command != "devices":
         print(_done(command, payload))
         return 0
@@ -530,13 +580,21 @@ def _done(command: str, payload: dict[str, Any]) -> str:
 
 
 def _devices_offline(
-    store_cls: Any, config: Any, command: str, payload: dict[str, Any]
+    config: Any, command: str, payload: dict[str, Any]
 ) -> list[dict[str, Any]] | None:
-    from controller import api, pairing
+    from controller import api
 
     api.parse_request(command, payload)  # the same validation as through the daemon
+    # A wrong --db is refused before the store loads (the same errors as opening it).
+    if command == "devices":
+        store_paths.database_to_read(config.store.path)
+    else:
+        store_paths.check_database_to_open(config.store.path)
+    from controller import pairing
+    from controller.store import Store
+
     # Listing only reads: it creates no database and changes nothing (issue 13).
-    opener = store_cls.open_for_reading if command == "devices" else store_cls.open
+    opener = Store.open_for_reading if command == "devices" else Store.open
     store = opener(config.store.path)
     try:
         if command == "rename":

@@ -11,23 +11,24 @@ the demo never touches the user's own paired devices or history.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.argtypes import number
 from devices.errors import ConfigError, MassagedError
 
+# asyncio and the layers the demo drives are imported when it runs: registering the
+# command (every --help does) must not cost their start-up.
 if TYPE_CHECKING:
+    import asyncio
+
     from programs.plot import TimeAxis
 
 DEFAULT_SPEED = 10.0
@@ -59,11 +60,23 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-async def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the demo; exit 0 when the session completed or a person stopped it."""
-    out: Path = args.out
-    # Everything the user typed is checked before ~15 s of setup, not after it.
+def cmd_demo(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    """Run the demo; exit 0 when the session completed or a person stopped it.
+
+    Everything the user typed is checked here, before ~15 s of setup (and before
+    asyncio loads); the demo is the coroutine returned, which controller.cli runs.
+    """
     _check_args(args)
+    return _demo(args)
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    """The demo, its options checked (cmd_demo)."""
+    import asyncio
+    import shutil
+    import tempfile
+
+    out: Path = args.out
     try:
         await asyncio.to_thread(out.mkdir, exist_ok=True)
     except OSError as err:
@@ -196,19 +209,21 @@ def _check_args(args: argparse.Namespace) -> None:
     """Raise ConfigError for a speed, program or output folder the demo cannot use."""
     from controller.commands.daemon import MAX_DAEMON_SPEED
     from controller.commands.simulate import MAX_SPEED
-    from programs import library
 
     # The simulator and the daemon both run at this speed: the narrower range holds.
     top = min(MAX_DAEMON_SPEED, MAX_SPEED)
     if not 1.0 <= args.speed <= top:
         raise ConfigError(f"--speed must be 1..{top:g}, not {args.speed:g}")
-    library.get(args.program)  # a ProgramError (a ConfigError) names the built-ins
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: is a file; give a folder for the recording and plots")
     if not out.exists() and not out.parent.is_dir():
         # The demo makes the --out folder itself, never the folders above it (issue 13).
         raise ConfigError(f"--out {out}: the folder {out.parent} does not exist")
+    # The program last: the library loads the program models.
+    from programs import library
+
+    library.get(args.program)  # a ProgramError (a ConfigError) names the built-ins
 
 
 def say(text: str) -> None:
@@ -241,6 +256,8 @@ def _die_with_parent() -> Callable[[], None] | None:
 async def _start(
     procs: list[asyncio.subprocess.Process], env: dict[str, str], *args: str
 ) -> asyncio.subprocess.Process:
+    import asyncio
+
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -260,6 +277,8 @@ async def _start(
 
 
 async def _line(stream: asyncio.StreamReader | None, proc: asyncio.subprocess.Process) -> str:
+    import asyncio
+
     assert stream is not None
     try:
         async with asyncio.timeout(START_TIMEOUT_S):
@@ -273,6 +292,8 @@ async def _line(stream: asyncio.StreamReader | None, proc: asyncio.subprocess.Pr
 
 async def _last_words(proc: asyncio.subprocess.Process) -> str:
     """The last line a child wrote on stderr (its error), or its exit status."""
+    import asyncio
+
     text = b""
     if proc.stderr is not None:
         with contextlib.suppress(TimeoutError, OSError):
@@ -288,6 +309,8 @@ async def _last_words(proc: asyncio.subprocess.Process) -> str:
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
+    import asyncio
+
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
@@ -323,6 +346,8 @@ async def _demonstrate(devices: list[dict[str, Any]], radio: Path) -> None:
 
 
 async def _wait_devices(socket: Path, count: int) -> None:
+    import asyncio
+
     from controller import control
 
     deadline = time.monotonic() + START_TIMEOUT_S

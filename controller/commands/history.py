@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
 
 from controller.argtypes import count
 from controller.commands.profiles import add_db_option, open_store, open_store_for_reading
 from controller.courses import (
     COURSE_INTERVALS,
     COURSE_SESSIONS,
-    CourseProgress,
     after_session_advice,
     course_status,
     start_course,
 )
-from controller.live import format_time
-from controller.output import add_json_option, print_json, print_table
-from controller.profiles import DEFAULT_PROFILE_NAME
-from controller.store import SessionRecord
+from controller.output import add_json_option, format_time, print_json, print_table
+from controller.profile_terms import DEFAULT_PROFILE_NAME
+
+# The store's records (pydantic, sqlite) are read through open_store, imported there.
+if TYPE_CHECKING:
+    from controller.courses import CourseProgress
+    from controller.store import SessionRecord
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="progress and the next due date",
         description="The current course of a profile: sessions done, the last one, the next due.",
     )
-    p.add_argument("--profile", default=DEFAULT_PROFILE_NAME, metavar="NAME")
+    p.add_argument("--profile", metavar="NAME", help="whose course (default: the default profile)")
     add_json_option(p)
     add_db_option(p)
     p.set_defaults(func=cmd_course_show)
@@ -62,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="start a new course (ends the current one)",
         description="Start a new course for a profile; the current one, if any, ends.",
     )
-    p.add_argument("--profile", default=DEFAULT_PROFILE_NAME, metavar="NAME")
+    p.add_argument("--profile", metavar="NAME", help="whose course (default: the default profile)")
     p.add_argument(
         "--sessions",
         type=count,
@@ -80,6 +83,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     add_db_option(p)
     p.set_defaults(func=cmd_course_start)
+
+
+def _course_profile(args: argparse.Namespace) -> str:
+    """The profile named by --profile, else the default one."""
+    name: str | None = args.profile
+    return DEFAULT_PROFILE_NAME if name is None else name
 
 
 def program_seconds(s: SessionRecord) -> float | None:
@@ -150,15 +159,16 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_course_show(args: argparse.Namespace) -> int:
     """Print the current course's progress and next due date."""
+    name = _course_profile(args)
     with open_store_for_reading(args) as store:
-        profile = store.get_profile(args.profile)
-        progress = course_status(store, args.profile)
+        profile = store.get_profile(name)
+        progress = course_status(store, name)
     if getattr(args, "json", False):
         print_json(None if progress is None else _course_data(progress))
         return 0
     if progress is None:
-        hint = "" if args.profile == DEFAULT_PROFILE_NAME else f" --profile {args.profile}"
-        print(f"no course for profile {args.profile}; start one with: massaged course start{hint}")
+        hint = "" if name == DEFAULT_PROFILE_NAME else f" --profile {name}"
+        print(f"no course for profile {name}; start one with: massaged course start{hint}")
         return 0
     course = progress.course
     started = course.started_at.astimezone().date().isoformat()
@@ -206,7 +216,9 @@ def _course_data(progress: CourseProgress) -> dict[str, object]:
 def cmd_course_start(args: argparse.Namespace) -> int:
     """Start a course for a profile."""
     with open_store(args) as store:
-        course = start_course(store, args.profile, sessions=args.sessions, every_days=args.every)
+        course = start_course(
+            store, _course_profile(args), sessions=args.sessions, every_days=args.every
+        )
     print(
         f"started a course for {course.profile}: {course.sessions} sessions, "
         f"every {course.every_days} day(s)"

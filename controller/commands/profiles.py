@@ -7,24 +7,19 @@ import json
 import logging
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controller.errors import StoreError
 from controller.output import add_json_option, print_json, print_table
-from controller.profiles import (
-    CONTRAINDICATIONS,
-    DEFAULT_PROFILE,
-    OSTEOCHONDROSIS_CAUTION,
-    Audience,
-    Contraindication,
-    PainfulSide,
-    Profile,
-    check_contraindications,
-    parse_contraindication,
-    parse_kind_caps,
-)
-from controller.safety import HEATER_LIMITS_S, SESSION_LIMITS_S
-from controller.store import Store
-from devices.capabilities import DeviceKind
+from controller.profile_terms import Audience, Contraindication, PainfulSide
+from controller.store_paths import check_database_to_open, database_to_read
+
+# The profile and store layers (pydantic, sqlite) are imported where they are used:
+# history and run import this module for add_db_option and open_store. The profile's
+# words (controller.profile_terms) and the database's path checks (store_paths) are light.
+if TYPE_CHECKING:
+    from controller.profiles import Profile
+    from controller.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +48,9 @@ def open_store(args: argparse.Namespace) -> Store:
     if db is not None and not db.expanduser().parent.is_dir():
         # A path the user typed: a typo must not leave new folders behind (issue 13).
         raise StoreError(f"--db {db}: the folder {db.expanduser().parent} does not exist")
+    check_database_to_open(db)  # a folder or a file that is not a database: before the store loads
+    from controller.store import Store
+
     return Store.open(db)
 
 
@@ -60,11 +58,16 @@ def open_store_for_reading(args: argparse.Namespace) -> Store:
     """The store named by --db, or the default one, for a command that only reads it:
     nothing is created or changed (Store.open_for_reading)."""
     db: Path | None = getattr(args, "db", None)
+    database_to_read(db)  # a wrong --db is refused before the store loads
+    from controller.store import Store
+
     return Store.open_for_reading(db)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``profiles`` and its actions."""
+    from devices.capabilities import DeviceKind
+
     parser = subparsers.add_parser(
         "profiles",
         help="list, show, change and check user profiles",
@@ -168,6 +171,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def describe(profile: Profile) -> list[str]:
     """The lines that show a profile to a person."""
+    from controller.profiles import CONTRAINDICATIONS, OSTEOCHONDROSIS_CAUTION
+    from controller.safety import HEATER_LIMITS_S, SESSION_LIMITS_S
+    from devices.capabilities import DeviceKind
+
     session_min = SESSION_LIMITS_S[profile.audience] / 60
     heater_min = HEATER_LIMITS_S[profile.audience] / 60
     caps = ", ".join(f"{k.value} {profile.caps.for_kind(k):.2f}" for k in DeviceKind)
@@ -219,7 +226,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_set(args: argparse.Namespace) -> int:
     """Create or change a profile and print it."""
-    with open_store(args) as store:
+    with open_store(args) as store:  # a wrong --db is refused before the models load
+        from controller.profiles import DEFAULT_PROFILE, parse_contraindication, parse_kind_caps
+
         current = store.find_profile(args.name)
         created = current is None
         base = current or DEFAULT_PROFILE.updated(name=args.name)
@@ -278,9 +287,13 @@ TELL_DAEMON_TIMEOUT_S = 5.0
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Print which contraindications block which devices; exit 3 when any does."""
+    from devices.capabilities import DeviceKind
+
     kinds = None if not args.device else {DeviceKind(k) for k in args.device}
     with open_store_for_reading(args) as store:
         profile = store.get_profile(args.name)
+    from controller.profiles import check_contraindications
+
     result = check_contraindications(profile, kinds)
     for message in result.messages:
         print(message)

@@ -7,22 +7,19 @@ import logging
 import sys
 import textwrap
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from controller.argtypes import number
 from controller.output import add_json_option, print_json, print_table
-from devices.capabilities import Capabilities, Side, belt_motors
 from devices.errors import ConfigError
-from devices.kinds import kind_spec, off_output
-from devices.outputs import Output
-from programs.errors import ProgramError
-from programs.library import USER_DIR_ENV, list_programs, resolve, user_dir
-from programs.loader import load_program, schema_text
-from programs.model import Program, StepSide, fmt_number
-from programs.render import default_devices, render
-from programs.render_butterfly import NOMINAL_MAX_STRENGTH
-from programs.render_common import resolve_side
-from programs.timeline import DeviceTimeline, SessionPlan
+
+# The program and device layers (pydantic models, the renderers) are imported by the
+# handlers, when they run.
+if TYPE_CHECKING:
+    from devices.capabilities import Capabilities, Side
+    from devices.outputs import Output
+    from programs.model import Program, StepSide
+    from programs.timeline import DeviceTimeline, SessionPlan
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +27,11 @@ BAR_WIDTH: Final = 72
 """Columns of the text timeline in ``programs show``."""
 
 _BLOCKS: Final = " ▁▂▃▄▅▆▇█"
+
+PROGRAMS_DIR_ENV: Final = "MASSAGED_PROGRAMS_DIR"
+"""programs.library.USER_DIR_ENV, written out for the help: the library loads the program
+models (pydantic), which `programs --help` and a bad option do without;
+tests/controller/test_cli_startup.py checks that the two agree."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -39,7 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="list, show, plot and validate massage programs",
         description=(
             "Massage programs: the built-ins and your own TOML files. A program is named by "
-            f"its id (built-in, or <id>.toml in ${USER_DIR_ENV}) or by the path of a file."
+            f"its id (built-in, or <id>.toml in ${PROGRAMS_DIR_ENV}) or by the path of a file."
         ),
     )
     parser.set_defaults(func=lambda args: _help(parser))
@@ -50,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="list the built-in and user programs",
         description=(
             "Every program: its id, audience, minutes (program/at most), whether it is "
-            f"built in or yours (${USER_DIR_ENV}), and its title."
+            f"built in or yours (${PROGRAMS_DIR_ENV}), and its title."
         ),
     )
     add_json_option(p)
@@ -126,6 +128,8 @@ def _help(parser: argparse.ArgumentParser) -> int:
 
 
 def _add_render_options(p: argparse.ArgumentParser) -> None:
+    from devices.capabilities import Side
+
     p.add_argument(
         "--painful-side",
         choices=[Side.LEFT.value, Side.RIGHT.value, Side.BOTH.value],
@@ -143,6 +147,10 @@ def _add_render_options(p: argparse.ArgumentParser) -> None:
 
 def _preview_devices(args: argparse.Namespace) -> dict[str, Capabilities]:
     """The default preview devices, narrowed and adjusted by the command-line options."""
+    from devices.capabilities import belt_motors
+    from programs.errors import ProgramError
+    from programs.render import default_devices
+
     available = default_devices()
     wanted = [w.strip() for w in str(args.devices).split(",") if w.strip()]
     unknown = [w for w in wanted if w not in available]
@@ -158,6 +166,9 @@ def _preview_devices(args: argparse.Namespace) -> dict[str, Capabilities]:
 
 
 def _render(args: argparse.Namespace, program: Program) -> SessionPlan:
+    from devices.capabilities import Side
+    from programs.render import render
+
     side = Side(args.painful_side) if args.painful_side else None
     return render(program, _preview_devices(args), painful_side=side)
 
@@ -171,6 +182,9 @@ def _clock(seconds: float) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Print every program: id, audience, minutes, where from, title."""
+    from programs.library import USER_DIR_ENV, list_programs, user_dir
+    from programs.model import fmt_number
+
     found, errors = list_programs()
     if args.json:
         print_json(
@@ -207,6 +221,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print a program's steps with times and a text picture of every device's timeline."""
+    from devices.capabilities import Side
+    from programs.library import resolve
+    from programs.model import fmt_number
+
     source = resolve(args.program)
     program = source.program
     plan = _render(args, program)
@@ -265,6 +283,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def _side(side: StepSide, painful: Side | None) -> str:
     """The side as written, with healthy/painful resolved: "healthy→right"."""
+    from programs.model import StepSide
+    from programs.render_common import resolve_side
+
     if side in (StepSide.HEALTHY, StepSide.PAINFUL):
         return f"{side.value}→{resolve_side(side, painful).value}"
     return side.value
@@ -282,6 +303,8 @@ def _active_seconds(timeline: DeviceTimeline, end: float) -> float:
 
 def _peak(timeline: DeviceTimeline) -> str:
     """The highest output a device is asked for, in its units."""
+    from devices.kinds import kind_spec
+
     outputs = [cue.output for cue in timeline.cues]
     caps = timeline.capabilities
     spec = kind_spec(caps.kind)
@@ -294,6 +317,9 @@ def _peak(timeline: DeviceTimeline) -> str:
 
 def _channels(timeline: DeviceTimeline) -> list[tuple[str, float]]:
     """Rows of the text timeline of a device: (name, full-scale value)."""
+    from devices.kinds import kind_spec, off_output
+    from programs.render_butterfly import NOMINAL_MAX_STRENGTH
+
     caps = timeline.capabilities
     spec = kind_spec(caps.kind)
     labels = {
@@ -326,6 +352,8 @@ def _print_bars(plan: SessionPlan, width: int) -> None:
     """Per-device text bars: one column per slice of the session, the height its peak output."""
     if plan.duration <= 0:
         return
+    from programs.model import fmt_number
+
     per_col = plan.duration / width
     label_width = 26
     print(f"timeline: one column = {fmt_number(round(per_col, 1))} s; | marks a step's start")
@@ -368,6 +396,7 @@ def _block(value: float, full: float) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """Render a program and draw it as a PNG."""
+    from programs.library import resolve
     from programs.plot import plot_plan  # lazily: matplotlib is an optional dependency
 
     program = resolve(args.program).program
@@ -378,14 +407,19 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_plot_recording(args: argparse.Namespace) -> int:
     """Draw a simulator recording as a PNG."""
+    path: Path = args.recording
+    _check_out(args.out)  # before anything is loaded, read or drawn
     from controller.recording_file import load_recording
+
+    rows = load_recording(path)
+    # The program library and the plotting only for a recording that could be read.
     from programs.plot import TimeAxis, plot_recording
 
-    path: Path = args.recording
-    _check_out(args.out)
-    rows = load_recording(path)
     plan = None
     if args.program:
+        from programs.library import resolve
+        from programs.render import render
+
         plan = render(resolve(args.program).program)
     title = f"recording {path.name}"
     if plan is not None:
@@ -406,6 +440,10 @@ def _check_out(out: Path) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check each file; print ok or the error, exit 1 if any is invalid."""
+    from programs.errors import ProgramError
+    from programs.loader import load_program
+    from programs.model import fmt_number
+
     bad = 0
     for path in args.files:
         try:
@@ -423,5 +461,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON schema of a program file."""
+    from programs.loader import schema_text
+
     print(schema_text(), end="")
     return 0

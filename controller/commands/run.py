@@ -3,65 +3,72 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import math
 import os
 import sys
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.argtypes import number, seconds
-from controller.commands.config import add_config_option, apply_session_defaults
+from controller.commands.config import add_config_option, apply_session_defaults, read_config
 from controller.commands.profiles import add_db_option, open_store
 from controller.courses import after_session_advice
 from controller.errors import StoreError
-from controller.live import KeyReader, LinePrinter, LiveDisplay, format_time
-from controller.output import ask
-from controller.profiles import DEFAULT_PROFILE, DEFAULT_PROFILE_NAME, Profile
+from controller.output import ask, format_time
+from controller.paths import check_socket_path
+from controller.profile_terms import DEFAULT_PROFILE_NAME
 from controller.readiness import Confirm, postponement, questions, refusal
-from controller.session import (
-    Outcome,
-    SessionResult,
-    SessionRunner,
-    SessionState,
-    check_profile,
-)
-from controller.session_setup import prepare_session
-from controller.stop_signals import Received, describe, on_stop_signals
-from controller.store import DeviceRecord, Store
-from devices.capabilities import DeviceKind
-from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT, Device
 from devices.errors import ConfigError, LinkBusyError, LinkError, MassagedError, SafetyError
-from programs.library import user_dir
 
+# The session's layers (the runner, drivers, profiles, store, programs; asyncio) are
+# imported by the functions that use them, when the session is set up: a run that
+# fails on its options, and --help, start without them.
 if TYPE_CHECKING:
-    # Only for the annotations: the simulator is loaded only when --simulate is given.
-    from simulator.fleet import DeviceSpec
+    from controller.profiles import Profile
+    from controller.session import Outcome, SessionResult, SessionRunner
+    from controller.stop_signals import Received
+    from controller.store import DeviceRecord, Store
+    from devices.capabilities import DeviceKind
+    from devices.drivers.base import Device
+    from simulator.fleet import DeviceSpec  # the simulator: only with --simulate
 
 logger = logging.getLogger(__name__)
 
 MAX_SPEED = 120.0
 """The fastest --speed: a 30-minute session in 15 seconds."""
-EXIT_CODES = {
-    Outcome.COMPLETED: 0,
-    Outcome.STOPPED: 0,
-    Outcome.CUT: 0,
-    Outcome.FAULT: 1,
-    Outcome.EMERGENCY_STOP: 3,
-}
-"""The exit code for each way a session can end."""
 DISPLAY_WAIT_S = 2.0
 """Seconds the live view may take to draw its last frame."""
 HISTORY_EXIT_CODE = 1
 """The exit code of a session that ran as usual but whose history could not be written."""
+CONNECT_TIMEOUT_S = 10.0
+"""The default --timeout: devices.drivers.base.DEFAULT_CONNECT_TIMEOUT, written out.
+
+That module loads asyncio and the drivers' layers, which `run --help` and a run
+refused on its options do without; tests/controller/test_cli_startup.py checks
+that the two agree.
+"""
 BUSY_HINT = (
     "is the massaged daemon running? stop it, or leave out --no-daemon and --device "
     "so that the daemon runs the session"
 )
+
+
+def outcome_exit_code(outcome: Outcome) -> int:
+    """The exit code for each way a session can end."""
+    from controller.session import Outcome
+
+    codes = {
+        Outcome.COMPLETED: 0,
+        Outcome.STOPPED: 0,
+        Outcome.CUT: 0,
+        Outcome.FAULT: 1,
+        Outcome.EMERGENCY_STOP: 3,
+    }
+    return codes[outcome]
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +204,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--timeout",
         type=seconds,
-        default=DEFAULT_CONNECT_TIMEOUT,
+        default=CONNECT_TIMEOUT_S,
         metavar="SECONDS",
-        help=f"seconds to connect to each device (default {DEFAULT_CONNECT_TIMEOUT:g})",
+        help=f"seconds to connect to each device (default {CONNECT_TIMEOUT_S:g})",
     )
     p.set_defaults(func=cmd_run)
 
@@ -261,6 +268,8 @@ def check_output_file(path: Path, option: str) -> None:
 
 def parse_device(text: str) -> tuple[DeviceKind, str]:
     """KIND=ADDRESS, naming what is wrong."""
+    from devices.capabilities import DeviceKind
+
     kind_text, sep, address = text.partition("=")
     if not sep or not address.strip():
         raise ConfigError(f"--device {text!r}: expected KIND=ADDRESS, e.g. belt=/dev/ttyACM0")
@@ -316,6 +325,8 @@ async def real_devices(
     targets: Sequence[Target], timeout: float
 ) -> AsyncIterator[dict[str, Device]]:
     """Drivers for the targets, all connected; closed (outputs stopped) on the way out."""
+    import asyncio
+
     from devices.kinds import Transport, make_device
 
     devices: dict[str, Device] = {}
@@ -363,6 +374,8 @@ def _print_note(text: str) -> None:
 @contextlib.contextmanager
 def stop_on_signals(runner: SessionRunner, note: Any = _print_note) -> Iterator[Received]:
     """Ctrl-C, SIGTERM or SIGHUP stops the session softly, a second one at once."""
+    from controller.session import SessionState
+    from controller.stop_signals import describe, on_stop_signals
 
     def stop(sig: Any, count: int) -> None:
         if count == 1 and runner.state != SessionState.ENDED:
@@ -380,6 +393,10 @@ def stop_on_signals(runner: SessionRunner, note: Any = _print_note) -> Iterator[
 async def play(runner: SessionRunner, *, live: bool) -> tuple[SessionResult, Received]:
     """Run the session with the live view (and keys) or one line per step; also returns
     the stop signals received (controller.stop_signals)."""
+    import asyncio
+
+    from controller.live import KeyReader, LinePrinter, LiveDisplay
+
     if not live:
         runner.add_listener(LinePrinter())
         with stop_on_signals(runner) as received:
@@ -399,13 +416,23 @@ async def play(runner: SessionRunner, *, live: bool) -> tuple[SessionResult, Rec
                     await task
 
 
-async def cmd_run(args: argparse.Namespace) -> int:
-    """Run one session; print the outcome and the after-session advice."""
-    from programs import library
+def cmd_run(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    """Run one session; print the outcome and the after-session advice.
 
+    The options and the configuration are checked here; the session is the coroutine
+    returned, which controller.cli runs: a run refused on them does without asyncio.
+    """
+    speed = check_options(args)  # bad options first: they need nothing loaded
+    daemon_first = not args.simulate and not args.devices and not args.no_daemon
+    if daemon_first and args.socket:
+        check_socket_path(args.socket)  # before the configuration's models load
     apply_session_defaults(args)  # [session] program, profile, display: see docs/configuration.md
-    speed = check_options(args)
-    if not args.simulate and not args.devices and not args.no_daemon:
+    return _run(args, speed, daemon_first=daemon_first)
+
+
+async def _run(args: argparse.Namespace, speed: float, *, daemon_first: bool) -> int:
+    """The session of cmd_run, its options checked."""
+    if daemon_first:
         # One process owns the devices: when a daemon runs, the session runs there.
         answer = await _through_daemon(args)
         if answer is not None:
@@ -415,7 +442,13 @@ async def cmd_run(args: argparse.Namespace) -> int:
             "--detach leaves the session to the daemon, and no daemon answers: "
             "start one (massaged daemon), or run without --detach"
         )
+    from programs import library
+
     program = library.resolve(args.program).program
+    # The session's layers once the program is known.
+    from controller.session import check_profile
+    from controller.session_setup import prepare_session
+
     store = open_store(args)
     try:
         profile = store.get_profile(args.profile or DEFAULT_PROFILE_NAME)
@@ -458,13 +491,15 @@ async def cmd_run(args: argparse.Namespace) -> int:
     _report(result, recorded=history_error is None)
     if history_error is not None:
         print(f"massaged: error: {history_error}", file=sys.stderr)
-        return EXIT_CODES[result.outcome] or HISTORY_EXIT_CODE
+        return outcome_exit_code(result.outcome) or HISTORY_EXIT_CODE
     return exit_code(result.outcome, received)
 
 
 def exit_code(outcome: Outcome, received: Received) -> int:
     """The exit status: by the outcome, or 128 + the signal that stopped the session."""
-    code = EXIT_CODES[outcome]
+    from controller.session import Outcome
+
+    code = outcome_exit_code(outcome)
     signalled = received.exit_code()
     if code == 0 and outcome == Outcome.STOPPED and signalled is not None:
         return signalled
@@ -501,6 +536,8 @@ def _confirm_for_daemon(args: argparse.Namespace) -> set[Confirm]:
     The daemon checks again (it is the authority); asking here lets a person answer on
     the terminal instead of reading a refusal.
     """
+    from controller.profiles import DEFAULT_PROFILE
+
     name = args.profile or DEFAULT_PROFILE_NAME
     try:
         with open_store(args) as store:
@@ -568,16 +605,18 @@ def _history_error(store: Store, result: SessionResult) -> str | None:
 
 async def _through_daemon(args: argparse.Namespace) -> int | None:
     """Run the session on a running daemon; None when no daemon answers."""
+    socket = args.socket or read_config(args).daemon.socket
+    check_socket_path(Path(socket))
     from controller import control
-    from controller.config import load_config
-    from controller.remote import RemoteSession, run_remote
 
-    socket = args.socket or load_config(getattr(args, "config", None)).daemon.socket
-    control.check_socket_path(Path(socket))
     if not await control.daemon_running(Path(socket)):
         if args.socket:
             raise ConfigError(f"no daemon answers on {socket}")
         return None
+    from controller.remote import RemoteSession, run_remote
+    from controller.session import Outcome
+    from programs.library import user_dir
+
     if Path(args.program).suffix == ".toml":
         raise ConfigError(
             f"a running daemon plays programs by id: put the file in {user_dir()} "

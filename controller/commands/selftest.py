@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import functools
 import logging
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from controller.argtypes import seconds
-from devices.capabilities import DeviceKind, KneadDirection
-from devices.drivers.base import Device
 from devices.errors import ConfigError, IdentificationError
-from devices.kinds import kind_spec, model_spec
-from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, Output, PillowOutput
+
+# The device layers (drivers, capabilities, outputs; asyncio) are imported when a
+# self-test runs: registering the command, and a bad option, do without them.
+if TYPE_CHECKING:
+    from devices.capabilities import DeviceKind
+    from devices.drivers.base import Device
+    from devices.outputs import Output
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--radio", help="the simulator's radio socket (default: its standard path)")
     p.add_argument("--timeout", type=seconds, default=10.0, help="seconds to connect (default 10)")
-    p.set_defaults(func=run_selftest)
+    p.set_defaults(func=cmd_selftest)
 
 
 def parse_target(text: str) -> tuple[DeviceKind, str, str]:
@@ -60,6 +62,9 @@ def parse_target(text: str) -> tuple[DeviceKind, str, str]:
     target, sep, address = text.partition("=")
     if not sep or not address:
         raise ConfigError(f"{text!r}: expected KIND=ADDRESS, for example belt=/dev/ttyACM0")
+    from devices.capabilities import DeviceKind
+    from devices.kinds import model_spec
+
     kind_text, _, model_text = target.partition(":")
     try:
         kind = DeviceKind(kind_text.strip().lower())
@@ -73,11 +78,18 @@ def parse_target(text: str) -> tuple[DeviceKind, str, str]:
     return kind, model, address.strip()
 
 
+def cmd_selftest(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+    """run_selftest for the command line: a bad target is named before asyncio loads."""
+    for text in args.targets:
+        parse_target(text)
+    return run_selftest(args)
+
+
 async def run_selftest(args: argparse.Namespace) -> int:
     """Test each target in turn; exit code 1 when any failed."""
+    targets = [parse_target(t) for t in args.targets]
     from devices.kinds import make_device
 
-    targets = [parse_target(t) for t in args.targets]
     ble_backend: Any = None
     ble_kwargs: dict[str, Any] = {}
     if args.simulator:
@@ -112,6 +124,8 @@ async def run_selftest(args: argparse.Namespace) -> int:
 
 def model_hint(err: Exception, kind: DeviceKind, address: str) -> str:
     """How to name the model a device showed itself to be, when it is one of this kind."""
+    from devices.kinds import model_spec
+
     found = err.found_model if isinstance(err, IdentificationError) else None
     if not found or model_spec(found).kind != kind:
         return ""
@@ -122,6 +136,8 @@ async def check_device(
     device: Device, *, timeout: float = 10.0, say: Say = print
 ) -> dict[str, Any]:
     """Connect, identify, pulse every output gently one at a time, stop; return the findings."""
+    from devices.kinds import kind_spec
+
     caps = await device.connect(timeout=timeout)
     say(f"{caps.kind.value} at {device.link.address}: {caps.model}")
     details = [
@@ -132,7 +148,7 @@ async def check_device(
         say("  " + ", ".join(d for d in details if d))
     findings: dict[str, Any] = {"kind": caps.kind.value, "model": caps.model, "tested": []}
     try:
-        await _TESTS[kind_spec(caps.kind).output](device, findings, say)
+        await _tests()[kind_spec(caps.kind).output](device, findings, say)
     finally:
         with contextlib.suppress(Exception):
             await device.stop()
@@ -149,6 +165,8 @@ async def check_device(
 
 async def _hold(device: Device, seconds: float) -> None:
     """Keep the lease fed for a pulse, as a session runner would."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     end = loop.time() + seconds
     while (left := end - loop.time()) > 0:
@@ -171,6 +189,8 @@ async def _pulse(
 
 
 async def _test_belt(device: Device, findings: dict[str, Any], say: Say) -> None:
+    from devices.outputs import BeltOutput
+
     caps = device.capabilities
     count = len(caps.motors)
     for motor in caps.motors:
@@ -191,6 +211,9 @@ async def _test_belt(device: Device, findings: dict[str, Any], say: Say) -> None
 
 
 async def _test_pillow(device: Device, findings: dict[str, Any], say: Say) -> None:
+    from devices.capabilities import KneadDirection
+    from devices.outputs import PillowOutput
+
     caps = device.capabilities
     for direction in (KneadDirection.CLOCKWISE, KneadDirection.COUNTER_CLOCKWISE):
         out = PillowOutput(speed=1, direction=direction)
@@ -213,6 +236,8 @@ async def _test_pillow(device: Device, findings: dict[str, Any], say: Say) -> No
 
 
 async def _test_butterfly(device: Device, findings: dict[str, Any], say: Say) -> None:
+    from devices.outputs import ButterflyOutput, EmsChannelOutput
+
     pulse = EmsChannelOutput(strength=GENTLE_STRENGTH, frequency=50, intensity=30)
     for name, out in (
         ("A (left)", ButterflyOutput(a=pulse)),
@@ -224,9 +249,8 @@ async def _test_butterfly(device: Device, findings: dict[str, Any], say: Say) ->
     await device.apply(ButterflyOutput.off())
 
 
-_TESTS: dict[type[Output], Callable[[Device, dict[str, Any], Say], Awaitable[None]]] = {
-    BeltOutput: _test_belt,
-    PillowOutput: _test_pillow,
-    ButterflyOutput: _test_butterfly,
-}
-"""How each kind's outputs are pulsed, one at a time, by the output class it takes."""
+def _tests() -> dict[type[Output], Callable[[Device, dict[str, Any], Say], Awaitable[None]]]:
+    """How each kind's outputs are pulsed, one at a time, by the output class it takes."""
+    from devices.outputs import BeltOutput, ButterflyOutput, PillowOutput
+
+    return {BeltOutput: _test_belt, PillowOutput: _test_pillow, ButterflyOutput: _test_butterfly}

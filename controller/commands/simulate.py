@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 from controller.argtypes import number
+
+# asyncio and the simulator (firmware, radio, bleak) are imported when a command runs.
 
 logger = logging.getLogger(__name__)
 
@@ -76,17 +78,16 @@ def register(sub: Any) -> None:
     f.set_defaults(func=run_sim_fault)
 
 
-async def run_simulate(args: argparse.Namespace) -> int:
-    """Serve the fleet until SIGINT or SIGTERM."""
-    # Imported here: every other command starts faster without bleak and the radio.
-    from simulator.errors import RadioError
-    from simulator.fleet import DEFAULT_SPECS, Fleet, parse_spec
-    from simulator.recording import Recorder
+def run_simulate(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
+    """Serve the fleet until SIGINT or SIGTERM.
 
+    The options are checked here (2 when one is wrong); the simulator is the coroutine
+    returned, which controller.cli runs: a refused start does without asyncio.
+    """
     if not 1.0 <= args.speed <= MAX_SPEED:
         print(f"massaged: error: --speed must be 1..{MAX_SPEED:g}", file=sys.stderr)
         return 2
-    specs = [parse_spec(s) for s in (args.device or DEFAULT_SPECS)]
+    # The paths are checked before the simulator is loaded: a typo costs no start-up.
     if args.record is not None and (problem := _record_problem(args.record)):
         print(f"massaged: error: --record {args.record}: {problem}", file=sys.stderr)
         return 2
@@ -98,6 +99,18 @@ async def run_simulate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    return _serve(args)
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    """The simulator, its options checked (run_simulate)."""
+    import asyncio
+
+    from simulator.errors import RadioError
+    from simulator.fleet import DEFAULT_SPECS, Fleet, parse_spec
+    from simulator.recording import Recorder
+
+    specs = [parse_spec(s) for s in (args.device or DEFAULT_SPECS)]
     loop = asyncio.get_running_loop()
     fleet = Fleet(
         specs,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from controller.commands.config import add_config_option
+from controller.commands.config import add_config_option, read_config
 
 
 def register(sub: Any) -> None:
@@ -35,12 +35,11 @@ def register(sub: Any) -> None:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Renew the token beside the database and print it."""
-    from controller.config import load_config
+    config = read_config(args)
     from controller.paths import ensure_private_dir
-    from controller.store import database_path
+    from controller.store_paths import database_path
     from controller.web.auth import TokenFile, token_path
 
-    config = load_config(getattr(args, "config", None))
     folder = database_path(config.store.path).parent
     ensure_private_dir(folder)
     token = TokenFile(token_path(folder)).renew()

@@ -104,6 +104,7 @@ class HostGuard:
             self.process = subprocess.Popen(
                 [
                     sys.executable,
+                    "-S",  # no site-packages at start: the guard adds them only for BlueZ
                     str(PROCESS),
                     "--fd",
                     str(theirs.fileno()),

@@ -13,23 +13,23 @@ every link it was told of the way any process on the machine may:
 or the simulated radio's ``device_disconnect`` (``sim:<socket path>``). The
 devices' own firmware then stops them (the pillow at once on a dropped link).
 
-It is run as a script, not imported through the package, and imports nothing
-but the standard library until a BlueZ link needs dbus-fast: it starts fast,
-stays small, and a broken import elsewhere in the project cannot stop it. It
-runs in its own session, so Ctrl-Z in a terminal or ``kill -STOP`` of the
-daemon does not stop it too; and it ignores SIGTERM/SIGINT/SIGHUP (systemd
-signals the whole unit on stop) and keeps watching until its parent is gone.
+It is run as a script (``python -S``), not imported through the package, and
+imports nothing but the standard library until a BlueZ link needs dbus-fast:
+it starts fast, stays small, and a broken import elsewhere in the project
+cannot stop it. One starts with every daemon and every local session, so even
+the standard library is imported only where it is used (no argparse: its two
+options are read by hand), and site-packages only for BlueZ. It runs in its own
+session, so Ctrl-Z in a terminal or ``kill -STOP`` of the daemon does not stop
+it too; and it ignores SIGTERM/SIGINT/SIGHUP (systemd signals the whole unit on
+stop) and keeps watching until its parent is gone.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import select
 import signal
-import socket
 import sys
 import time
 
@@ -58,6 +58,9 @@ def log(text: str) -> None:
 
 def end_sim_links(radio: str, addresses: list[str], timeout: float = END_TIMEOUT_S) -> list[str]:
     """Ask the simulated radio to end each link; the addresses ended (or already down)."""
+    import json
+    import socket
+
     done: list[str] = []
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
@@ -87,6 +90,7 @@ def end_sim_links(radio: str, addresses: list[str], timeout: float = END_TIMEOUT
 async def _bluez_disconnect(paths: list[str], timeout: float) -> list[str]:
     import asyncio
 
+    _site_packages()
     from dbus_fast import BusType, Message, MessageType
     from dbus_fast.aio import MessageBus
 
@@ -116,6 +120,15 @@ async def _bluez_disconnect(paths: list[str], timeout: float) -> list[str]:
     finally:
         bus.disconnect()
     return done
+
+
+def _site_packages() -> None:
+    """Put the installed packages on the path: the daemon starts the guard with ``-S``
+    (no site-packages, a faster start), and only BlueZ's dbus-fast needs them."""
+    if sys.flags.no_site and "site" not in sys.modules:
+        import site
+
+        site.main()
 
 
 def end_bluez_links(paths: list[str], timeout: float = END_TIMEOUT_S) -> list[str]:
@@ -254,19 +267,35 @@ def _after_death(guard: Guard) -> int:
     return 0
 
 
+USAGE = "usage: process.py --fd FD [--stall-after SECONDS]"
+
+
+def parse_args(argv: list[str]) -> tuple[int, float]:
+    """(fd, stall_after) from ``--fd FD [--stall-after SECONDS]``; ValueError otherwise."""
+    options = {"--fd": "", "--stall-after": str(STALL_AFTER_S)}
+    words = iter(argv)
+    for word in words:
+        name, equals, value = word.partition("=")
+        if name not in options:
+            raise ValueError(f"unknown option {word!r}")
+        options[name] = value if equals else next(words, "")
+    return int(options["--fd"]), float(options["--stall-after"])
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the guard on the inherited socket named by --fd."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--fd", type=int, required=True, help="the socket the daemon writes to")
-    parser.add_argument("--stall-after", type=float, default=STALL_AFTER_S)
-    args = parser.parse_args(argv)
+    try:
+        fd, stall_after = parse_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as err:
+        print(f"{USAGE}\n{err}", file=sys.stderr)
+        return 2
     # systemd signals the whole unit on stop: keep watching until the daemon has faded
     # its session out and exited (end of file), which is what ends the guard.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTSTP, signal.SIGABRT):
         signal.signal(sig, signal.SIG_IGN)
     with contextlib.suppress(OSError):
-        os.write(args.fd, b"ready\n")
-    return watch(args.fd, args.stall_after)
+        os.write(fd, b"ready\n")
+    return watch(fd, stall_after)
 
 
 if __name__ == "__main__":

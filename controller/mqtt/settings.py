@@ -19,9 +19,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_NODE_ID = "massaged"
 CLIENT_ID_PREFIX = "massaged-"
 
-_NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NODE_ID = r"^[A-Za-z0-9_-]{1,64}$"
 # Home Assistant allows only these characters in a discovery object id, and the node id
-# is part of every object id and unique id we announce.
+# is part of every object id and unique id we announce. Kept as text: re compiles (and
+# caches) it when a node id is first checked, not at every import.
 
 
 def check_topic_root(value: str, what: str) -> str:
@@ -41,46 +42,107 @@ class MqttSettings(BaseModel):
     """[mqtt]: the MQTT bridge to a broker, with Home Assistant discovery."""
 
     # Same conventions as the other sections of controller.config.
-    model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    enabled: bool = False
-    """Connect to the broker and offer the daemon's API over MQTT."""
-    host: str = Field(default="127.0.0.1", min_length=1, max_length=253)
-    """The broker's host name or address."""
-    port: int = Field(default=1883, ge=1, le=65535)
-    """The broker's port (1883 plain, usually 8883 with TLS)."""
-    username: str | None = Field(default=None, min_length=1, max_length=256)
-    """User name at the broker; unset: connect anonymously."""
-    password: SecretStr | None = None
-    """Password at the broker (never printed or published)."""
-    tls: bool = False
-    """Connect over TLS, checking the broker's certificate."""
-    ca_file: Path | None = None
-    """CA certificate(s) to check the broker against (PEM); unset: the system's CAs."""
-    cert_file: Path | None = None
-    """Client certificate (PEM) for brokers that authenticate clients by certificate."""
-    key_file: Path | None = None
-    """The client certificate's private key (PEM, without a passphrase)."""
-    client_id: str = Field(default="", max_length=128)
-    """The MQTT client id; empty: "massaged-<node_id>"."""
-    base_topic: str = "massaged"
-    """Every topic of the bridge starts with this."""
-    node_id: str = DEFAULT_NODE_ID
-    """Tells several daemons apart in Home Assistant (letters, digits, _ and - only)."""
-    discovery_prefix: str = "homeassistant"
-    """Home Assistant's discovery prefix (its MQTT integration's setting)."""
-    discovery: bool = True
-    """Announce the devices to Home Assistant by MQTT discovery."""
-    state_min_interval: float = Field(default=0.5, ge=0.0, le=60.0, allow_inf_nan=False)
-    """Seconds between two state messages of one device at the most (the latest wins)."""
-    grace_seconds: float = Field(default=10.0, gt=0.0, le=3600.0, allow_inf_nan=False)
-    """A session started over MQTT stops after the broker has been gone this long."""
-    reconnect_min: float = Field(default=1.0, gt=0.0, le=3600.0, allow_inf_nan=False)
-    """First delay, in seconds, before reconnecting to the broker; it doubles each try."""
-    reconnect_max: float = Field(default=60.0, gt=0.0, le=3600.0, allow_inf_nan=False)
-    """Longest delay, in seconds, between reconnect attempts (it never gives up)."""
+    enabled: bool = Field(
+        default=False,
+        description="Connect to the broker and offer the daemon's API over MQTT.",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        max_length=253,
+        description="The broker's host name or address.",
+    )
+    port: int = Field(
+        default=1883,
+        ge=1,
+        le=65535,
+        description="The broker's port (1883 plain, usually 8883 with TLS).",
+    )
+    username: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="User name at the broker; unset: connect anonymously.",
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        description="Password at the broker (never printed or published).",
+    )
+    tls: bool = Field(
+        default=False,
+        description="Connect over TLS, checking the broker's certificate.",
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        description="CA certificate(s) to check the broker against (PEM); unset: the system's CAs.",
+    )
+    cert_file: Path | None = Field(
+        default=None,
+        description=(
+            "Client certificate (PEM) for brokers that authenticate clients by certificate."
+        ),
+    )
+    key_file: Path | None = Field(
+        default=None,
+        description="The client certificate's private key (PEM, without a passphrase).",
+    )
+    client_id: str = Field(
+        default="",
+        max_length=128,
+        description='The MQTT client id; empty: "massaged-<node_id>".',
+    )
+    base_topic: str = Field(
+        default="massaged",
+        description="Every topic of the bridge starts with this.",
+    )
+    node_id: str = Field(
+        default=DEFAULT_NODE_ID,
+        description=(
+            "Tells several daemons apart in Home Assistant (letters, digits, _ and - only)."
+        ),
+    )
+    discovery_prefix: str = Field(
+        default="homeassistant",
+        description="Home Assistant's discovery prefix (its MQTT integration's setting).",
+    )
+    discovery: bool = Field(
+        default=True,
+        description="Announce the devices to Home Assistant by MQTT discovery.",
+    )
+    state_min_interval: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=60.0,
+        allow_inf_nan=False,
+        description=(
+            "Seconds between two state messages of one device at the most (the latest wins)."
+        ),
+    )
+    grace_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        le=3600.0,
+        allow_inf_nan=False,
+        description="A session started over MQTT stops after the broker has been gone this long.",
+    )
+    reconnect_min: float = Field(
+        default=1.0,
+        gt=0.0,
+        le=3600.0,
+        allow_inf_nan=False,
+        description=(
+            "First delay, in seconds, before reconnecting to the broker; it doubles each try."
+        ),
+    )
+    reconnect_max: float = Field(
+        default=60.0,
+        gt=0.0,
+        le=3600.0,
+        allow_inf_nan=False,
+        description="Longest delay, in seconds, between reconnect attempts (it never gives up).",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -106,7 +168,7 @@ class MqttSettings(BaseModel):
     @field_validator("node_id")
     @classmethod
     def _check_node_id(cls, value: str) -> str:
-        if not _NODE_ID.match(value):
+        if not re.match(_NODE_ID, value):
             raise ValueError(
                 f"node_id may hold only letters, digits, '_' and '-' (1 to 64): {value!r}"
             )

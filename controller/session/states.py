@@ -6,12 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controller.profiles import Audience
-from controller.safety import Violation
-from devices.capabilities import DeviceKind
 from devices.outputs import Output, record
+
+if TYPE_CHECKING:
+    # Named in annotations only: the store imports Outcome from here, and the safety
+    # layer would bring the drivers and asyncio with it.
+    from controller.profiles import Audience
+    from controller.safety import Violation
+    from devices.capabilities import DeviceKind
 
 PAUSE_USER = "user"
 """A pause reason: the user asked for it."""

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from controller import api
 from controller.errors import RequestError
+from controller.web import STATIC_DIR as STATIC_DIR  # also this module's name for it
 from controller.web.auth import (
     SESSION_COOKIE,
     SESSION_LIFETIME_S,
@@ -37,8 +38,6 @@ from controller.web.settings import WebSettings
 
 logger = logging.getLogger(__name__)
 
-STATIC_DIR: Final = Path(__file__).with_name("static")
-"""The page's files (written by the front end; shipped as package data)."""
 MAX_BODY_BYTES: Final = 96 * 1024
 """A request body at most (a program file of 64 KiB characters fits, JSON-escaped)."""
 BODY_TIMEOUT_S: Final = 10.0

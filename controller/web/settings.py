@@ -31,18 +31,31 @@ class WebSettings(BaseModel):
     """[web]: the page served by the daemon (phone and desktop)."""
 
     # Same conventions as the other sections of controller.config.
-    model_config = ConfigDict(
-        extra="forbid", validate_assignment=True, use_attribute_docstrings=True
-    )
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    enabled: bool = True
-    """Serve the web page (and its JSON API and live socket) from the daemon."""
-    host: str = Field(default="127.0.0.1", min_length=1, max_length=253)
-    """The address to listen on; anything but loopback needs lan = true."""
-    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
-    """The TCP port; 0: any free port (the address is logged and in `status`)."""
-    lan: bool = False
-    """Open to the LAN: a non-loopback host is allowed, and all but Stop needs the login token."""
+    enabled: bool = Field(
+        default=True,
+        description="Serve the web page (and its JSON API and live socket) from the daemon.",
+    )
+    host: str = Field(
+        default="127.0.0.1",
+        min_length=1,
+        max_length=253,
+        description="The address to listen on; anything but loopback needs lan = true.",
+    )
+    port: int = Field(
+        default=DEFAULT_PORT,
+        ge=0,
+        le=65535,
+        description="The TCP port; 0: any free port (the address is logged and in `status`).",
+    )
+    lan: bool = Field(
+        default=False,
+        description=(
+            "Open to the LAN: a non-loopback host is allowed, and all but Stop needs the login "
+            "token."
+        ),
+    )
 
     @model_validator(mode="after")
     def _lan_opt_in(self) -> WebSettings:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import ClassVar
@@ -36,39 +35,63 @@ EventListener = Callable[[DeviceEvent], None]
 
 
 class Wakeup:
-    """What a driver's background task sleeps on: an event, and the next deadline if any.
+    """What a background task sleeps on: a flag, and the next deadline if any.
 
     The task calls :meth:`arm` *before* it looks at the state it acts on, then
     :meth:`sleep`; whoever changes that state calls :meth:`set` *after* the change.
     A change made after arm(), even while the task awaits a write of its own, leaves
-    the event set and the sleep returns at once, so no wake-up is lost. A task with
+    the flag set and the sleep returns at once, so no wake-up is lost. A task with
     nothing due sleeps without a deadline and costs nothing until it is woken.
+
+    One task sleeps on it at a time. The sleep is one future and at most one timer:
+    a deadline that passes resolves the future (``asyncio.timeout`` would cancel the
+    task and raise through it, three times the CPU on every timed wake-up).
     """
 
-    __slots__ = ("_event", "passes")
+    __slots__ = ("_set", "_waiter", "passes")
 
     def __init__(self) -> None:
-        self._event = asyncio.Event()
+        self._set = False
+        self._waiter: asyncio.Future[None] | None = None
         self.passes = 0
         """How many times the task has looked at its state (for tests and diagnostics)."""
 
     def set(self) -> None:
         """The state changed: wake the task (never blocks; callable from sync callbacks)."""
-        self._event.set()
+        self._set = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def is_set(self) -> bool:
+        """True when set() was called since the last arm()."""
+        return self._set
 
     def arm(self) -> None:
         """Start a pass: forget earlier wake-ups, as the task is about to look at the state."""
-        self._event.clear()
+        self._set = False
         self.passes += 1
 
     async def sleep(self, deadline: float | None) -> None:
         """Until set() or the loop time deadline (None: until set() only)."""
-        if deadline is None:
-            await self._event.wait()
+        if self._set:
             return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(deadline):
-                await self._event.wait()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        timer = None if deadline is None else loop.call_at(deadline, _release, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    """A sleep's deadline passed: let it return (unless set() or a cancel came first)."""
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class Device(abc.ABC):

@@ -11,9 +11,12 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from bleak.backends.scanner import BaseBleakScanner
+if TYPE_CHECKING:
+    # Only for the annotation: the simulator and the command line import this module for
+    # the radio's path, and must not pay for bleak's import to get it.
+    from bleak.backends.scanner import BaseBleakScanner
 
 RADIO_PATH_ENV = "MASSAGED_SIM_RADIO"
 """Environment variable naming the simulated radio's socket (overrides the default)."""
@@ -34,7 +37,7 @@ def default_radio_path() -> Path:
 def scanner_backend() -> type[BaseBleakScanner]:
     """The simulator's bleak scanner backend (takes ``radio=<socket path>``)."""
     module = importlib.import_module(f"{SIMULATOR_BLE}.backend")
-    return cast(type[BaseBleakScanner], module.SimBleakScanner)
+    return cast("type[BaseBleakScanner]", module.SimBleakScanner)
 
 
 async def list_serial(radio_path: Path, timeout: float) -> list[dict[str, Any]]:

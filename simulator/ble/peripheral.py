@@ -6,7 +6,6 @@ The GATT tables of the three device kinds follow the vendors' documents
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -18,6 +17,7 @@ from devices.capabilities import DeviceKind
 from devices.protocols import coyote_v2, eb1, sp1, vb1
 from simulator.faults import LinkFaults
 from simulator.firmware.base import Firmware
+from simulator.wake import Wake
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class Peripheral:
     """The radio session connected to this peripheral, or None."""
     subscriptions: set[str] = field(default_factory=set)
     """Characteristics the connected central subscribed to."""
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: Wake = field(default_factory=Wake)
     """Set to run the firmware's tick loop now (a write, a fault)."""
 
     def __post_init__(self) -> None:

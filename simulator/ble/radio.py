@@ -318,6 +318,7 @@ class SimRadio:
 
     async def _run_firmware(self, p: Peripheral) -> None:
         """Tick the firmware at its deadlines (or on a wake), connected or not."""
+        loop = asyncio.get_running_loop()
         while True:
             p.wake.clear()
             now = self.clock()
@@ -333,9 +334,7 @@ class SimRadio:
                 self._drop_central(p, "firmware failed", tell_central=True)
                 return
             wait = min(max(0.0, deadline - now), MAX_TICK_WAIT)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await p.wake.wait()
+            await p.wake.sleep_until(loop.time() + wait)
 
     def _flush(self, p: Peripheral, now: float) -> None:
         """Send the firmware's output to the subscribed central, through the link faults."""

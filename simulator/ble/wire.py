@@ -91,6 +91,9 @@ SEND_TIMEOUT = 2.0
 CLOSE_TIMEOUT = 1.0
 """Seconds to wait for a socket to finish closing."""
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+"""One encoder for every message: json.dumps with separators builds a new one per call."""
+
 Message = dict[str, Any]
 EventCallback = Callable[[Message], None]
 ClosedCallback = Callable[[], None]
@@ -98,7 +101,7 @@ ClosedCallback = Callable[[], None]
 
 def encode(message: Message) -> bytes:
     """One message as a line of JSON."""
-    line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    line = _ENCODER.encode(message).encode() + b"\n"
     if len(line) > MAX_LINE:
         raise WireError(f"message of {len(line)} bytes exceeds {MAX_LINE}")
     return line

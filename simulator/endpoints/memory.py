@@ -4,6 +4,11 @@ Writes reach ``firmware.receive`` at once; a task ticks the firmware by its
 ``next_deadline`` and delivers what it sends to the link's receiver, through
 the same LinkFaults the real endpoints honour. Time is the event loop's clock,
 so firmware timestamps and driver timestamps compare directly.
+
+The task sleeps until the firmware's next deadline (a firmware never sleeps
+longer than its physics step), a write, a change of the LinkFaults (a cut link
+is reported at once) or ``wake()``, which whoever pokes the firmware from
+outside (its stop button, a lifted head) calls, as with the real endpoints.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from devices.errors import LinkError
@@ -19,15 +25,14 @@ from devices.links.base import (
     DEFAULT_READ_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,
     SERIAL_SOURCE,
+    Hex,
     Link,
 )
 from simulator.faults import LinkFaults
 from simulator.firmware.base import Firmware
+from simulator.wake import Wake
 
 logger = logging.getLogger(__name__)
-
-POLL_INTERVAL = 0.02
-"""Longest sleep of the firmware task, so faults and physical events show up promptly."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +75,8 @@ class MemoryLink(Link):
         """How many times the link was opened."""
         self._open = False
         self._task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
+        self._wake: Wake | None = None
+        self._unwatch: Callable[[], None] | None = None
         self._delayed: set[asyncio.TimerHandle] = set()
 
     @property
@@ -88,7 +94,9 @@ class MemoryLink(Link):
         self._open = True
         self.opens += 1
         self.firmware.link_up(loop.time())
-        self._wake = asyncio.Event()
+        self._wake = Wake()
+        if self.faults is not None:
+            self._unwatch = self.faults.watch(self.wake)
         self._task = loop.create_task(self._run(), name=f"{self.address}:firmware")
 
     async def close(self) -> None:
@@ -125,7 +133,7 @@ class MemoryLink(Link):
         self.written.append(Message(now, target or SERIAL_SOURCE, bytes(data)))
         if self.drop_next_writes > 0:
             self.drop_next_writes -= 1
-            logger.debug("%s: lost a write %s", self.address, data.hex(" "))
+            logger.debug("%s: lost a write %s", self.address, Hex(data))
             return
         if self.faults is not None:
             data = self.faults.corrupt(data)
@@ -145,10 +153,16 @@ class MemoryLink(Link):
 
     def _shut(self) -> None:
         self._open = False
+        unwatch, self._unwatch = self._unwatch, None
+        if unwatch is not None:
+            unwatch()
         for handle in self._delayed:
             handle.cancel()
         self._delayed.clear()
         self.firmware.link_down(asyncio.get_running_loop().time())
+        # What the firmware sent and the task has not delivered yet went down with the
+        # link, as on the radio: never to the host of the next connection.
+        self.firmware.take_outgoing()
 
     async def _join(self) -> None:
         task, self._task = self._task, None
@@ -171,10 +185,7 @@ class MemoryLink(Link):
                 return
             self.firmware.tick(now)
             self._flush(loop)
-            timeout = min(POLL_INTERVAL, max(0.0, self.firmware.next_deadline(now) - loop.time()))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await wake.wait()
+            await wake.sleep_until(self.firmware.next_deadline(now))
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         for target, data in self.firmware.take_outgoing():
@@ -182,7 +193,7 @@ class MemoryLink(Link):
             if self.drop_next_answers > 0:
                 self.drop_next_answers -= 1
                 self.dropped_answers += 1
-                logger.debug("%s: dropped %s", self.address, data.hex(" "))
+                logger.debug("%s: dropped %s", self.address, Hex(data))
                 continue
             chunks = [data]
             delay = 0.0

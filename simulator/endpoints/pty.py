@@ -18,8 +18,10 @@ import os
 import tty
 from pathlib import Path
 
+from devices.links.base import Hex
 from simulator.faults import LinkFaults
 from simulator.firmware.base import Firmware, Outgoing
+from simulator.wake import Wake
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +53,7 @@ class PtyEndpoint:
         self._outq: collections.deque[tuple[int, float, bytes, bool]] = collections.deque()
         self._generation = 0
         """Counts plug-ins, so that bytes queued before an unplug never reach the next pty."""
-        self._wake = asyncio.Event()
+        self._wake = Wake()
         self._send_wake = asyncio.Event()
         self._sending = False
         self._run_task: asyncio.Task[None] | None = None
@@ -204,7 +206,7 @@ class PtyEndpoint:
             return
         if not data:
             return
-        logger.debug("%s host -> %s", self._tty_name, data.hex(" "))
+        logger.debug("%s host -> %s", self._tty_name, Hex(data))
         if self.faults.link_down:
             return
         self._inbox.append((self._loop.time(), self.faults.corrupt(data)))
@@ -230,9 +232,7 @@ class PtyEndpoint:
             self._send(fw.take_outgoing())
             deadline = fw.next_deadline(loop.time())
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout_at(deadline if math.isfinite(deadline) else None):
-                    await self._wake.wait()
+            await self._wake.sleep_until(deadline if math.isfinite(deadline) else None)
 
     # -- device -> host ------------------------------------------------------------------
 
@@ -240,10 +240,10 @@ class PtyEndpoint:
         assert self._loop is not None
         for _target, data in outgoing:
             if not self.plugged or self.faults.link_down:
-                logger.debug("%s: cable cut, lost %s", self.firmware.device_id, data.hex(" "))
+                logger.debug("%s: cable cut, lost %s", self.firmware.device_id, Hex(data))
                 continue
             if self.faults.should_drop():
-                logger.debug("%s: dropped %s", self._tty_name, data.hex(" "))
+                logger.debug("%s: dropped %s", self._tty_name, Hex(data))
                 continue
             data = self.faults.corrupt(data)
             delay = max(0.0, self.faults.delay)
@@ -283,15 +283,15 @@ class PtyEndpoint:
             return
         if generation is not None and generation != self._generation:
             return
-        logger.debug("%s host <- %s", self._tty_name, data.hex(" "))
+        logger.debug("%s host <- %s", self._tty_name, Hex(data))
         try:
             written = os.write(master, data)
         except BlockingIOError:
             # Nobody reads the port and its buffer is full: the bytes are lost, as on a wire.
-            logger.debug("%s: pty full, lost %s", self._tty_name, data.hex(" "))
+            logger.debug("%s: pty full, lost %s", self._tty_name, Hex(data))
             return
         except OSError as err:
             logger.warning("%s: pty write failed: %s", self._tty_name, err)
             return
         if written < len(data):
-            logger.debug("%s: pty full, lost %s", self._tty_name, data[written:].hex(" "))
+            logger.debug("%s: pty full, lost %s", self._tty_name, Hex(data[written:]))

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 
 from devices.errors import FrameError
+from devices.links.base import Hex
 from devices.protocols import coyote_v2 as cv2
 from simulator.firmware.butterfly import ButterflyFirmware, expired
 from simulator.firmware.physics import PHYSICS_STEP
@@ -93,7 +94,7 @@ class CoyoteV2Firmware(ButterflyFirmware):
         """A write to 0x1504 (strengths) or to a channel's waveform characteristic."""
         self._advance(now, inclusive=False)
         source = (source or "").lower()
-        logger.debug("%s <- %s %s", self.device_id, source, data.hex())
+        logger.debug("%s <- %s %s", self.device_id, source, Hex(data))
         try:
             if source == cv2.STRENGTH_UUID:
                 self._on_strengths(cv2.decode_strengths(data), now)

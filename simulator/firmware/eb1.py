@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 
 from devices.errors import FrameError
+from devices.links.base import Hex
 from devices.protocols import eb1
 from simulator.firmware.butterfly import ButterflyFirmware, expired
 from simulator.firmware.physics import PHYSICS_STEP
@@ -112,7 +113,7 @@ class EB1Firmware(ButterflyFirmware):
             return
         # A B0 arriving exactly when the previous one runs out continues the output.
         self._advance(now, inclusive=False)
-        logger.debug("%s <- %s", self.device_id, data.hex())
+        logger.debug("%s <- %s", self.device_id, Hex(data))
         try:
             message = eb1.decode(data)
         except FrameError as err:
@@ -197,7 +198,7 @@ class EB1Firmware(ButterflyFirmware):
 
     def _send(self, message: eb1.Message) -> None:
         data = eb1.encode(message)
-        logger.debug("%s -> %s", self.device_id, data.hex())
+        logger.debug("%s -> %s", self.device_id, Hex(data))
         self.outbox.append((eb1.NOTIFY_UUID, data))
 
     # -- outputs -------------------------------------------------------------------------

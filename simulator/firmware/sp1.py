@@ -44,6 +44,7 @@ import logging
 
 from devices.capabilities import DeviceKind, KneadDirection
 from devices.errors import FrameError
+from devices.links.base import Hex
 from devices.protocols import sp1
 from devices.protocols.sp1 import Command, StateFlag
 from simulator.firmware.base import Firmware
@@ -222,7 +223,7 @@ class SP1Firmware(Firmware):
         self._connected = True
         # A write arriving exactly at a timer's instant is handled after it.
         self._advance(now, inclusive=False)
-        logger.debug("%s <- %s", self.device_id, data.hex())
+        logger.debug("%s <- %s", self.device_id, Hex(data))
         try:
             frame = sp1.decode(data)
         except FrameError as err:
@@ -311,7 +312,7 @@ class SP1Firmware(Firmware):
     def _set(self, payload: bytes, now: float) -> None:
         speed, direction, heat = payload
         if speed > sp1.MAX_SPEED or direction > MAX_DIRECTION or heat > 1:
-            logger.debug("%s: SET out of range, not applied: %s", self.device_id, payload.hex())
+            logger.debug("%s: SET out of range, not applied: %s", self.device_id, Hex(payload))
             return
         self._auto_off = False
         heat_on = heat == 1 and self.has_heater and not self._overheated
@@ -324,7 +325,7 @@ class SP1Firmware(Firmware):
         if not self._connected:
             return
         data = sp1.encode(frame)
-        logger.debug("%s -> %s", self.device_id, data.hex())
+        logger.debug("%s -> %s", self.device_id, Hex(data))
         self.outbox.append((sp1.DATA_UUID, data))
 
     def _send_state(self, now: float) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 
 from devices.capabilities import DeviceKind
+from devices.links.base import Hex
 from devices.protocols import vb1
 from devices.protocols.vb1 import Command, EventCode, NakCode, StatusFlag
 from simulator.firmware.base import Firmware
@@ -168,7 +169,7 @@ class VB1Firmware(Firmware):
             return
         # A frame arriving exactly at the watchdog expiry still feeds it.
         self._advance(now, inclusive=False)
-        logger.debug("%s <- %s", self.device_id, data.hex())
+        logger.debug("%s <- %s", self.device_id, Hex(data))
         for frame in self._parser.feed(data):
             self.frames_received += 1
             self._last_frame_at = now
@@ -304,7 +305,7 @@ class VB1Firmware(Firmware):
 
     def _send(self, frame: vb1.Frame) -> None:
         data = vb1.encode(frame)
-        logger.debug("%s -> %s", self.device_id, data.hex())
+        logger.debug("%s -> %s", self.device_id, Hex(data))
         self.outbox.append((self._target, data))
 
     def _nak(self, seq: int, cmd: int, code: NakCode) -> None:

@@ -7,11 +7,16 @@ true history row (stopped, with its end), and exit status 128 + the signal. A
 session started with ``--detach`` runs on, and ``massaged attach`` shows it
 again; attach is a viewer that Ctrl-C leaves without stopping the session.
 
-These start real processes on the simulator, sped up, so each takes seconds.
+These start real processes on the simulator, sped up, so each takes seconds. The
+tests of a ``run`` client and of ``attach`` share one simulator and daemon (each
+ends its session, and a fresh daemon is not what they test); the others start
+their own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
@@ -29,12 +34,17 @@ from typing import Any
 
 import pytest
 
+from controller.control import call
 from controller.session import Outcome
 from controller.store import Store
+from tests.conftest import KEEP_ENV
 from tests.daemon_processes import stop_processes
 
 SPEED = "20"
 """collar-zone's 5¼ minutes in about 16 s: time to signal it mid-session."""
+DAEMON_SPEED = "10"
+"""The shared daemon's: collar-zone in about 32 s. The detach test attaches to one session
+twice, with command lines in between, which on a loaded machine can outlast 16 s."""
 SIGNALS = [signal.SIGTERM, signal.SIGHUP]
 
 
@@ -81,24 +91,38 @@ class World:
             timeout=30,
         )
 
+    def api(self, command: str) -> dict[str, Any]:
+        """The daemon's answer over its control socket (a check, not the command under test:
+        no command line process to start)."""
+        answer = asyncio.run(call(self.socket, command))
+        assert answer["status"] == "ok", answer
+        return answer
+
     def session(self) -> dict[str, Any] | None:
-        status = self.cli("status", "--json")
-        assert status.returncode == 0, status.stderr
-        session: dict[str, Any] | None = json.loads(status.stdout)["session"]
+        session: dict[str, Any] | None = self.api("status")["data"]["session"]
         return session
 
 
-@pytest.fixture
-def world() -> Iterator[World]:
+@contextlib.contextmanager
+def new_world() -> Iterator[World]:
+    """A private folder and an environment with every massaged path in it."""
     folder = Path(tempfile.mkdtemp(prefix="msd-sig-"))
+    # Built here, not from tests/conftest.py's private paths: a module's shared world is set
+    # up before them. The developer's own MASSAGED_ settings are left out all the same.
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("MASSAGED_") or k in KEEP_ENV},
         "HOME": str(folder / "home"),
         "XDG_RUNTIME_DIR": str(folder / "run"),
+        "XDG_DATA_HOME": str(folder / "xdg-data"),
+        "XDG_CONFIG_HOME": str(folder / "xdg-config"),
         "MASSAGED_DATA_DIR": str(folder / "data"),
         "MASSAGED_CONFIG_DIR": str(folder / "config"),
         "MASSAGED_SIM_RADIO": str(folder / "radio.sock"),
         "MASSAGED_DAEMON_SOCKET": str(folder / "control.sock"),
+        "MASSAGED_WEB_PORT": "0",  # any free port: never fight over the page's 8765
+        # The simulated radio answers at once: a short scan keeps a daemon's start-up
+        # (--auto-pair, in the demo's too) quick. No test here is about the scan.
+        "MASSAGED_DAEMON_SCAN_TIMEOUT": "1",
     }
     w = World(folder, env)
     try:
@@ -106,6 +130,35 @@ def world() -> Iterator[World]:
     finally:
         stop_processes(w.procs, timeout=15)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    with new_world() as w:
+        yield w
+
+
+@pytest.fixture(scope="module")
+def shared_daemon() -> Iterator[tuple[World, Path]]:
+    """One simulator and daemon (sped up) for the module; the world and the recording."""
+    with new_world() as w:
+        yield w, start_daemon(w)
+
+
+@pytest.fixture
+def served(shared_daemon: tuple[World, Path]) -> Iterator[tuple[World, Path]]:
+    """The shared daemon, idle; the processes a test starts beside it end with the test."""
+    w, record = shared_daemon
+    wait_idle(w)
+    before = len(w.procs)
+    try:
+        yield w, record
+    finally:
+        stop_processes(w.procs[before:], timeout=15)
+        del w.procs[before:]
+        # A test that failed midway may have left its session running: not into the next one.
+        if w.session() is not None:
+            w.api("stop")
 
 
 def read_until(proc: subprocess.Popen[str], pattern: str, timeout: float = 30.0) -> str:
@@ -168,10 +221,19 @@ def check_ended(proc: subprocess.Popen[str], sig: signal.Signals, record: Path) 
     return out
 
 
-def check_history_stopped(db: Path) -> None:
+def history_rows(db: Path) -> int:
+    """How many sessions the history holds (a shared daemon's tests add to it)."""
+    if not db.exists():
+        return 0
     with Store.open_for_reading(db) as store:
-        sessions = store.list_sessions(5)
-    assert sessions, "no history row"
+        return len(store.list_sessions(None))
+
+
+def check_history_stopped(db: Path, before: int = 0) -> None:
+    """The test's own session, the one row added since before rows, ended stopped."""
+    with Store.open_for_reading(db) as store:
+        sessions = store.list_sessions(None)
+    assert len(sessions) == before + 1, f"not one new history row: {sessions}"
     assert sessions[0].outcome == Outcome.STOPPED, sessions[0]
     assert sessions[0].ended_at is not None
 
@@ -179,20 +241,29 @@ def check_history_stopped(db: Path) -> None:
 def start_daemon(world: World) -> Path:
     """The simulator and a daemon on it, sped up; returns the recording."""
     record = world.folder / "rec.jsonl"
-    sim = world.start("simulate", "--record", str(record), "--speed", SPEED)
+    sim = world.start("simulate", "--record", str(record), "--speed", DAEMON_SPEED)
     assert sim.stdout is not None
     for _ in range(3):
         json.loads(sim.stdout.readline())
-    world.start("daemon", "--simulator", "--auto-pair", "--speed", SPEED)
+    world.start("daemon", "--simulator", "--auto-pair", "--speed", DAEMON_SPEED)
     deadline = time.monotonic() + 30
+    devices: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        answer = world.cli("devices", "--json")
-        if answer.returncode == 0:
-            devices = json.loads(answer.stdout)
+        # Asked over the socket: a command line per poll would cost a process start each.
+        with contextlib.suppress(Exception):  # not listening yet
+            devices = world.api("devices")["data"]
             if len(devices) == 3 and all(d["link"] == "up" for d in devices):
                 return record
-        time.sleep(0.3)
-    raise AssertionError("the daemon did not connect the simulated devices")
+        time.sleep(0.1)
+    raise AssertionError(f"the daemon did not connect the simulated devices: {devices}")
+
+
+def wait_idle(world: World, timeout: float = 30.0) -> None:
+    """Until the daemon runs no session (a stopped one fades out first)."""
+    deadline = time.monotonic() + timeout
+    while world.session() is not None:
+        assert time.monotonic() < deadline, world.session()
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
@@ -211,20 +282,22 @@ def test_run_simulate_stops_softly_on_a_signal(world: World, sig: signal.Signals
 
 @pytest.mark.parametrize("sig", SIGNALS, ids=lambda s: s.name)
 def test_a_run_client_of_the_daemon_stops_its_session_on_a_signal(
-    world: World, sig: signal.Signals
+    served: tuple[World, Path], sig: signal.Signals
 ) -> None:
-    record = start_daemon(world)
+    world, record = served
+    before = history_rows(world.db)
     run = world.start("run", "collar-zone", "--no-display", "--well")
     read_until(run, r"collar-zone")
     wait_driven(record)
     run.send_signal(sig)
     check_ended(run, sig, record)
     assert world.session() is None  # not left running in the daemon
-    check_history_stopped(world.db)
+    check_history_stopped(world.db, before)
 
 
-def test_detach_then_attach_shows_the_running_session(world: World) -> None:
-    record = start_daemon(world)
+def test_detach_then_attach_shows_the_running_session(served: tuple[World, Path]) -> None:
+    world, record = served
+    before = history_rows(world.db)
     detached = world.cli("run", "collar-zone", "--detach", "--well", "--no-display")
     assert detached.returncode == 0, detached.stderr
     assert "massaged attach" in detached.stdout
@@ -261,11 +334,11 @@ def test_detach_then_attach_shows_the_running_session(world: World) -> None:
     assert viewer.returncode == 0, err
     assert "session stopped" in out
     assert not on(rows(record))
-    check_history_stopped(world.db)
+    check_history_stopped(world.db, before)
 
 
-def test_attach_without_a_session_says_so(world: World) -> None:
-    start_daemon(world)
+def test_attach_without_a_session_says_so(served: tuple[World, Path]) -> None:
+    world, _ = served
     answer = world.cli("attach")
     assert answer.returncode == 1
     assert answer.stderr.strip() == (

@@ -287,7 +287,7 @@ def test_a_closed_pipe_during_a_session_logs_no_traceback(short: Path) -> None:
 def test_ctrl_c_during_start_up_is_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    def interrupted() -> argparse.ArgumentParser:
+    def interrupted(*_: object) -> argparse.ArgumentParser:
         raise KeyboardInterrupt  # as if pressed while pydantic or bleak is imported
 
     monkeypatch.setattr(cli, "build_parser", interrupted)

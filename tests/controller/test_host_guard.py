@@ -28,7 +28,10 @@ from simulator.ble.backend import SimBleakClient
 from simulator.ble.radio import SimRadio
 from simulator.ble.wire import radio_request
 from simulator.firmware.sp1 import SP1Firmware
-from tests.controller.test_daemon_process import setup  # noqa: F401 - a fixture
+from tests.controller.test_daemon_process import (
+    setup,  # noqa: F401 - a fixture
+    wait_every_device_on,
+)
 from tests.daemon_processes import Setup
 from tests.simulator.test_ble_backend import sock_dir  # noqa: F401 - a fixture
 from tests.simulator.test_dead_host import running_at
@@ -200,7 +203,8 @@ def _start_session(setup: Setup) -> subprocess.Popen[str]:  # noqa: F811
     setup.wait_devices_up(3)
     answer = setup.api("run", {"program": "collar-zone", "well_today": True})
     assert answer["status"] == "ok", answer
-    time.sleep(2.0)  # the first stroke is under way on every device
+    # The first stroke under way on every device: seen in the recording, not guessed.
+    wait_every_device_on(setup)
     return daemon
 
 
@@ -256,11 +260,13 @@ def test_links_left_by_a_dead_daemon_and_guard_are_taken_over(setup: Setup) -> N
     restarted_at = time.monotonic() - setup.t0
     setup.start("daemon", "--simulator")
     setup.wait_devices_up(3)
-    time.sleep(1.0)
-    rows = setup.rows()
-    assert running_at(rows, "pillow-1", restarted_at), "the orphaned pillow was not running"
-    # The new daemon's connect handshake stops what its dead predecessor left running.
-    assert not running_at(rows, "pillow-1", rows[-1]["t"] + 1), "the new daemon left it running"
+    assert running_at(setup.rows(), "pillow-1", restarted_at), "the orphaned pillow was not running"
+    # The new daemon's connect handshake stops what its dead predecessor left running: seen in
+    # the recording within a second (polled, so a quick stop is not waited out).
+    deadline = time.monotonic() + 1.0
+    while running_at(rows := setup.rows(), "pillow-1", rows[-1]["t"] + 1):
+        assert time.monotonic() < deadline, "the new daemon left it running"
+        time.sleep(0.02)
 
 
 async def test_guarded_starts_a_guard_and_ends_it_with_the_block() -> None:

@@ -273,6 +273,28 @@ def test_the_mirrored_constants_agree_with_the_full_configuration() -> None:
     assert config.default_control_socket is paths.default_control_socket
 
 
+@pytest.mark.parametrize(
+    ("flag", "env"),
+    [
+        (None, {}),
+        (None, {"MASSAGED_CONFIG_DIR": "/etc/massaged"}),
+        (None, {"XDG_CONFIG_HOME": "/home/u/.config"}),
+        (None, {"MASSAGED_CONFIG": "~/m.toml", "HOME": "/home/u"}),
+        (None, {"MASSAGED_CONFIG": "", "MASSAGED_CONFIG_DIR": "/etc/massaged"}),
+        ("~/x.toml", {"MASSAGED_CONFIG": "/elsewhere.toml", "HOME": "/home/u"}),
+        ("rel/x.toml", {}),
+    ],
+)
+def test_the_configuration_file_is_the_full_paths_file(
+    flag: str | None, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`massaged config path` (and the quick path) find the file as controller.config does."""
+    if "HOME" in env:
+        monkeypatch.setenv("HOME", env["HOME"])  # expanduser reads the process's own
+    full = config.config_path(None if flag is None else Path(flag), environ=env)
+    assert quick_control.config_location(flag, env) == (full.path, full.explicit)
+
+
 # -- which socket ------------------------------------------------------------------------
 
 # (id, flags, environment, files): "{tmp}" is the test's folder, "{home}" its HOME.

@@ -1,0 +1,344 @@
+"""The command line's start-up: only the command given is registered, only its layers load.
+
+controller.cli registers the one command module that a command line names
+(cli.COMMANDS), and the command modules import the heavy layers (pydantic,
+asyncio, the store, the session runner, bleak, the simulator) in their
+handlers, when those run. These tests hold that together: the table is what the
+modules really register, a command registered alone parses and explains itself
+exactly as in the full parser, the help still lists every command, and a
+command that needs a layer is the only one that loads it. Checked by the
+modules a child process has imported, never by timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controller import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT = 60.0
+HEAVY = (
+    "asyncio",
+    "bleak",
+    "aiohttp",
+    "aiomqtt",
+    "pydantic",
+    "sqlite3",
+    "serial",
+    "controller.session",
+    "controller.store",
+    "controller.daemon",
+    "controller.control",
+    "simulator",
+    "programs",
+)
+"""Layers a command that fails on its options, or only prints help, must not load."""
+
+CHECK_MODULES = """
+import json, sys
+from controller.cli import main
+try:
+    code = main(sys.argv[2:])
+except SystemExit as end:  # --help, --version and argparse's errors end here
+    code = end.code
+with open(sys.argv[1], "w") as out:
+    json.dump(sorted(sys.modules), out)
+sys.exit(code)
+"""
+
+
+def imported(tmp_path: Path, *argv: str) -> tuple[int, set[str], str]:
+    """Run the command line in a fresh interpreter: its exit code, modules, and stderr."""
+    listing = tmp_path / "modules.json"
+    done = subprocess.run(
+        [sys.executable, "-c", CHECK_MODULES, str(listing), *argv],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=WAIT,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done.returncode, set(json.loads(listing.read_text())), done.stderr
+
+
+def loaded(modules: set[str], layers: tuple[str, ...]) -> list[str]:
+    """The modules of these layers (a package and everything under it) that were imported."""
+    return sorted(m for m in modules if any(m == x or m.startswith(x + ".") for x in layers))
+
+
+def commands_loaded(modules: set[str]) -> set[str]:
+    return {m for m in modules if m.startswith("controller.commands.")}
+
+
+# -- the table ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", sorted(cli.COMMANDS))
+def test_the_table_is_what_each_module_registers(module: str) -> None:
+    parser = argparse.ArgumentParser(prog="massaged")
+    sub = parser.add_subparsers(dest="command")
+    importlib.import_module(module).register(sub)
+    assert tuple(sub.choices) == cli.COMMANDS[module]
+
+
+def test_every_command_module_is_in_the_table() -> None:
+    found = {p.stem for p in (ROOT / "controller" / "commands").glob("*.py")} - {"__init__"}
+    assert {m.rsplit(".", 1)[1] for m in cli.COMMANDS} == found
+    words = [w for words in cli.COMMANDS.values() for w in words]
+    assert len(words) == len(set(words)), "a command word registered by two modules"
+
+
+def test_the_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as end:
+        cli.main(["--help"])
+    assert end.value.code == 0
+    # One line per command, indented by four (a wrapped help line is indented further).
+    listed = re.findall(r"^ {4}(\S+)", capsys.readouterr().out, re.MULTILINE)
+    assert listed == [w for words in cli.COMMANDS.values() for w in words]
+
+
+def test_the_full_parser_has_every_command() -> None:
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == [w for words in cli.COMMANDS.values() for w in words]
+
+
+# -- which modules a command line registers -----------------------------------------------
+
+ALL = tuple(cli.COMMANDS)
+
+
+@pytest.mark.parametrize(
+    ("argv", "modules"),
+    [
+        (["history"], ("controller.commands.history",)),
+        (["course", "show", "--help"], ("controller.commands.history",)),
+        (["-v", "run", "collar-zone"], ("controller.commands.run",)),
+        (["-vv", "--verbose", "devices", "list"], ("controller.commands.daemon",)),
+        (["emergency-stop", "--config", "x.toml"], ("controller.commands.daemon",)),
+        (["config", "--help"], ("controller.commands.config",)),
+        (["--version"], ()),
+        (["-v", "--version", "history"], ()),
+        # The help and the errors that list every command need them all.
+        ([], ALL),
+        (["-v"], ALL),
+        (["--help"], ALL),
+        (["-h", "history"], ALL),
+        (["nosuch"], ALL),
+        (["histor"], ALL),
+        (["--", "history"], ALL),
+        (["--verb", "history"], ALL),  # an abbreviation argparse takes: not guessed here
+        (["--vers"], ALL),
+        (["-vh"], ALL),
+        (["--bogus", "history"], ALL),
+    ],
+)
+def test_the_modules_registered_for_a_command_line(
+    argv: list[str], modules: tuple[str, ...]
+) -> None:
+    assert cli.command_modules(argv) == modules
+
+
+def _leaves(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    found = [(path, parser)]
+    for action in subs:
+        for name, child in action.choices.items():
+            found += _leaves(child, (*path, name))
+    return found
+
+
+def test_a_command_registered_alone_is_the_same_command() -> None:
+    """Its help, usage and defaults are those of the full parser, for every subcommand."""
+    full = dict(_leaves(cli.build_parser()))
+    checked = 0
+    for path, parser in full.items():
+        if not path:
+            continue
+        alone = dict(_leaves(cli.build_parser(cli.command_modules(list(path)))))[path]
+        assert alone.format_help() == parser.format_help(), path
+        assert alone.format_usage() == parser.format_usage(), path
+        assert alone._defaults.keys() == parser._defaults.keys(), path
+        checked += 1
+    assert checked > len(cli.COMMANDS)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["history", "--limit", "abc"],
+        ["course", "start", "--every", "9"],
+        ["daemon", "--speed", "abc"],
+        ["devices", "set", "belt"],
+        ["nosuch"],
+        ["run", "--scale", "abc"],
+    ],
+)
+def test_the_errors_are_those_of_the_full_parser(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as alone:
+        cli.build_parser(cli.command_modules(argv)).parse_args(argv)
+    said = capsys.readouterr()
+    with pytest.raises(SystemExit) as full:
+        cli.build_parser().parse_args(argv)
+    assert alone.value.code == full.value.code == 2
+    assert said == capsys.readouterr()
+
+
+# -- what a command line imports -----------------------------------------------------------
+
+
+def test_version_imports_no_command(tmp_path: Path) -> None:
+    code, modules, _ = imported(tmp_path, "--version")
+    assert code == 0
+    assert commands_loaded(modules) == set()
+    assert loaded(modules, HEAVY) == []
+
+
+def test_config_path_imports_no_heavy_layer(tmp_path: Path) -> None:
+    code, modules, _ = imported(tmp_path, "config", "path")
+    assert code == 0
+    assert commands_loaded(modules) == {"controller.commands.config"}
+    # Not even the configuration's models: the path is found by the light rules.
+    assert loaded(modules, (*HEAVY, "controller.config", "devices.capabilities")) == []
+
+
+def test_a_listing_commands_help_imports_no_heavy_layer(tmp_path: Path) -> None:
+    code, modules, _ = imported(tmp_path, "history", "--help")
+    assert code == 0
+    # history takes --db and the store's opening from the profiles command.
+    assert commands_loaded(modules) == {
+        "controller.commands.history",
+        "controller.commands.profiles",
+    }
+    assert loaded(modules, (*HEAVY, "controller.profiles", "controller.live")) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["daemon", "--speed", "abc"],
+        ["scan", "--timeout", "abc"],
+        ["course", "start", "--every", "nosuch"],
+        ["sim-fault"],
+    ],
+)
+def test_a_bad_option_fails_before_the_heavy_layers(tmp_path: Path, argv: list[str]) -> None:
+    code, modules, err = imported(tmp_path, *argv)
+    assert code != 0
+    assert err.strip()
+    assert len(commands_loaded(modules)) <= 2
+    assert loaded(modules, HEAVY) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["simulate", "--radio", "@/missing/folder/radio.sock"], "does not exist"),
+        (["simulate", "--record", "@/missing/x.jsonl"], "does not exist"),
+        (["selftest", "nosuch"], "expected KIND=ADDRESS"),
+    ],
+)
+def test_a_bad_input_a_handler_checks_fails_before_the_devices(
+    tmp_path: Path, argv: list[str], error: str
+) -> None:
+    """Past argparse: these handlers check their options before they return the coroutine
+    that needs asyncio, so not even asyncio is loaded."""
+    argv = [word.replace("@", str(tmp_path)) for word in argv]
+    code, modules, err = imported(tmp_path, *argv)
+    assert code != 0
+    assert error in err
+    assert loaded(modules, HEAVY) == []
+    assert loaded(modules, ("devices.capabilities", "devices.drivers")) == []
+
+
+LIGHT_TOO = ("controller.profiles", "controller.config", "devices.drivers", "devices.kinds")
+"""Heavy enough to keep out of a command's help and its refusals too: the profile models,
+the settings models, the drivers and the device kinds' table."""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--help"],
+        ["profiles", "set", "x", "--audience", "nosuch"],
+        ["programs", "--help"],
+        ["completion", "bash"],
+    ],
+)
+def test_a_help_or_a_bad_choice_imports_no_model(tmp_path: Path, argv: list[str]) -> None:
+    """The choices and defaults these show live in light modules (controller.profile_terms,
+    written-out constants), not with the models, the drivers or the program library."""
+    code, modules, _ = imported(tmp_path, *argv)
+    assert code == (2 if "nosuch" in argv or "abc" in argv else 0)
+    assert loaded(modules, (*HEAVY, *LIGHT_TOO)) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["profiles", "list", "--db", "@/shared"], "is a folder"),
+        (["profiles", "set", "x", "--db", "@/settings.toml"], "not an SQLite file"),
+        (["history", "--db", "@/settings.toml"], "not an SQLite file"),
+        (["course", "show", "--db", "@/missing/typo.db"], "no database at"),
+        (["devices", "list", "--config", "@/missing/x.toml"], "no such configuration file"),
+        (["devices", "list", "--db", "@/missing/typo.db"], "does not exist"),
+        (["stop", "--config", "@/missing/x.toml"], "no such configuration file"),
+        (["config", "show", "--config", "@/shared"], "cannot read"),
+        (["web", "token", "--config", "@/missing/x.toml"], "no such configuration file"),
+        (["run", "nosuch", "--config", "@/missing/x.toml"], "no such configuration file"),
+        (["run", "--socket", "@/LONG/control.sock"], "over the Unix limit"),
+        (["attach", "--socket", "@/LONG/control.sock"], "over the Unix limit"),
+        (["pair", "x"], "no terminal to ask on"),
+        (["demo", "--out", "@/settings.toml"], "is a file"),
+        (["programs", "plot-recording", "x.jsonl", "--out", "@/shared"], "is a folder"),
+    ],
+)
+def test_a_wrong_path_is_refused_before_the_layers_that_would_open_it(
+    tmp_path: Path, argv: list[str], error: str
+) -> None:
+    """A --db, --config or --socket that cannot do is refused by the light checks
+    (controller.store_paths, quick_control.check_config_file, paths.check_socket_path)
+    in the words of the store, the configuration and the control socket, before any of
+    them, or asyncio, loads."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "settings.toml").write_text("[daemon]\n")
+    long = "x" * 120
+    argv = [word.replace("@", str(tmp_path)).replace("LONG", long) for word in argv]
+    code, modules, err = imported(tmp_path, *argv)
+    assert code == 1
+    assert error in err, err
+    assert err.startswith("massaged: error: "), err
+    assert loaded(modules, (*HEAVY, *LIGHT_TOO)) == []
+
+
+def test_the_constants_written_out_for_the_help_are_the_real_ones() -> None:
+    from controller.commands import programs as programs_command
+    from controller.commands import run as run_command
+    from devices.drivers.base import DEFAULT_CONNECT_TIMEOUT
+    from programs.library import USER_DIR_ENV
+
+    assert run_command.CONNECT_TIMEOUT_S == DEFAULT_CONNECT_TIMEOUT
+    assert programs_command.PROGRAMS_DIR_ENV == USER_DIR_ENV
+
+
+def test_the_light_modules_names_are_the_heavy_modules_own() -> None:
+    """Re-exported, not copied: one definition each."""
+    from controller import profile_terms, profiles, store, store_paths
+
+    for name in ("DEFAULT_PROFILE_NAME", "Audience", "PainfulSide", "Contraindication"):
+        assert getattr(profiles, name) is getattr(profile_terms, name), name
+    for name in ("SQLITE_MAGIC", "check_database_file", "database_path"):
+        assert getattr(store, name) is getattr(store_paths, name), name
