@@ -160,6 +160,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interrupted()
     except BrokenPipeError:
         return _pipe_closed()
+    if argv is None:
+        # The process ends next (the console script, python -m controller): what was
+        # allocated is freed with it, so the collector's passes at exit, most of a short
+        # command's end, are skipped. Not when called with arguments, from a program
+        # that goes on living.
+        import gc
+
+        gc.freeze()
     return code
 
 

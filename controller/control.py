@@ -44,6 +44,11 @@ from typing import Any
 from controller import jsonline
 from controller.api import DaemonAPI, dispatch, error
 from controller.errors import DaemonNotRunningError, JsonError
+
+# The socket path's check lives with the paths (the command line runs it before this
+# module loads); re-exported here for the server and the clients.
+from controller.paths import UNIX_PATH_MAX as UNIX_PATH_MAX
+from controller.paths import check_socket_path as check_socket_path
 from controller.quick_control import RETRY_S, RETRY_SAFE, not_running
 from devices.errors import ConfigError, DeviceTimeoutError, LinkError, MassagedError
 
@@ -400,21 +405,6 @@ def _group_id(name: str) -> int:
         return grp.getgrnam(name).gr_gid
     except KeyError:
         raise ConfigError(f"[daemon] socket_group: no group named {name!r}") from None
-
-
-UNIX_PATH_MAX = 108
-"""The size of Linux's sockaddr_un.sun_path: a socket path needs one byte less (its end)."""
-
-
-def check_socket_path(path: Path) -> None:
-    """ConfigError, in one clear line, for a socket path too long for a Unix socket."""
-    size = len(os.fsencode(path))
-    if size >= UNIX_PATH_MAX:
-        raise ConfigError(
-            f"the control socket path {path} is {size} bytes, over the Unix limit of "
-            f"{UNIX_PATH_MAX - 1}: choose a shorter one ([daemon] socket, "
-            "MASSAGED_DAEMON_SOCKET or --socket)"
-        )
 
 
 async def _answers(path: Path) -> bool:

@@ -342,3 +342,7 @@ def test_the_light_modules_names_are_the_heavy_modules_own() -> None:
         assert getattr(profiles, name) is getattr(profile_terms, name), name
     for name in ("SQLITE_MAGIC", "check_database_file", "database_path"):
         assert getattr(store, name) is getattr(store_paths, name), name
+    from controller import control, paths
+
+    assert control.check_socket_path is paths.check_socket_path
+    assert control.UNIX_PATH_MAX is paths.UNIX_PATH_MAX
