@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import pytest
 
 import controller.daemon
+import controller.session_setup
 from controller.session_setup import prepare_session
 from controller.store import DeviceRecord
 from controller.supervisor import DeviceSupervisor
@@ -101,7 +102,8 @@ async def test_a_link_lost_while_the_session_is_prepared_is_up_once_the_lane_has
             await w.wait_for(lambda: entry.link == "down", "the supervisor seeing it down")
             return runner
 
-        monkeypatch.setattr(controller.daemon, "prepare_session", prepare_then_drop)
+        # The daemon imports prepare_session when a session starts: patched at its home.
+        monkeypatch.setattr(controller.session_setup, "prepare_session", prepare_then_drop)
         started = await w.run()
         assert DEVICE in started["devices"]
         w.fault(DEVICE, "link_up")
