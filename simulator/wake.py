@@ -48,10 +48,16 @@ class Wake:
         timer = None if deadline is None else loop.call_at(deadline, _release, waiter)
         try:
             await waiter
-        finally:
-            self._waiter = None
+        except BaseException:
             if timer is not None:
                 timer.cancel()
+            raise
+        finally:
+            self._waiter = None
+        if timer is not None and self._set:
+            # Woken before the deadline: drop the timer. Not set: the timer itself woke
+            # us and is gone already (a cancel would cost a call for nothing).
+            timer.cancel()
 
 
 def _release(waiter: asyncio.Future[None]) -> None:

@@ -228,7 +228,10 @@ class LinkDevice(Device):
         """Close the link; never raises."""
         self._link_up = False
         try:
-            await asyncio.wait_for(self.link.close(), CLOSE_TIMEOUT)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+            # cancellation that arrives as the close completes (the task would go on).
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self.link.close()
         except Exception:  # close() is best effort by contract
             logger.warning("%s: closing the link failed", self.name, exc_info=True)
 

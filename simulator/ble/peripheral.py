@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from bleak.assigned_numbers import CharacteristicPropertyName
-from bleak.uuids import normalize_uuid_str
+from typing import TYPE_CHECKING, Any, Protocol
+from uuid import UUID
 
 from devices.capabilities import DeviceKind
 from devices.protocols import coyote_v2, eb1, sp1, vb1
@@ -19,7 +17,27 @@ from simulator.faults import LinkFaults
 from simulator.firmware.base import Firmware
 from simulator.wake import Wake
 
+if TYPE_CHECKING:
+    # Only the annotation: the radio is the server side, and the simulate process need
+    # not import bleak (the client library, a third of the simulator's import time).
+    from bleak.assigned_numbers import CharacteristicPropertyName
+
 logger = logging.getLogger(__name__)
+
+
+def normalize_uuid_str(uuid: str) -> str:
+    """A UUID as bleak writes it (``bleak.uuids.normalize_uuid_str``, same rules).
+
+    Lower case, 128 bits: a 16- or 32-bit Bluetooth SIG UUID is expanded on the base
+    UUID; anything that is no UUID raises ValueError. A copy of bleak's few lines, so
+    that serving the radio does not import bleak (the client library).
+    """
+    if len(uuid) == 4:
+        uuid = f"0000{uuid}-0000-1000-8000-00805f9b34fb"
+    elif len(uuid) == 8:
+        uuid = f"{uuid}-0000-1000-8000-00805f9b34fb"
+    return str(UUID(uuid))
+
 
 DEFAULT_RSSI = -55
 """Signal strength of a peripheral on the sofa next to the computer."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import inspect
 import logging
 import os
@@ -34,9 +35,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from bleak.exc import BleakGATTProtocolErrorCode
-from bleak.uuids import normalize_uuid_str
-
 from devices.links.sim_radio import default_radio_path
 from simulator.ble.peripheral import (
     DEFAULT_RSSI,
@@ -44,6 +42,7 @@ from simulator.ble.peripheral import (
     GattTable,
     Peripheral,
     gatt_for_firmware,
+    normalize_uuid_str,
 )
 from simulator.ble.wire import (
     MAX_LINE,
@@ -57,6 +56,7 @@ from simulator.ble.wire import (
 from simulator.errors import RadioError, WireError
 from simulator.faults import LinkFaults, check_fault_value
 from simulator.firmware.base import Firmware
+from simulator.firmware.physics import SETTLED_STEP
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +68,10 @@ __all__ = [
     "default_radio_path",
 ]
 
-MAX_TICK_WAIT = 0.05
-"""Longest sleep of a tick loop, so a LinkFaults.link_down set in-process is seen quickly."""
+MAX_TICK_WAIT = SETTLED_STEP
+"""Longest sleep of a tick loop (a firmware with no deadline still ticks this often).
+
+A LinkFaults changed in-process wakes the loop at once (LinkFaults.watch)."""
 STALE_PROBE_TIMEOUT = 0.5
 """Seconds to find out whether a leftover socket file still has a radio behind it."""
 LINK_FAULTS = ("link_down", "link_up", "corrupt", "drop", "delay", "split", "clear")
@@ -92,7 +94,22 @@ class SerialEndpoint:
     """Called after a fault so the endpoint runs its firmware now."""
 
 
-def _gatt_error(code: BleakGATTProtocolErrorCode, message: str) -> RadioError:
+class AttError(enum.IntEnum):
+    """The ATT error codes the radio answers with (Bluetooth Core, Vol 3, Part F, 3.4.1.1).
+
+    The same values as bleak's BleakGATTProtocolErrorCode, which the backend raises
+    from them; defined here so that serving the radio does not import bleak.
+    """
+
+    INVALID_HANDLE = 0x01
+    READ_NOT_PERMITTED = 0x02
+    WRITE_NOT_PERMITTED = 0x03
+    REQUEST_NOT_SUPPORTED = 0x06
+    ATTRIBUTE_NOT_FOUND = 0x0A
+    INVALID_ATTRIBUTE_VALUE_LENGTH = 0x0D
+
+
+def _gatt_error(code: AttError, message: str) -> RadioError:
     return RadioError("gatt", message, gatt=int(code))
 
 
@@ -193,6 +210,8 @@ class SimRadio:
             raise ValueError(f"address {peripheral.address} is already in use")
         self.peripherals[peripheral.address] = peripheral
         self._timers[peripheral.address] = set()
+        # A fault set in-process (link_down by a test) is handled now, not at the next tick.
+        peripheral.faults.watch(peripheral.wake.set)
         if self._server is not None:
             self._start_peripheral(peripheral)
         logger.info("peripheral %s %s (%s)", peripheral.address, peripheral.name, firmware.kind)
@@ -509,7 +528,7 @@ class SimRadio:
             raise RadioError("bad_request", "uuid missing")
         uuid = normalize_uuid_str(uuid)
         if uuid not in p.characteristics:
-            raise _gatt_error(BleakGATTProtocolErrorCode.INVALID_HANDLE, f"no {uuid} here")
+            raise _gatt_error(AttError.INVALID_HANDLE, f"no {uuid} here")
         return uuid
 
     def _op_scan(self, session: _Session, message: Message) -> Message:
@@ -571,12 +590,10 @@ class SimRadio:
         props = p.characteristics[uuid].properties
         wanted = "write" if response else "write-without-response"
         if wanted not in props:
-            raise _gatt_error(
-                BleakGATTProtocolErrorCode.WRITE_NOT_PERMITTED, f"{uuid} does not allow {wanted}"
-            )
+            raise _gatt_error(AttError.WRITE_NOT_PERMITTED, f"{uuid} does not allow {wanted}")
         if len(data) > p.mtu - 3:
             raise _gatt_error(
-                BleakGATTProtocolErrorCode.INVALID_ATTRIBUTE_VALUE_LENGTH,
+                AttError.INVALID_ATTRIBUTE_VALUE_LENGTH,
                 f"{len(data)} bytes exceed the MTU",
             )
         now = self.clock()
@@ -589,14 +606,12 @@ class SimRadio:
         p = self._connected(session, message)
         uuid = self._characteristic(p, message)
         if "read" not in p.characteristics[uuid].properties:
-            raise _gatt_error(BleakGATTProtocolErrorCode.READ_NOT_PERMITTED, f"{uuid} not readable")
+            raise _gatt_error(AttError.READ_NOT_PERMITTED, f"{uuid} not readable")
         now = self.clock()
         try:
             data = p.firmware.read_attribute(uuid, now)
         except KeyError as err:
-            raise _gatt_error(
-                BleakGATTProtocolErrorCode.ATTRIBUTE_NOT_FOUND, f"{uuid} has no value"
-            ) from err
+            raise _gatt_error(AttError.ATTRIBUTE_NOT_FOUND, f"{uuid} has no value") from err
         self._flush(p, now)
         return {"data": data.hex()}
 
@@ -605,9 +620,7 @@ class SimRadio:
         uuid = self._characteristic(p, message)
         props = p.characteristics[uuid].properties
         if "notify" not in props and "indicate" not in props:
-            raise _gatt_error(
-                BleakGATTProtocolErrorCode.REQUEST_NOT_SUPPORTED, f"{uuid} does not notify"
-            )
+            raise _gatt_error(AttError.REQUEST_NOT_SUPPORTED, f"{uuid} does not notify")
         p.subscriptions.add(uuid)
         return {}
 

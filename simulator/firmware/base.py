@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 
 from devices.capabilities import DeviceKind
+from simulator.firmware.physics import PHYSICS_STEP, SETTLED_STEP
 from simulator.recording import Recorder
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,23 @@ class Firmware(abc.ABC):
         """True when nothing moves, heats or stimulates."""
         # Only numeric channels move anything; "direction" is a setting, not an output.
         return all(v == 0 for v in self._outputs.values() if isinstance(v, int))
+
+    @property
+    def settled(self) -> bool:
+        """True when physics can change nothing that shows until something pokes the device.
+
+        Here: nothing on (so no battery drains); a model with a temperature adds that it is
+        near ambient and not in an overheat episode.
+        """
+        return self.is_quiet
+
+    def _physics_deadline(self, now: float) -> float:
+        """When physics must run again: PHYSICS_STEP from now, SETTLED_STEP once settled.
+
+        Whatever can unsettle a device comes with a wake-up of its endpoint: a frame from
+        the host, or a fault or poke (followed by the endpoint's wake()).
+        """
+        return now + (SETTLED_STEP if self.settled else PHYSICS_STEP)
 
     def _set_output(self, channel: str, value: int | str, now: float) -> None:
         if self._outputs.get(channel) == value:

@@ -29,7 +29,6 @@ from devices.errors import FrameError
 from devices.links.base import Hex
 from devices.protocols import coyote_v2 as cv2
 from simulator.firmware.butterfly import ButterflyFirmware, expired
-from simulator.firmware.physics import PHYSICS_STEP
 from simulator.recording import Recorder
 
 logger = logging.getLogger(__name__)
@@ -108,7 +107,7 @@ class CoyoteV2Firmware(ButterflyFirmware):
 
     def next_deadline(self, now: float) -> float:
         """The instant a waveform runs out, or the next physics step."""
-        deadline = now + PHYSICS_STEP
+        deadline = self._physics_deadline(now)
         for expiry in self._expiry:
             if expiry is not None:
                 deadline = min(deadline, expiry)

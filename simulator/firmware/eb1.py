@@ -38,7 +38,6 @@ from devices.errors import FrameError
 from devices.links.base import Hex
 from devices.protocols import eb1
 from simulator.firmware.butterfly import ButterflyFirmware, expired
-from simulator.firmware.physics import PHYSICS_STEP
 from simulator.recording import Recorder
 
 logger = logging.getLogger(__name__)
@@ -128,7 +127,7 @@ class EB1Firmware(ButterflyFirmware):
 
     def next_deadline(self, now: float) -> float:
         """The instant the waveform data runs out, or the next physics step."""
-        deadline = now + PHYSICS_STEP
+        deadline = self._physics_deadline(now)
         if self._wave_expiry is not None:
             deadline = min(deadline, self._wave_expiry)
         return deadline

@@ -6,7 +6,14 @@ import math
 
 AMBIENT_C = 25.0
 PHYSICS_STEP = 0.05
-"""Real seconds between physics ticks (next_deadline never lies further ahead)."""
+"""Real seconds between physics ticks while a device is not settled (next_deadline never
+lies further ahead then)."""
+SETTLED_STEP = 1.0
+"""Real seconds between physics ticks of a settled device (Firmware.settled): nothing on,
+so nothing drains, and near ambient temperature, so no threshold can be crossed. An idle
+simulator then wakes once a second per device, not twenty times."""
+SETTLED_C = 0.5
+"""How close to ambient (°C) a quiet device's temperature counts as settled."""
 MAX_SUBSTEP = 1.0
 """Simulated seconds per integration step, so thresholds are caught in time."""
 MAX_SUBSTEPS = 100_000

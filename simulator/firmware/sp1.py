@@ -50,7 +50,7 @@ from devices.protocols.sp1 import Command, StateFlag
 from simulator.firmware.base import Firmware
 from simulator.firmware.physics import (
     AMBIENT_C,
-    PHYSICS_STEP,
+    SETTLED_C,
     reported_percent,
     settle,
     substeps,
@@ -141,6 +141,15 @@ class SP1Firmware(Firmware):
     def running(self) -> bool:
         """True while kneading or heating."""
         return self._speed > 0 or self._heat
+
+    @property
+    def settled(self) -> bool:
+        """Not running, no overheat episode, near ambient temperature."""
+        return (
+            not self.running
+            and not self._overheated
+            and abs(self._temperature - AMBIENT_C) < SETTLED_C
+        )
 
     @property
     def temperature(self) -> float:
@@ -239,7 +248,7 @@ class SP1Firmware(Firmware):
 
     def next_deadline(self, now: float) -> float:
         """The next STATE notification or auto-off, or the next physics step."""
-        deadline = now + PHYSICS_STEP
+        deadline = self._physics_deadline(now)
         for t in (self._next_state, self._auto_off_at()):
             if t is not None:
                 deadline = min(deadline, t)

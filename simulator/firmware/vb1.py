@@ -37,7 +37,7 @@ from devices.protocols.vb1 import Command, EventCode, NakCode, StatusFlag
 from simulator.firmware.base import Firmware
 from simulator.firmware.physics import (
     AMBIENT_C,
-    PHYSICS_STEP,
+    SETTLED_C,
     reported_percent,
     settle,
     substeps,
@@ -160,6 +160,15 @@ class VB1Firmware(Firmware):
         """True while a motor runs or the heater heats."""
         return self._heat or any(self._levels)
 
+    @property
+    def settled(self) -> bool:
+        """Nothing on, no overheat episode, the pad near ambient temperature."""
+        return (
+            not self.anything_on
+            and not self._overheated
+            and abs(self._temperature - AMBIENT_C) < SETTLED_C
+        )
+
     # -- wire -----------------------------------------------------------------------
 
     def receive(self, data: bytes, now: float, source: str | None = None) -> None:
@@ -182,7 +191,7 @@ class VB1Firmware(Firmware):
 
     def next_deadline(self, now: float) -> float:
         """The watchdog expiry when something is on, else the next physics step."""
-        deadline = now + PHYSICS_STEP
+        deadline = self._physics_deadline(now)
         expiry = self._watchdog_expiry()
         if expiry is not None:
             deadline = min(deadline, expiry)
