@@ -87,10 +87,17 @@ def test_cli_run_stop_and_sigterm(setup: Setup) -> None:
     setup.wait_devices_up(3)
     # `massaged run` finds the daemon and runs the session there, following it to its end.
     run = setup.start("run", "collar-zone", "--no-display", "--well")
-    time.sleep(2.5)
-    status = setup.cli("status", "--json")
-    assert status.returncode == 0, status.stderr
-    session = json.loads(status.stdout)["session"]
+    # Until the session runs (a fixed 2.5 s sleep failed on a loaded machine, where the
+    # run's start took longer), with a deadline.
+    deadline = time.monotonic() + 20.0
+    while True:
+        status = setup.cli("status", "--json")
+        assert status.returncode == 0, status.stderr
+        session = json.loads(status.stdout)["session"]
+        if (session and session["state"] == "running") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert session is not None, "no session 20 s after massaged run"
     assert session["state"] == "running"
     stopped = setup.cli("stop")
     assert stopped.returncode == 0, stopped.stderr
