@@ -25,6 +25,7 @@ from devices.errors import LinkError, SafetyError
 from devices.events import DeviceEvent, ServiceGap, StatusReport
 from devices.links.base import Link
 from devices.outputs import Output
+from devices.wake import Wake
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 EventListener = Callable[[DeviceEvent], None]
 
 
-class Wakeup:
+class Wakeup(Wake):
     """What a background task sleeps on: a flag, and the next deadline if any.
 
     The task calls :meth:`arm` *before* it looks at the state it acts on, then
@@ -48,56 +49,21 @@ class Wakeup:
     task and raise through it, three times the CPU on every timed wake-up).
     """
 
-    __slots__ = ("_set", "_waiter", "passes")
+    __slots__ = ("passes",)
 
     def __init__(self) -> None:
-        self._set = False
-        self._waiter: asyncio.Future[None] | None = None
+        super().__init__()
         self.passes = 0
         """How many times the task has looked at its state (for tests and diagnostics)."""
 
-    def set(self) -> None:
-        """The state changed: wake the task (never blocks; callable from sync callbacks)."""
-        self._set = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def is_set(self) -> bool:
-        """True when set() was called since the last arm()."""
-        return self._set
-
     def arm(self) -> None:
         """Start a pass: forget earlier wake-ups, as the task is about to look at the state."""
-        self._set = False
+        self.clear()
         self.passes += 1
 
     async def sleep(self, deadline: float | None) -> None:
         """Until set() or the loop time deadline (None: until set() only)."""
-        if self._set:
-            return
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiter = waiter
-        timer = None if deadline is None else loop.call_at(deadline, _release, waiter)
-        try:
-            await waiter
-        except BaseException:
-            if timer is not None:
-                timer.cancel()
-            raise
-        finally:
-            self._waiter = None
-        if timer is not None and self._set:
-            # Woken before the deadline: drop the timer. Not set: the timer itself woke
-            # us and is gone already (a cancel would cost a call for nothing).
-            timer.cancel()
-
-
-def _release(waiter: asyncio.Future[None]) -> None:
-    """A sleep's deadline passed: let it return (unless set() or a cancel came first)."""
-    if not waiter.done():
-        waiter.set_result(None)
+        await self.sleep_until(deadline)
 
 
 class Device(abc.ABC):

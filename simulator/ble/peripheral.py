@@ -13,9 +13,9 @@ from uuid import UUID
 
 from devices.capabilities import DeviceKind
 from devices.protocols import coyote_v2, eb1, sp1, vb1
+from devices.wake import Wake
 from simulator.faults import LinkFaults
 from simulator.firmware.base import Firmware
-from simulator.wake import Wake
 
 if TYPE_CHECKING:
     # Only the annotation: the radio is the server side, and the simulate process need

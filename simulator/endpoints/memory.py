@@ -28,9 +28,9 @@ from devices.links.base import (
     Hex,
     Link,
 )
+from devices.wake import Wake
 from simulator.faults import LinkFaults
 from simulator.firmware.base import Firmware
-from simulator.wake import Wake
 
 logger = logging.getLogger(__name__)
 

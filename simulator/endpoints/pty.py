@@ -19,9 +19,9 @@ import tty
 from pathlib import Path
 
 from devices.links.base import Hex
+from devices.wake import Wake
 from simulator.faults import LinkFaults
 from simulator.firmware.base import Firmware, Outgoing
-from simulator.wake import Wake
 
 logger = logging.getLogger(__name__)
 

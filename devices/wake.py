@@ -1,12 +1,11 @@
-"""What a firmware loop sleeps on: a wake-up flag, and the firmware's next deadline.
+"""What a loop sleeps on: a wake-up flag, and its next deadline if any.
 
-Every endpoint (the pseudo-terminal, the radio, the in-process MemoryLink) runs
-one loop per firmware that ticks it at ``next_deadline()`` or when something
-pokes it (bytes arrived, a fault, a test pressing its stop button). Those loops
-sleep many times a second, and most sleeps end at their deadline: one future and
-one timer handle per sleep, where ``asyncio.timeout`` around ``Event.wait()``
-would cancel the task and raise through it at every deadline, for about three
-times the CPU.
+The drivers' background tasks, the session runner (through
+devices.drivers.base.Wakeup) and every simulator endpoint's firmware loop sleep
+many times a second, and most sleeps end at their deadline: one future and one
+timer handle per sleep, where ``asyncio.timeout`` around ``Event.wait()`` would
+cancel the task and raise through it at every deadline, for about three times
+the CPU.
 """
 
 from __future__ import annotations
