@@ -100,6 +100,15 @@ class HostGuard:
 
     def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.setblocking(False)
+        self._sock = ours
+        self._broken = False
+        self.ready = False
+        # What the guard must know goes into the socket before the process exists: a
+        # daemon frozen right after the fork still has a guard that knows every link.
+        for address, route in self.links.snapshot().items():
+            self._send(f"hold {address} {route}")
+        self._send("beat")
         try:
             self.process = subprocess.Popen(
                 [
@@ -117,18 +126,12 @@ class HostGuard:
                 start_new_session=True,
             )
         except OSError:
+            self._sock = None
             ours.close()
             raise
         finally:
             theirs.close()
-        ours.setblocking(False)
-        self._sock = ours
-        self._broken = False
-        self.ready = False
         logger.info("host guard started (pid %d)", self.process.pid)
-        for address, route in self.links.snapshot().items():
-            self._send(f"hold {address} {route}")
-        self._send("beat")
 
     def _stop_process(self) -> None:
         sock, self._sock = self._sock, None

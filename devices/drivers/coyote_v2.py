@@ -225,15 +225,23 @@ class CoyoteV2Driver(EmsButterflyDriver):
             wire = (cv2.to_wire_strength(values[0]), cv2.to_wire_strength(values[1]))
             data = cv2.encode_strengths(*wire)
             for i, rise in enumerate(rises):
-                if rise:
-                    self._ramp.spend(i, rise, now)
-                    if self._level[i] == 0:
-                        self._fed_at[i] = now  # its first waveform is due now
+                if rise and self._level[i] == 0:
+                    self._fed_at[i] = now  # its first waveform is due now
                 if values[i] == 0:
                     self._wire_wave[i] = None
             self._level = [values[0], values[1]]
             self._answers.append(wire)
-            await self._write(data, target=cv2.STRENGTH_UUID, generation=generation)
+            try:
+                await self._write(data, target=cv2.STRENGTH_UUID, generation=generation)
+            finally:
+                # Rule 2 counts from when the raise left, not from when it was planned: a
+                # write held up (a busy host, a slow link) must not let the next step
+                # follow it sooner than 100 ms on the wire. Counted even if the write
+                # failed: it may have gone out.
+                sent_at = loop.time()
+                for i, rise in enumerate(rises):
+                    if rise:
+                        self._ramp.spend(i, rise, sent_at)
             self.strength_writes += 1
             return True
 

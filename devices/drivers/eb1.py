@@ -481,10 +481,19 @@ class EB1Driver(EmsButterflyDriver):
             await self._resend(change, waves, generation)
         elif values is not None:
             self._zero_first = False
-            for i, value in enumerate(values):
-                if value is not None and value > self._strength[i]:
-                    self._ramp.spend(i, value - self._strength[i], now)
-            await self._send_change(values, waves, generation=generation)
+            rises = [
+                (i, value - self._strength[i])
+                for i, value in enumerate(values)
+                if value is not None and value > self._strength[i]
+            ]
+            try:
+                await self._send_change(values, waves, generation=generation)
+            finally:
+                # Counted from when the raise left, not when it was planned (as the
+                # Coyote V2's): a write held up must not bring the next step sooner.
+                sent_at = loop.time()
+                for i, rise in rises:
+                    self._ramp.spend(i, rise, sent_at)
         else:
             await self._write_b0(0, (None, None), waves, generation)
         return loop.time()  # look again: what is due next depends on what was just written
