@@ -10,7 +10,6 @@ it, when there is no terminal to ask on (a script, systemd, ``</dev/null``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from controller.errors import NoTerminalError
@@ -32,6 +31,8 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
 
 def print_json(data: Any, *, out: TextIO | None = None) -> None:
     """data as indented JSON on stdout; dates, paths and the like as their text."""
+    import json  # here: a command that prints no JSON starts without it
+
     stream = out if out is not None else sys.stdout
     stream.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
 

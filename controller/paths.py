@@ -87,6 +87,24 @@ def check_socket_path(path: Path) -> None:
         )
 
 
+def no_socket_at(path: Path) -> bool:
+    """True when nothing is at path, so no daemon can answer there.
+
+    Connecting to a Unix socket that is not there fails with ENOENT, which the
+    control socket's clients take as "no daemon": the commands that fall back to
+    working without one check this first and skip asyncio and the client. Only
+    a certain absence counts (a dangling symbolic link included, as for connect):
+    anything else (a file, a folder that cannot be searched) is left to the client.
+    """
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
 def db_path(environ: Mapping[str, str] | None = None) -> Path:
     """The default path of the SQLite store: data dir / massaged.db."""
     return data_dir(environ) / DB_FILENAME

@@ -44,7 +44,6 @@ from controller.profile_terms import Contraindication as Contraindication
 from controller.profile_terms import PainfulSide as PainfulSide
 from devices.capabilities import DeviceKind, Side
 from devices.errors import ConfigError
-from devices.kinds import KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -135,8 +134,31 @@ CONTRAINDICATIONS: Mapping[Contraindication, ContraindicationInfo] = {
     ),
 }
 
-EMS_KINDS: frozenset[DeviceKind] = frozenset(k for k, spec in KINDS.items() if spec.ems)
-"""The device kinds an EMS-only contraindication blocks (and a child never gets)."""
+EMS_KINDS: frozenset[DeviceKind]
+"""The device kinds an EMS-only contraindication blocks (and a child never gets).
+
+Found in the device kinds' table (devices.kinds) on first use, not at import: that
+table loads every kind's output models, which reading or listing a profile does
+without (a command's start-up). See __getattr__.
+"""
+
+
+def _ems_kinds() -> frozenset[DeviceKind]:
+    found: frozenset[DeviceKind] | None = globals().get("EMS_KINDS")
+    if found is None:
+        from devices.kinds import KINDS
+
+        found = frozenset(k for k, spec in KINDS.items() if spec.ems)
+        globals()["EMS_KINDS"] = found
+    return found
+
+
+def __getattr__(name: str) -> frozenset[DeviceKind]:
+    """EMS_KINDS, made on first use (PEP 562)."""
+    if name == "EMS_KINDS":
+        return _ems_kinds()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _ALIASES: Mapping[str, Contraindication] = {
     "high_temperature": Contraindication.FEVER,
@@ -331,7 +353,7 @@ def check_contraindications(
     findings: list[ContraindicationFinding] = []
     for item in sorted(profile.contraindications, key=_order):
         info = CONTRAINDICATIONS[item]
-        blocks = wanted & EMS_KINDS if info.ems_only else wanted
+        blocks = wanted & _ems_kinds() if info.ems_only else wanted
         if blocks:
             findings.append(ContraindicationFinding(item, blocks, contraindication_message(item)))
     blocked = frozenset[DeviceKind]().union(*(f.blocks for f in findings))

@@ -11,9 +11,10 @@ first, and only falls back to the full command line when this module cannot
 be sure of what to do.
 
 Why this module must stay light: it imports only the standard library modules
-it needs (os, sys, socket, time; tomllib only when a configuration file
-exists; json only once the request has gone) and the light ``controller.paths``
-and ``devices.errors``. Nothing else: no pydantic, no asyncio, no other
+it needs (os, sys, time; socket only when a request is sent, for every command
+line imports this module; tomllib only when a configuration file exists; json
+only once the request has gone) and the light ``controller.paths`` and
+``devices.errors``. Nothing else: no pydantic, no asyncio, no other
 project module.
 tests/controller/test_quick_control.py checks that pydantic, asyncio, aiomqtt
 and bleak stay out of ``sys.modules``; measure with
@@ -38,7 +39,6 @@ so both paths send the same bytes and print the same answers and errors.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -51,7 +51,9 @@ from devices.errors import ConfigError
 # recognises this name on its own.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Mapping, Sequence
+    from types import ModuleType
     from typing import Any
 
 SIMPLE_COMMANDS: dict[str, tuple[str, str]] = {
@@ -355,10 +357,11 @@ def call(path: Path, command: str, *, timeout: float = CALL_TIMEOUT) -> dict[str
     daemon closed the connection unserved. DaemonNotRunningError when nothing
     listens, ControlError for everything else.
     """
+    sockets = _socket_module()
     deadline = time.monotonic() + timeout
     while True:
         left = max(deadline - time.monotonic(), 0.001)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
         try:
             _connect(sock, path, left, shown=timeout)
             line = _exchange(sock, command, left, shown=timeout)
@@ -385,6 +388,26 @@ def call(path: Path, command: str, *, timeout: float = CALL_TIMEOUT) -> dict[str
             time.sleep(RETRY_S)
             continue
         return answer
+
+
+def __getattr__(name: str) -> ModuleType:
+    """This module's socket, imported on first use (PEP 562).
+
+    Every command line imports this module, and socket (with selectors) was its
+    slowest import: only a request sent needs it.
+    """
+    if name != "socket":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import socket
+
+    globals()["socket"] = socket
+    return socket
+
+
+def _socket_module() -> ModuleType:
+    """The socket module this module uses (set in its namespace once imported)."""
+    module: ModuleType | None = globals().get("socket")
+    return module if module is not None else __getattr__("socket")
 
 
 def _connect(sock: socket.socket, path: Path, timeout: float, *, shown: float) -> None:

@@ -48,8 +48,7 @@ from typing import Any
 from controller import paths
 from controller.errors import LockError, NotFoundError, StoreError
 from controller.locks import OwnerLock, owner_is_gone, sweep_gone_owners
-from controller.profiles import DEFAULT_PROFILE, DEFAULT_PROFILE_NAME, Profile, parse_profile
-from controller.session.states import Outcome
+from controller.profile_terms import DEFAULT_PROFILE_NAME
 
 # The checks made before anything is opened live in a light module (a command refuses a
 # wrong --db without loading this one); they are re-exported from here.
@@ -59,6 +58,14 @@ from controller.store_paths import database_path as database_path
 from controller.store_paths import database_to_read
 from devices.capabilities import DeviceKind
 from devices.errors import ConfigError
+
+# The profile models (pydantic) and the session's outcomes (with the device layer's
+# models) are imported where a profile or an outcome is read or written: a listing
+# of an empty history, a device registry or a course does without them.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from controller.profiles import Profile
+    from controller.session.states import Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -618,6 +625,8 @@ class Store:
         detail: Mapping[str, Any] | None = None,
     ) -> SessionRecord:
         """Record how a session ended; gentler_presses defaults to its "gentler" events."""
+        from controller.session.states import Outcome
+
         try:
             result = Outcome(outcome)
         except ValueError:
@@ -711,6 +720,8 @@ class Store:
             where.append("started_at >= ?")
             args.append(_ts(since))
         if outcome is not None:
+            from controller.session.states import Outcome
+
             where.append("outcome = ?")
             args.append(Outcome(outcome).value)
         sql = _SESSION_SELECT
@@ -741,8 +752,23 @@ class Store:
         with self._reading("read the profile") as conn:
             row = conn.execute("SELECT data FROM profiles WHERE name = ?", (name,)).fetchone()
         if row is not None:
+            from controller.profiles import parse_profile
+
             return parse_profile(row[0])
-        return DEFAULT_PROFILE if name == DEFAULT_PROFILE_NAME else None
+        if name != DEFAULT_PROFILE_NAME:
+            return None  # told without the profile models
+        from controller.profiles import DEFAULT_PROFILE
+
+        return DEFAULT_PROFILE
+
+    def require_profile(self, name: str) -> None:
+        """NotFoundError unless there is a profile of this name: get_profile's check
+        (a stored one is read and validated), without making the built-in default."""
+        with self._reading("read the profile") as conn:
+            row = conn.execute("SELECT data FROM profiles WHERE name = ?", (name,)).fetchone()
+        if row is None and name == DEFAULT_PROFILE_NAME:
+            return  # the built-in default: its models need not load to say it exists
+        self.get_profile(name)
 
     def get_profile(self, name: str) -> Profile:
         """A profile by name (NotFoundError if there is none)."""
@@ -753,6 +779,8 @@ class Store:
 
     def list_profiles(self) -> list[Profile]:
         """Every profile by name, the built-in default included."""
+        from controller.profiles import DEFAULT_PROFILE, parse_profile
+
         with self._reading("read the profiles") as conn:
             rows = conn.execute("SELECT data FROM profiles ORDER BY name").fetchall()
         profiles = {p.name: p for p in (parse_profile(r[0]) for r in rows)}
@@ -919,6 +947,8 @@ _COURSE_SELECT = "SELECT id, profile, started_at, sessions, every_days, ended_at
 
 
 def _session(row: Sequence[Any]) -> SessionRecord:
+    from controller.session.states import Outcome
+
     started = _parse_ts(row[4])
     assert started is not None  # NOT NULL in the schema
     return SessionRecord(

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
 from devices.capabilities import DeviceKind
 from devices.kinds import kind_spec, off_output
-from devices.outputs import Output
+from devices.outputs import BeltOutput, Output
 from programs.timeline import DeviceTimeline
 
 logger = logging.getLogger(__name__)
@@ -117,15 +118,33 @@ def counted_channels(timeline: DeviceTimeline) -> list[str]:
     return [channel for channel, _ in off_output(caps).felt()]
 
 
+def _motor_slot(channel: str) -> int | None:
+    """The level index of a belt channel ``motor1``..``motorN`` (as BeltOutput.felt names
+    them), or None for any other name."""
+    digits = channel[5:]
+    if channel.startswith("motor") and digits.isdecimal() and digits.isascii() and digits[0] != "0":
+        return int(digits) - 1
+    return None
+
+
 def plan_series(timeline: DeviceTimeline, channel: str) -> Series:
     """One channel of a rendered timeline as a step function."""
     # The renderers reuse one output object for repeated frames: each is read once.
     read: dict[int, float] = {}
     series: Series = []
+    # A belt motor's value is its level (BeltOutput.felt): read straight from the levels,
+    # without a dict of every motor per output (a test reads every channel in turn).
+    slot = _motor_slot(channel)
     for cue in timeline.cues:
-        value = read.get(id(cue.output))
+        output = cue.output
+        value = read.get(id(output))
         if value is None:
-            value = read[id(cue.output)] = output_value(cue.output, channel)
+            if slot is not None and type(output) is BeltOutput:
+                levels = output.levels
+                value = float(levels[slot]) if slot < len(levels) else 0.0
+            else:
+                value = output_value(output, channel)
+            read[id(output)] = value
         series.append((cue.t, value))
     return series
 
@@ -137,9 +156,21 @@ def plan_channels(timeline: DeviceTimeline) -> dict[str, Series]:
     plan checks read every motor of several belts, so each cue is read once).
     """
     cues = timeline.cues
-    for kind in dict.fromkeys(cue.output.kind for cue in cues):  # in the order of the cues
+    outputs = list(map(_OUTPUT, cues))
+    for kind in dict.fromkeys(map(_KIND, outputs)):  # in the order of the cues
         if not _counts_movements(kind):
             raise ValueError(f"no movements on a {kind.value} output")
+    if set(map(type, outputs)) == {BeltOutput}:
+        levels = list(map(_LEVELS, outputs))
+        if len(set(map(len, levels))) == 1:
+            # One belt (the plan checks' case): every output has the same motors, and a
+            # motor's value is its level (BeltOutput.felt), read a column at a time.
+            names = [name for name, _ in outputs[0].felt()]
+            times = list(map(_T, cues))
+            return {
+                name: list(zip(times, map(float, column), strict=True))
+                for name, column in zip(names, zip(*levels, strict=True), strict=True)
+            }
     found: dict[str, Series] = {}
     # The renderers reuse one output object for repeated frames: each is read once.
     read: dict[int, tuple[tuple[str, float], ...]] = {}
@@ -157,6 +188,12 @@ def plan_channels(timeline: DeviceTimeline) -> dict[str, Series]:
                 if len(series) <= i:
                     series.append((cue.t, 0.0))
     return found
+
+
+_OUTPUT = operator.attrgetter("output")
+_KIND = operator.attrgetter("kind")
+_LEVELS = operator.attrgetter("levels")
+_T = operator.attrgetter("t")
 
 
 # -- a recording --------------------------------------------------------------

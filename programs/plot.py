@@ -261,9 +261,13 @@ def _full_scale(panel: Panel, at_least: float = 1.0) -> float:
     return max([at_least, *values])
 
 
-def _plan_scales(plan: SessionPlan) -> dict[str, float]:
-    """Each kind's full strip in the plan: a recording drawn with it uses the same (or more)."""
-    return {panel.kind: _full_scale(panel) for panel in plan_panels(plan)}
+def _plan_scales(plan: SessionPlan, panels: Sequence[Panel] | None = None) -> dict[str, float]:
+    """Each kind's full strip in the plan: a recording drawn with it uses the same (or more).
+
+    panels are the plan's (plan_panels), when the caller has them already."""
+    if panels is None:
+        panels = plan_panels(plan)
+    return {panel.kind: _full_scale(panel) for panel in panels}
 
 
 def _draw_rows(
@@ -272,6 +276,8 @@ def _draw_rows(
     """One strip per channel (a belt's motors, a butterfly's outputs): no line hides another."""
     full_scale = _full_scale(panel, at_least)
     channels = _row_channels(panel)
+    # y is set at the end (set_ylim): as for x in _draw, autoscaling it on the way is waste.
+    ax.set_autoscaley_on(False)
     ticks: list[float] = []
     tick_labels: list[str] = []
     for row, channel in enumerate(channels):
@@ -321,6 +327,11 @@ def _draw(
     axes = fig.subplots(
         len(panels), 1, sharex=True, squeeze=False, gridspec_kw={"height_ratios": heights}
     )[:, 0]
+    for ax in axes:
+        # x is set once at the end (set_xlim, shared by every panel): autoscaling it along the
+        # way changes nothing drawn and costs, as each axvline reads the x bounds and
+        # autoscaling gathers every artist of every panel then.
+        ax.set_autoscalex_on(False)
     last_t = end if end is not None else 0.0
     if end is None:
         for panel in panels:
@@ -362,15 +373,16 @@ def _save(fig: Any, out: Path) -> Path:
 
 def plan_figure(plan: SessionPlan, out: Path = Path("plan.png")) -> Any:
     """The Figure of a rendered plan (plot_plan writes it)."""
+    panels = plan_panels(plan)
     return _draw(
-        plan_panels(plan),
+        panels,
         out,
         title=f"{plan.program_id}: {plan.title} ({plan.audience}, {plan.duration / 60:.1f} min)"
         " — the plan",
         steps=plan.steps,
         end=plan.duration,
         labels=_motor_labels(plan),
-        scales=_plan_scales(plan),
+        scales=_plan_scales(plan, panels),
     )
 
 

@@ -194,13 +194,15 @@ def belt_frames(ctx: StepContext) -> list[Frame]:
     # and side weight are computed once.
     moving: dict[int, list[tuple[int, float, int, Side]]] = {}
     made: dict[tuple[int, float, tuple[float, ...]], BeltOutput] = {}
-    frames: list[Frame] = []
-    for t, shape in ctx.movements(lambda slot: make(ctx, motors, ctx.active_s(slot))):
-        intensity = steady if steady is not None else ctx.intensity(t)
-        weights = fixed if fixed is not None else {s: ctx.side_weight(s, t) for s in sides}
-        key = (id(shape), intensity, tuple(weights.values()))
-        output = made.get(key)
-        if output is None:
+    count = len(caps.motors)
+    heat = ctx.heat
+
+    def output(
+        shape: Shape, intensity: float, weights: dict[Side, float], key_weights: tuple[float, ...]
+    ) -> BeltOutput:
+        key = (id(shape), intensity, key_weights)
+        made_output = made.get(key)
+        if made_output is None:
             parts = moving.get(id(shape))
             if parts is None:
                 # A motor at 0 in the shape stays at 0 whatever the intensity and weight.
@@ -209,9 +211,32 @@ def belt_frames(ctx: StepContext) -> list[Frame]:
                     for index, slot, top, side in playing
                     if (x := shape.get(index, 0.0))
                 ]
-            levels = [0] * len(caps.motors)
+            levels = [0] * count
             for slot, x, top, side in parts:
                 levels[slot] = round(min(1.0, max(0.0, x * intensity * weights[side])) * top)
-            output = made[key] = BeltOutput(levels=tuple(levels), heat=ctx.heat)
-        frames.append((t, output))
+            made_output = made[key] = BeltOutput(levels=tuple(levels), heat=heat)
+        return made_output
+
+    if fixed is not None:
+        fixed_key = tuple(fixed.values())
+        if steady is not None:
+            # Neither the intensity nor the side weights move: every movement plays the same
+            # outputs, made once from the pattern's keyframes and laid out by ctx.movements.
+            def outputs(slot: float) -> list[tuple[float, BeltOutput]]:
+                shapes = make(ctx, motors, ctx.active_s(slot))
+                return [
+                    (offset, output(shape, steady, fixed, fixed_key)) for offset, shape in shapes
+                ]
+
+            return ctx.movements(outputs)
+        # A ramp: the intensity moves, the side weights hold.
+        return [
+            (t, output(shape, ctx.intensity(t), fixed, fixed_key))
+            for t, shape in ctx.movements(lambda slot: make(ctx, motors, ctx.active_s(slot)))
+        ]
+    frames: list[Frame] = []
+    for t, shape in ctx.movements(lambda slot: make(ctx, motors, ctx.active_s(slot))):
+        intensity = steady if steady is not None else ctx.intensity(t)
+        weights = {s: ctx.side_weight(s, t) for s in sides}
+        frames.append((t, output(shape, intensity, weights, tuple(weights.values()))))
     return frames

@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import Final
 
-from devices.capabilities import Capabilities, EmsChannel
+from devices.capabilities import Capabilities, EmsChannel, Side
 from devices.outputs import ButterflyOutput, EmsChannelOutput
 from programs.model import StepSide, Technique
 from programs.render_belt import TAP_ON_S, TAP_PERIOD_S
@@ -144,13 +144,13 @@ def butterfly_frames(ctx: StepContext) -> list[Frame]:
     if ctx.step.side is not StepSide.TO_PAINFUL:
         fixed = {side: ctx.side_weight(side, ctx.start) for side in sides}
     made: dict[tuple[int, float, tuple[float, ...]], ButterflyOutput] = {}
-    frames: list[Frame] = []
-    for t, waves in ctx.movements(movement):
-        intensity = steady if steady is not None else ctx.intensity(t)
-        weights = fixed if fixed is not None else {side: ctx.side_weight(side, t) for side in sides}
+
+    def output(
+        waves: dict[str, int], intensity: float, weights: dict[Side, float]
+    ) -> ButterflyOutput:
         key = (id(waves), intensity, tuple(weights.values()))
-        output = made.get(key)
-        if output is None:
+        made_output = made.get(key)
+        if made_output is None:
             outputs = {
                 ch.name: EmsChannelOutput(
                     strength=strength_for(intensity * weights[ch.side], ch),
@@ -159,8 +159,21 @@ def butterfly_frames(ctx: StepContext) -> list[Frame]:
                 )
                 for ch in channels
             }
-            output = made[key] = _output(outputs)
-        frames.append((t, output))
+            made_output = made[key] = _output(outputs)
+        return made_output
+
+    if steady is not None and fixed is not None:
+        # Neither the intensity nor the side weights move: every movement plays the same
+        # outputs, made once from the movement's keyframes and laid out by ctx.movements.
+        def outputs(slot: float) -> list[tuple[float, ButterflyOutput]]:
+            return [(offset, output(waves, steady, fixed)) for offset, waves in movement(slot)]
+
+        return ctx.movements(outputs)
+    frames: list[Frame] = []
+    for t, waves in ctx.movements(movement):
+        intensity = steady if steady is not None else ctx.intensity(t)
+        weights = fixed if fixed is not None else {side: ctx.side_weight(side, t) for side in sides}
+        frames.append((t, output(waves, intensity, weights)))
     return frames
 
 

@@ -144,8 +144,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Keep this run's durations for the next one's order (main process only)."""
     config = session.config
-    if hasattr(config, "workerinput") or config.cache is None or not _durations:
+    cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
+    if hasattr(config, "workerinput") or cache is None or not _durations:
         return
-    known: dict[str, float] = config.cache.get(DURATIONS_KEY, {})
+    known: dict[str, float] = cache.get(DURATIONS_KEY, {})
     known.update({nodeid: round(seconds, 3) for nodeid, seconds in _durations.items()})
-    config.cache.set(DURATIONS_KEY, known)
+    cache.set(DURATIONS_KEY, known)

@@ -13,10 +13,16 @@ import argparse
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 from controller.commands.config import add_config_option, read_config
-from controller.paths import check_socket_path
+from controller.paths import check_socket_path, no_socket_at
+from controller.quick_control import not_running
+
+# Not typing.TYPE_CHECKING: importing typing costs start-up time and mypy
+# recognises this name on its own.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 EXIT_DETACHED = 0
 """The view ended by Ctrl-C (or SIGTERM, SIGHUP): the session runs on, nothing failed."""
@@ -55,10 +61,15 @@ def cmd_attach(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     """Follow the running session until it ends or the view is left.
 
     The socket is found and checked here; the view is the coroutine returned, which
-    controller.cli runs: a bad --socket or --config does without asyncio.
+    controller.cli runs: a bad --socket or --config, or no daemon there, does without
+    asyncio.
     """
     socket = Path(args.socket) if args.socket else Path(read_config(args).daemon.socket)
     check_socket_path(socket)
+    if no_socket_at(socket):
+        # The client's own answer to a socket that is not there, without asyncio and
+        # the client loaded to get it.
+        raise not_running(socket, FileNotFoundError(socket))
     return _attach(args, socket)
 
 

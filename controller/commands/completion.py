@@ -11,7 +11,12 @@ import argparse
 import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+
+# Not typing.TYPE_CHECKING: importing typing costs start-up time and mypy
+# recognises this name on its own.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SHELLS = ("bash", "zsh", "fish")
 

@@ -93,19 +93,22 @@ def read_config(args: argparse.Namespace) -> Config:
     return load_config(given)
 
 
-def apply_session_defaults(args: argparse.Namespace) -> None:
+def apply_session_defaults(args: argparse.Namespace) -> Config:
     """Fill what ``run`` was not told from [session]: program, profile and display.
 
     The command line wins: a PROGRAM, --profile or --no-display given is kept.
-    The configuration is read (and validated) here, before any slow work.
+    The configuration is read (and validated) here, before any slow work, and
+    returned: validated once, it serves the rest of the command.
     """
-    session = read_config(args).session
+    config = read_config(args)
+    session = config.session
     if getattr(args, "program", None) is None:
         args.program = session.default_program
     if getattr(args, "profile", None) is None:
         args.profile = session.profile
     if not session.display:
         args.no_display = True
+    return config
 
 
 def _given(args: argparse.Namespace) -> Path | None:

@@ -8,12 +8,17 @@ import logging
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 from controller import argtypes, output, quick_control, store_paths
 from controller.errors import DaemonNotRunningError, NoTerminalError
-from controller.paths import check_socket_path
+from controller.paths import check_socket_path, no_socket_at
 from devices.errors import ConfigError, MassagedError
+
+# Not typing.TYPE_CHECKING: importing typing costs start-up time and mypy
+# recognises this name on its own.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # asyncio, the control socket's server and client (controller.control, with the API's
 # models) and the daemon are imported by the handlers that use them: stop, status and
@@ -377,6 +382,9 @@ def cmd_scan(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
 async def _scan(args: argparse.Namespace, config: Any) -> int:
     timeout = args.timeout or config.daemon.scan_timeout
     try:
+        if no_socket_at(Path(config.daemon.socket)):
+            # What the client would find, without loading it (and the API's models).
+            raise DaemonNotRunningError(f"no massaged daemon on {config.daemon.socket}")
         found = await _call(config, "scan", {"timeout": timeout})
     except DaemonNotRunningError:
         from devices.discovery import scan
@@ -526,27 +534,70 @@ async def _choose(candidates: list[Any], *, yes: bool) -> Any:
     return candidates[int(choice) - 1]
 
 
-def cmd_devices(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
+def cmd_devices(args: argparse.Namespace) -> Coroutine[Any, Any, int] | int:
     """List, rename, unpair, set caps: through the daemon when it runs, else in the store."""
-    return _devices(args, load(args))  # the options checked before asyncio loads
+    db: Path | None = getattr(args, "db", None)
+    if db is not None and _surely_no_daemon(args):
+        # The store will be opened here, so a --db it would refuse (a folder, a file that
+        # is not a database) is refused now, in its words, before the settings' models
+        # load: as a --db in a missing folder is (check_paths).
+        check_paths(args)
+        if _devices_request(args)[0] == "devices":  # a listing only reads
+            store_paths.database_to_read(db)
+        else:
+            store_paths.check_database_to_open(db)
+    config = load(args)  # the options checked before asyncio loads
+    if no_socket_at(Path(config.daemon.socket)):
+        # Nothing at the socket: no daemon answers (the client would say so), so the
+        # store is used at once, without asyncio and the client loaded to find that out.
+        command, payload = _devices_request(args)
+        return _show_devices(args, command, _devices_offline(config, command, payload), payload)
+    return _devices(args, config)
+
+
+def _surely_no_daemon(args: argparse.Namespace) -> bool:
+    """True when the light rules are sure of the control socket and nothing is there."""
+    config: Path | None = getattr(args, "config", None)
+    given: Path | None = getattr(args, "socket", None)
+    try:
+        socket = quick_control.control_socket(
+            socket_flag=None if given is None else str(given),
+            config_flag=None if config is None else str(config),
+        )
+    except quick_control.FallBack:
+        return False
+    return no_socket_at(socket)
+
+
+def _devices_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The control request of a devices action: its command and payload."""
+    action = args.devices_command
+    if action == "rename":
+        return "rename", {"name": args.name, "new_name": args.new_name}
+    if action == "unpair":
+        return "unpair", {"name": args.name}
+    if action == "set":
+        return "set_caps", {"name": args.name, "max_intensity": args.max_intensity}
+    return "devices", {}
 
 
 async def _devices(args: argparse.Namespace, config: Any) -> int:
-    action = args.devices_command
-    payload: dict[str, Any]
-    if action == "rename":
-        command, payload = "rename", {"name": args.name, "new_name": args.new_name}
-    elif action == "unpair":
-        command, payload = "unpair", {"name": args.name}
-    elif action == "set":
-        command, payload = "set_caps", {"name": args.name, "max_intensity": args.max_intensity}
-    else:
-        command, payload = "devices", {}
+    command, payload = _devices_request(args)
     try:
         data = await _call(config, command, payload)
         devices = data if command == "devices" else None
     except DaemonNotRunningError:
         devices = _devices_offline(config, command, payload)
+    return _show_devices(args, command, devices, payload)
+
+
+def _show_devices(
+    args: argparse.Namespace,
+    command: str,
+    devices: list[dict[str, Any]] | None,
+    payload: dict[str, Any],
+) -> int:
+    """Print what a devices action did, or the devices listed."""
     if command != "devices":
         print(_done(command, payload))
         return 0
@@ -590,7 +641,6 @@ def _devices_offline(
         store_paths.database_to_read(config.store.path)
     else:
         store_paths.check_database_to_open(config.store.path)
-    from controller import pairing
     from controller.store import Store
 
     # Listing only reads: it creates no database and changes nothing (issue 13).
@@ -598,6 +648,9 @@ def _devices_offline(
     store = opener(config.store.path)
     try:
         if command == "rename":
+            # Only here: pairing loads the drivers' layers (asyncio, the device kinds).
+            from controller import pairing
+
             pairing.check_name(payload["new_name"])
             store.update_device(payload["name"], name=payload["new_name"])
             return None

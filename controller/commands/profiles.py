@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from controller.errors import StoreError
 from controller.output import add_json_option, print_json, print_table
 from controller.profile_terms import Audience, Contraindication, PainfulSide
 from controller.store_paths import check_database_to_open, database_to_read
 
+# Not typing.TYPE_CHECKING: importing typing costs start-up time and mypy
+# recognises this name on its own.
+TYPE_CHECKING = False
 # The profile and store layers (pydantic, sqlite) are imported where they are used:
 # history and run import this module for add_db_option and open_store. The profile's
 # words (controller.profile_terms) and the database's path checks (store_paths) are light.
@@ -218,6 +219,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     with open_store_for_reading(args) as store:
         profile = store.get_profile(args.name)
     if args.json:
+        import json  # here: only --json needs it
+
         print(json.dumps(profile.model_dump(mode="json"), indent=2))
     else:
         print("\n".join(describe(profile)))
@@ -265,6 +268,20 @@ def cmd_set(args: argparse.Namespace) -> int:
 def tell_daemon(args: argparse.Namespace) -> None:
     """A running daemon follows the saved profile at once: a session running with it
     takes lowered caps and a slower EMS ramp (never a raise). No daemon: nothing to do."""
+    from controller import quick_control
+    from controller.paths import no_socket_at
+
+    given: Path | None = getattr(args, "config", None)
+    try:
+        # The light rules first: when they are sure of the socket and nothing is there,
+        # no daemon runs, and the configuration's models, asyncio and the client are
+        # not loaded to find that out.
+        quick = quick_control.control_socket(config_flag=None if given is None else str(given))
+    except quick_control.FallBack:
+        quick = None
+    if quick is not None and no_socket_at(quick):
+        logger.debug("no daemon told of the profile: nothing at %s", quick)
+        return
     import asyncio
 
     from controller import control
@@ -272,7 +289,7 @@ def tell_daemon(args: argparse.Namespace) -> None:
     from devices.errors import MassagedError
 
     try:
-        socket = Path(load_config(getattr(args, "config", None)).daemon.socket)
+        socket = Path(load_config(given).daemon.socket)
         answer = asyncio.run(control.call(socket, "reload", timeout=TELL_DAEMON_TIMEOUT_S))
     except (MassagedError, OSError) as err:
         logger.debug("no daemon told of the profile: %s", err)

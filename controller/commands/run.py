@@ -8,32 +8,37 @@ import logging
 import math
 import os
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from controller.argtypes import number, seconds
-from controller.commands.config import add_config_option, apply_session_defaults, read_config
+from controller.commands.config import add_config_option, apply_session_defaults
 from controller.commands.profiles import add_db_option, open_store
 from controller.courses import after_session_advice
 from controller.errors import StoreError
 from controller.output import ask, format_time
-from controller.paths import check_socket_path
+from controller.paths import check_socket_path, no_socket_at
 from controller.profile_terms import DEFAULT_PROFILE_NAME
 from controller.readiness import Confirm, postponement, questions, refusal
 from devices.errors import ConfigError, LinkBusyError, LinkError, MassagedError, SafetyError
 
+# Not typing.TYPE_CHECKING: importing typing costs start-up time and mypy
+# recognises this name on its own.
+TYPE_CHECKING = False
 # The session's layers (the runner, drivers, profiles, store, programs; asyncio) are
 # imported by the functions that use them, when the session is set up: a run that
 # fails on its options, and --help, start without them.
 if TYPE_CHECKING:
+    from typing import Any
+
     from controller.profiles import Profile
     from controller.session import Outcome, SessionResult, SessionRunner
     from controller.stop_signals import Received
     from controller.store import DeviceRecord, Store
     from devices.capabilities import DeviceKind
     from devices.drivers.base import Device
+    from programs.model import Program
     from simulator.fleet import DeviceSpec  # the simulator: only with --simulate
 
 logger = logging.getLogger(__name__)
@@ -421,33 +426,60 @@ def cmd_run(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
 
     The options and the configuration are checked here; the session is the coroutine
     returned, which controller.cli runs: a run refused on them does without asyncio.
+    So is a session in this process when no daemon can answer (no control socket):
+    what could refuse it (the program, the profile, the devices, the confirmations)
+    is checked here too.
     """
     speed = check_options(args)  # bad options first: they need nothing loaded
     daemon_first = not args.simulate and not args.devices and not args.no_daemon
     if daemon_first and args.socket:
         check_socket_path(args.socket)  # before the configuration's models load
-    apply_session_defaults(args)  # [session] program, profile, display: see docs/configuration.md
-    return _run(args, speed, daemon_first=daemon_first)
-
-
-async def _run(args: argparse.Namespace, speed: float, *, daemon_first: bool) -> int:
-    """The session of cmd_run, its options checked."""
+    # [session] program, profile, display: see docs/configuration.md
+    config = apply_session_defaults(args)
     if daemon_first:
-        # One process owns the devices: when a daemon runs, the session runs there.
-        answer = await _through_daemon(args)
-        if answer is not None:
-            return answer
+        socket = Path(args.socket or config.daemon.socket)
+        check_socket_path(socket)
+        if not no_socket_at(socket):
+            return _run(args, speed, socket)
+        # Nothing at the socket: no daemon answers (the client would say so), and
+        # the session runs here without asyncio and the client loaded to find that out.
+        _no_daemon(args, socket)
+    return _run_here(args, speed)
+
+
+async def _run(args: argparse.Namespace, speed: float, socket: Path) -> int:
+    """The session on the daemon that answers on socket, else in this process."""
+    # One process owns the devices: when a daemon runs, the session runs there.
+    answer = await _through_daemon(args, socket)
+    if answer is not None:
+        return answer
+    _no_daemon(args, socket)
+    return await _run_here(args, speed)
+
+
+def _no_daemon(args: argparse.Namespace, socket: Path) -> None:
+    """ConfigError when no daemon answers and the command line needs one."""
+    if args.socket:
+        raise ConfigError(f"no daemon answers on {socket}")
     if args.detach:
         raise ConfigError(
             "--detach leaves the session to the daemon, and no daemon answers: "
             "start one (massaged daemon), or run without --detach"
         )
+
+
+def _run_here(args: argparse.Namespace, speed: float) -> Coroutine[Any, Any, int]:
+    """The session in this process: checked now, run by the coroutine returned.
+
+    The program, the profile, the devices and the confirmations are checked
+    before the coroutine is made, so a refused session never loads asyncio; the
+    store opened for them is the coroutine's to close.
+    """
     from programs import library
 
     program = library.resolve(args.program).program
     # The session's layers once the program is known.
     from controller.session import check_profile
-    from controller.session_setup import prepare_session
 
     store = open_store(args)
     try:
@@ -464,6 +496,28 @@ async def _run(args: argparse.Namespace, speed: float, *, daemon_first: bool) ->
         confirmed = confirm_before(args, profile, store, simulated=args.simulate)
         for kind in sorted(dropped):
             print(f"warning: the {kind.value} is left out for profile {profile.name!r}")
+    except BaseException:
+        store.close()
+        raise
+    return _session_here(
+        args, speed, program, profile, store, targets, dropped, confirmed.__contains__
+    )
+
+
+async def _session_here(
+    args: argparse.Namespace,
+    speed: float,
+    program: Program,
+    profile: Profile,
+    store: Store,
+    targets: list[Target],
+    dropped: frozenset[DeviceKind],
+    confirmed: Callable[[Confirm], bool],
+) -> int:
+    """The session _run_here checked: devices connected, played, recorded; store closed."""
+    try:
+        from controller.session_setup import prepare_session
+
         live = not args.no_display and sys.stdout.isatty()
         async with _devices(args, targets, dropped, speed) as devices:
             runner = await prepare_session(
@@ -471,7 +525,7 @@ async def _run(args: argparse.Namespace, speed: float, *, daemon_first: bool) ->
                 profile,
                 devices,
                 store=store,
-                confirmed=confirmed.__contains__,
+                confirmed=confirmed,
                 caps={t.name: t.caps for t in targets},
                 speed=speed,
                 scale=args.scale,
@@ -603,15 +657,11 @@ def _history_error(store: Store, result: SessionResult) -> str | None:
     return None
 
 
-async def _through_daemon(args: argparse.Namespace) -> int | None:
-    """Run the session on a running daemon; None when no daemon answers."""
-    socket = args.socket or read_config(args).daemon.socket
-    check_socket_path(Path(socket))
+async def _through_daemon(args: argparse.Namespace, socket: Path) -> int | None:
+    """Run the session on the daemon at socket; None when no daemon answers."""
     from controller import control
 
-    if not await control.daemon_running(Path(socket)):
-        if args.socket:
-            raise ConfigError(f"no daemon answers on {socket}")
+    if not await control.daemon_running(socket):
         return None
     from controller.remote import RemoteSession, run_remote
     from controller.session import Outcome
@@ -624,10 +674,10 @@ async def _through_daemon(args: argparse.Namespace) -> int | None:
         )
     confirmed = _confirm_for_daemon(args)
     live = not args.no_display and sys.stdout.isatty()
-    remote = RemoteSession(Path(socket), live=live)
+    remote = RemoteSession(socket, live=live)
     try:
         result = await run_remote(
-            Path(socket),
+            socket,
             args.program,
             profile=args.profile,
             scale=args.scale,

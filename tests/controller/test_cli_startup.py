@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -346,3 +347,79 @@ def test_the_light_modules_names_are_the_heavy_modules_own() -> None:
 
     assert control.check_socket_path is paths.check_socket_path
     assert control.UNIX_PATH_MAX is paths.UNIX_PATH_MAX
+
+
+# -- no daemon, nothing to read: what a command line does without ---------------------------
+
+
+@pytest.fixture
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """HOME and the XDG folders in tmp_path (no configuration, database or daemon there),
+    and no MASSAGED_* variable: the children imported() starts inherit them."""
+    home = tmp_path / "home"
+    (tmp_path / "run").mkdir()
+    home.mkdir()
+    for name in [v for v in os.environ if v.startswith("MASSAGED_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
+    return home
+
+
+CLIENT = ("asyncio", "controller.control", "controller.remote")
+"""The control socket's asyncio client: not loaded to find that no daemon is there."""
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "without"),
+    [
+        # An empty history is read without the profile models and the session's outcomes.
+        (["history"], 0, ("pydantic", "controller.profiles", "controller.session")),
+        # The built-in default profile exists without its models being made.
+        (["course", "start"], 0, ("pydantic", "controller.profiles")),
+        (["profiles", "show", "nosuch"], 1, ("pydantic", "controller.profiles")),
+        (["profiles", "check", "nosuch"], 1, ("pydantic", "controller.profiles")),
+        # No control socket: the session would run here, so the unknown program is named
+        # without the client, and before the store is opened.
+        (["run", "nosuch"], 1, (*CLIENT, "controller.store", "controller.session")),
+        (["attach"], 1, CLIENT),
+        (["devices", "list"], 0, (*CLIENT, "devices.kinds", "controller.pairing")),
+        (["devices", "unpair", "nosuch"], 1, (*CLIENT, "devices.kinds", "controller.pairing")),
+        # Saved, and no daemon to tell (the profile's description loads asyncio itself).
+        (["profiles", "set", "someone"], 0, ("controller.control", "controller.config")),
+    ],
+)
+def test_no_daemon_and_nothing_stored_need_no_client(
+    tmp_path: Path, private_home: Path, argv: list[str], code: int, without: tuple[str, ...]
+) -> None:
+    """Checked by os.stat that nothing is at the control socket (paths.no_socket_at): the
+    answer the client would give, without asyncio and the client loaded for it."""
+    got, modules, err = imported(tmp_path, *argv)
+    assert got == code, err
+    assert loaded(modules, without) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["devices", "list", "--db", "@/shared"], "is a folder"),
+        (["devices", "set", "x", "--max-intensity", "0.5", "--db", "@/settings.toml"], "not an"),
+        (["unpair", "x", "--db", "@/settings.toml"], "not an SQLite file"),
+        (["devices", "rename", "x", "y", "--db", "@/shared"], "is a folder"),
+    ],
+)
+def test_no_daemon_and_a_wrong_db_is_refused_before_the_settings(
+    tmp_path: Path, private_home: Path, argv: list[str], error: str
+) -> None:
+    """No daemon at the socket (by the light rules): the devices are read from the store,
+    so a --db it would refuse is refused first, as a --db in a missing folder is."""
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "settings.toml").write_text("[daemon]\n")
+    argv = [word.replace("@", str(tmp_path)) for word in argv]
+    code, modules, err = imported(tmp_path, *argv)
+    assert code == 1
+    assert error in err, err
+    assert err.startswith("massaged: error: "), err
+    assert loaded(modules, (*HEAVY, *LIGHT_TOO)) == []

@@ -31,6 +31,9 @@ from programs.render_pillow import speed_for
 from programs.timeline import StepSpan
 from tests.method.recorded import PROFILES, Recorded, play_recorded, recorded
 
+# One worker plays each recording once for both files (recorded() keeps them per process).
+pytestmark = pytest.mark.xdist_group("method-recordings")
+
 CHILD_S = 15 * 60
 
 

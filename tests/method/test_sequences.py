@@ -13,6 +13,9 @@ from programs.model import StepSide, Technique
 from programs.movements import Movement, movements
 from tests.method.recorded import Recorded, recorded
 
+# One worker plays each recording once for both files (recorded() keeps them per process).
+pytestmark = pytest.mark.xdist_group("method-recordings")
+
 NECK_LEFT, NECK_RIGHT = "motor1", "motor2"
 BY_ZONE = {"neck": ("motor1", "motor2"), "shoulders": ("motor3", "motor4")}
 BY_ZONE["upper_back"] = ("motor5", "motor6")

@@ -5,10 +5,11 @@ and held silent. Before the fix they took every file descriptor the daemon
 had, ``massaged emergency-stop`` timed out while the session ran on, and the
 log grew by a line per failed accept. Here the daemon runs beside
 ``massaged simulate`` with its descriptor limit lowered (so the flood is small
-and fast), a thread keeps opening connections as fast as it can for the whole
-test, and the stop must still arrive: every device at zero on the simulator's
-recording (docs/safety.md promise 3, with a margin for a loaded machine), the
-session over, the daemon still serving, and the log short.
+and fast), a thread keeps opening connections as fast as it can until every
+device is at zero, and the stop must still arrive: every device at zero on the
+simulator's recording (docs/safety.md promise 3, with a margin for a loaded
+machine) and staying there, the session over, the daemon still serving, and the
+log short.
 """
 
 from __future__ import annotations
@@ -121,6 +122,15 @@ def quiet_times(rows: list[dict[str, Any]]) -> tuple[dict[str, float | None], se
     return quiet, was_on
 
 
+def wait_all_quiet(procs: Setup, until: float) -> None:
+    """Until every device that ran is at zero on the recording, or the recording's time until."""
+    while time.monotonic() - procs.t0 < until:
+        quiet, was_on = quiet_times(procs.rows())
+        if was_on and all(since is not None for since in quiet.values()):
+            return
+        time.sleep(0.05)
+
+
 LIMIT = 256
 """The daemon's descriptors when they are to spare: far more than its connection cap needs."""
 HEADROOM = 8
@@ -169,8 +179,15 @@ def test_an_emergency_stop_gets_through_a_connection_flood(
             timeout=60,
         )
         answered_at = time.monotonic() - procs.t0
-        time.sleep(PROMISE_S + MARGIN_S)  # the recording has every stop by then
+        # The flood lasts until the recording has every device at zero (or the promise's
+        # time is up), and until it has opened enough connections beyond the daemon's
+        # descriptors that a log line for each would overrun LOG_LINES. Beyond that it
+        # would only keep the daemon's core busy: the rest of the wait (every device
+        # stays at zero) is without it.
+        wait_all_quiet(procs, until=answered_at + PROMISE_S + MARGIN_S)
+        flood.wait_opened(limit + 2 * LOG_LINES)
         opened = flood.opened
+    time.sleep(max(0.0, answered_at + PROMISE_S + MARGIN_S - (time.monotonic() - procs.t0)))
 
     assert stop.returncode == 0, (stop.stderr, opened, procs.log.read_text()[-3000:])
     assert answered_at - asked_at <= PROMISE_S + MARGIN_S, answered_at - asked_at

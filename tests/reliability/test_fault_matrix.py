@@ -562,8 +562,11 @@ async def test_contraindications_refuse_the_session_or_leave_the_butterfly_out()
 
 
 async def test_broker_killed_and_restarted() -> None:
-    grace = 1.0
-    async with world() as w, mqtt(w, grace=grace) as m:
+    # Long enough for a broker restart on a loaded machine (a fresh mosquitto can take over
+    # a second to listen there): the first half needs it back within the grace time, and
+    # the session (120 s at 20x: 6 s) must outlast the grace time with room to spare.
+    grace = 2.0
+    async with world(program_seconds=120) as w, mqtt(w, grace=grace) as m:
         # Started over MQTT; the broker is killed and back within the grace time: it goes on.
         answer = await m.request("run", {"program": "fault-matrix", "transaction": 1})
         assert answer["status"] == "ok", answer

@@ -21,18 +21,22 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
 from tests.daemon_processes import ROOT, Setup, private_env, stop_processes
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page, ViewportSize
+
+# Playwright (a few tenths of a CPU second to import) is imported by the fixtures, when a browser
+# test runs: every pytest-xdist worker collects this folder, few run a browser.
 
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/snap/bin/chromium")
 SCREENSHOTS = ROOT / "docs" / "web"
 WAIT_MS = 20_000
 """The longest wait for the page (a loaded machine can be slow; a pass is usually quick)."""
-expect.set_options(timeout=WAIT_MS)
 PHONE: ViewportSize = {"width": 360, "height": 740}
 DESKTOP: ViewportSize = {"width": 1280, "height": 800}
 
@@ -54,13 +58,21 @@ def chromium_executable() -> str:
 
 
 @pytest.fixture
-def browser() -> Iterator[Browser]:
+def browser(pytestconfig: pytest.Config, monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
     """A headless Chromium for one test.
 
     Not one per session, although a launch costs about a second: while Playwright's
     sync API is running, it marks an event loop as running on this thread, and every
     asyncio test that this process ran next would be refused its own loop.
     """
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=WAIT_MS)
+    cache = getattr(pytestconfig, "cache", None)  # absent with -p no:cacheprovider
+    if cache is not None:
+        # Playwright's driver is a Node.js process started for each test: Node keeps the
+        # code it compiled from the driver's scripts (several MB) here for the next one.
+        monkeypatch.setenv("NODE_COMPILE_CACHE", str(cache.mkdir("node-compile-cache")))
     executable = chromium_executable()
     # Chromium refuses to run as root with its sandbox (containers, CI).
     args = ["--no-sandbox"] if os.geteuid() == 0 else []

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from playwright.sync_api import Page, expect
+from typing import TYPE_CHECKING
 
 from tests.web.conftest import felt_outputs, last_values, start_stack, wait_until
+
+if TYPE_CHECKING:  # Playwright is imported by the test that runs, not at collection
+    from playwright.sync_api import Page
 
 
 def test_lan_refuses_a_start_without_login_but_accepts_stop(
     open_page: Callable[..., Page],
 ) -> None:
+    from playwright.sync_api import expect
+
     with start_stack("msd-web-l-", lan=True, speed=10) as stack:
         page = open_page(f"{stack.url}#/programs/collar-zone")
         expect(page.locator("#login")).to_contain_text("log in with the token")

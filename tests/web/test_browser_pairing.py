@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from playwright.sync_api import Page, expect
+from typing import TYPE_CHECKING
 
 from tests.web.conftest import shoot, start_stack, wait_until
 
+if TYPE_CHECKING:  # Playwright is imported by the test that runs, not at collection
+    from playwright.sync_api import Page
+
 
 def test_pair_a_device_through_the_pulse_dialog(open_page: Callable[..., Page]) -> None:
+    from playwright.sync_api import expect
+
     with start_stack("msd-web-p-", auto_pair=False) as stack:
         page = open_page(f"{stack.url}#/devices")
         expect(page.locator("#paired")).to_contain_text("No device is paired yet")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from playwright.sync_api import FilePayload, Page, expect
+from typing import TYPE_CHECKING
 
 from tests.web.conftest import WebStack, shoot, start_stack
+
+if TYPE_CHECKING:  # Playwright is imported by the test that runs, not at collection
+    from playwright.sync_api import FilePayload, Page
 
 GOOD = """id = "my-neck"
 title = "My neck"
@@ -35,6 +37,8 @@ def test_the_page_refuses_and_says_why(open_page: Callable[..., Page]) -> None:
 
 
 def a_contraindication_blocks_the_start_with_its_reason(stack: WebStack, page: Page) -> None:
+    from playwright.sync_api import expect
+
     fever = page.get_by_role("checkbox", name="Fever")
     # What it means is there to read beside it.
     expect(page.locator("#why-fever")).to_contain_text("contraindicated while you have a fever")
@@ -59,6 +63,8 @@ def a_contraindication_blocks_the_start_with_its_reason(stack: WebStack, page: P
 
 
 def a_broken_program_upload_shows_the_error_at_its_line(stack: WebStack, page: Page) -> None:
+    from playwright.sync_api import expect
+
     page.get_by_role("link", name="Upload or write").click()
     upload: FilePayload = {
         "name": "my-neck.toml",

@@ -9,11 +9,13 @@ costs more than all of that.
 from __future__ import annotations
 
 from collections.abc import Callable
-
-from playwright.sync_api import Page, expect
+from typing import TYPE_CHECKING
 
 from tests.web.conftest import DESKTOP, PHONE, small_targets, start_stack, wait_until
 from tests.web.conftest import shoot as take
+
+if TYPE_CHECKING:  # Playwright is imported by the test that runs, not at collection
+    from playwright.sync_api import Page
 
 
 def shoot(page: Page, name: str) -> None:
@@ -29,6 +31,8 @@ BELT_ON = """() => [...document.querySelectorAll('[data-device=belt] [role=meter
 
 
 def test_screenshots_of_every_page(open_page: Callable[..., Page]) -> None:
+    from playwright.sync_api import expect
+
     with start_stack("msd-web-shot-", speed=2) as stack:
         assert stack.api("run", {"program": "collar-zone"})["status"] == "ok"
         page = open_page(f"{stack.url}#/now", viewport=PHONE)

@@ -10,9 +10,9 @@ import itertools
 import re
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
-from playwright.sync_api import Page, expect
 
 from tests.web.conftest import (
     WebStack,
@@ -21,6 +21,9 @@ from tests.web.conftest import (
     start_stack,
     wait_until,
 )
+
+if TYPE_CHECKING:  # Playwright is imported by the test that runs, not at collection
+    from playwright.sync_api import Page
 
 SPEED = 20.0
 """Session seconds per wall second: collar-zone's 5 min 15 s take 16 s."""
@@ -52,6 +55,8 @@ def advanced(steps: list[int]) -> bool:
 
 
 def test_start_watch_gentler_and_stop(stack: WebStack, open_page: Callable[..., Page]) -> None:
+    from playwright.sync_api import expect
+
     page = open_page(f"{stack.url}#/programs/collar-zone")
     page.get_by_role("button", name="Start").click()
     dialog = page.get_by_role("dialog")

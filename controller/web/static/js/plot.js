@@ -85,13 +85,21 @@ export function timelinePlot(program, title) {
     'aria-label': t('plot.label', { title: title || program.title || program.id || '', n: series.length, steps: steps.length }),
   }, labels, area);
   figure.style.margin = '0';
+  // Called on every animation frame: the cursor is written only when it moves by a
+  // tenth of a percent (a pixel of a 1000-pixel plot), so a phone showing a session
+  // does not lay out and repaint the page sixty times a second.
+  let shownAt = null;
   const move = (seconds) => {
     if (seconds === null || seconds === undefined) {
       cursor.hidden = true;
+      shownAt = null;
       return;
     }
+    const at = Math.round(10 * Math.min(100, Math.max(0, (100 * seconds) / duration))) / 10;
+    if (at === shownAt) return;
+    shownAt = at;
     cursor.hidden = false;
-    cursor.style.left = `${Math.min(100, Math.max(0, (100 * seconds) / duration))}%`;
+    cursor.style.left = `${at}%`;
   };
   return { element: series.length ? figure : h('p', { class: 'muted' }, t('plot.none')), move };
 }
