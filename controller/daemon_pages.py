@@ -296,8 +296,8 @@ class PagesMixin:
     async def _cmd_program_save(self, request: api.Request) -> dict[str, Any]:
         assert isinstance(request, api.ProgramSaveRequest)
         from programs import ProgramError, library
+        from programs.ids import SLUG_PATTERN
         from programs.loader import parse_program
-        from programs.model import SLUG_PATTERN
 
         if not re.match(SLUG_PATTERN, request.name):
             raise RequestError(

@@ -20,7 +20,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Final
+
+# typing is not imported at run time: every command that gets past parsing loads this module.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 BURST: Final = 10
 """Records from one call site let through in each interval."""

@@ -11,6 +11,7 @@ Standard library only (enum): keep it so.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
 
 DEFAULT_PROFILE_NAME = "default"
@@ -22,6 +23,13 @@ class Audience(StrEnum):
 
     ADULT = "adult"
     CHILD = "child"
+
+
+SESSION_LIMITS_S: Mapping[Audience, float] = {Audience.ADULT: 1800.0, Audience.CHILD: 900.0}
+"""The method: up to 30 minutes for adults, up to 15 for children (controller.safety holds it)."""
+
+HEATER_LIMITS_S: Mapping[Audience, float] = {Audience.ADULT: 1200.0, Audience.CHILD: 600.0}
+"""Heater on-time per session: 20 minutes adult, 10 child (see controller.safety's module doc)."""
 
 
 class PainfulSide(StrEnum):

@@ -64,6 +64,8 @@ from typing import Any, Protocol, TypeVar, overload, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+# The limits live with the profile's words (no models): `profiles show` reads them too.
+from controller.profile_terms import HEATER_LIMITS_S, SESSION_LIMITS_S
 from controller.profiles import (
     EMS_MAX_RAISE_PER_100MS,
     Audience,
@@ -89,11 +91,6 @@ from programs.bursts import MAX_BURST_S, MIN_REST_S
 
 logger = logging.getLogger(__name__)
 
-SESSION_LIMITS_S: Mapping[Audience, float] = {Audience.ADULT: 1800.0, Audience.CHILD: 900.0}
-"""The method: up to 30 minutes for adults, up to 15 for children."""
-
-HEATER_LIMITS_S: Mapping[Audience, float] = {Audience.ADULT: 1200.0, Audience.CHILD: 600.0}
-"""Heater on-time per session: 20 minutes adult, 10 child (ours; see the module doc)."""
 
 CHILD_CAPS = KindCaps(belt=0.6, pillow=2 / 3, butterfly=0.0)
 """A child's ceilings, whatever the program: massaged's product decision, not the method's.

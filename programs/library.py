@@ -17,8 +17,13 @@ from pathlib import Path
 from typing import Final
 
 from programs.errors import ProgramError
-from programs.loader import load_program
-from programs.model import SLUG_PATTERN, Program
+from programs.ids import SLUG_PATTERN
+
+# The loader (pydantic, the plan checks) is imported where a program is read: an
+# unknown id is refused without it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from programs.model import Program
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +72,8 @@ def builtin_ids() -> list[str]:
 @functools.cache
 def _load_builtin(path: Path) -> Program:
     """Built-ins never change while running, so each is parsed once."""
+    from programs.loader import load_program
+
     return load_program(path)
 
 
@@ -95,6 +102,8 @@ def get(program_id: str) -> ProgramSource:
     directory = user_dir()
     path = directory / f"{program_id}.toml"
     if path.is_file():
+        from programs.loader import load_program
+
         program = load_program(path)
         _check_id(program, path)
         return ProgramSource(program, path, builtin=False)
@@ -109,6 +118,8 @@ def resolve(ref: str) -> ProgramSource:
     """A program given by id or by the path of a TOML file."""
     path = Path(ref).expanduser()
     if ref.endswith(".toml") or os.sep in ref or path.is_file():
+        from programs.loader import load_program
+
         return ProgramSource(load_program(path), path, builtin=False)
     return get(ref)
 
@@ -124,6 +135,8 @@ def list_programs() -> tuple[list[ProgramSource], list[ProgramError]]:
             # folder not made yet is simply no programs of one's own.
             logger.warning("$%s=%s is not a directory", USER_DIR_ENV, directory)
         return found, errors
+    from programs.loader import load_program
+
     taken = {source.program.id for source in found}
     for path in sorted(directory.glob("*.toml")):
         try:

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from devices.capabilities import DeviceKind, Place
+from programs.ids import SLUG_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -128,8 +129,6 @@ MIN_STEP_S: Final = 1.0
 
 MIN_SESSION_MIN: Final = 1.0
 """The shortest max_duration, in minutes: a smaller one is a slip (seconds for minutes)."""
-
-SLUG_PATTERN: Final = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 
 COUNT_PATTERN: Final = r"^[0-9]+(-[0-9]+)?$"
 """A count as the method gives it: "7" or a range "5-7"."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -85,12 +86,37 @@ def require_mosquitto(search_path: str | None = None, folders: Sequence[Path] | 
     return found
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+"""The ports the kernel hands out to outgoing connections (Linux)."""
+PORT_TRIES = 3
+"""First starts tried on a new port when the chosen one was taken meanwhile."""
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on right now (the kernel picks it)."""
+    """A loopback port nobody listens on right now, below the kernel's ephemeral range.
+
+    Not one the kernel picks (bind to port 0): that comes from the range outgoing
+    connections take their local ports from, and with many clients about (a test suite
+    in parallel) one of them could hold it by the time mosquitto binds it.
+    """
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    first = max(1024, low - 12000)
+    for _ in range(50):
+        port = random.randrange(first, low) if low > first else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            chosen: int = sock.getsockname()[1]
+            return chosen
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        fallback: int = sock.getsockname()[1]
+        return fallback
 
 
 def accepting(port: int, timeout: float = PROBE_TIMEOUT_S) -> bool:
@@ -141,6 +167,8 @@ class Broker:
         self.config.write_text("\n".join(lines) + "\n")
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
+        self._listened = False
+        """It accepted once: its port is kept from then on (clients come back to it)."""
 
     @property
     def running(self) -> bool:
@@ -196,6 +224,15 @@ class Broker:
 
     def start(self, timeout: float | None = None) -> None:
         """Start it and wait until the port accepts (blocking: for set-up outside a loop)."""
+        for attempt in range(PORT_TRIES):
+            try:
+                self._start_once(timeout)
+                return
+            except MosquittoError:
+                if not self._port_was_taken(attempt):
+                    raise
+
+    def _start_once(self, timeout: float | None) -> None:
         wait = self.start_timeout if timeout is None else timeout
         self._launch()
         deadline = time.monotonic() + wait
@@ -208,12 +245,22 @@ class Broker:
             # Something accepts: if another process took the port first, mosquitto has
             # exited (address in use) or is about to; catch the first case at least.
             self._check_alive()
+            self._listened = True
         except BaseException:
             self.kill()  # a half-started broker is never left behind
             raise
 
     async def astart(self, timeout: float | None = None) -> None:
         """Start it and wait until the port accepts, without blocking the event loop."""
+        for attempt in range(PORT_TRIES):
+            try:
+                await self._astart_once(timeout)
+                return
+            except MosquittoError:
+                if not self._port_was_taken(attempt):
+                    raise
+
+    async def _astart_once(self, timeout: float | None) -> None:
         wait = self.start_timeout if timeout is None else timeout
         self._launch()
         try:
@@ -222,12 +269,26 @@ class Broker:
                     self._check_alive()
                     await asyncio.sleep(POLL_S)
             self._check_alive()
+            self._listened = True
         except TimeoutError:
             self.kill()
             raise self._too_late(wait) from None
         except BaseException:
             self.kill()  # also on cancellation: a half-started broker is never left behind
             raise
+
+    def _port_was_taken(self, attempt: int) -> bool:
+        """After a failed start: True when a first start found its port taken and a new
+        port is now in the configuration (a restart keeps its port: clients come back)."""
+        if self._listened or attempt + 1 >= PORT_TRIES:
+            return False
+        if "Address already in use" not in self.log_tail(5):
+            return False
+        old, self.port = self.port, free_port()
+        text = self.config.read_text()
+        self.config.write_text(text.replace(f"listener {old} ", f"listener {self.port} "))
+        self.log.write_text("")  # the next attempt's words only
+        return True
 
     # -- stopping -------------------------------------------------------------------------
 

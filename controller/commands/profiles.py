@@ -172,8 +172,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def describe(profile: Profile) -> list[str]:
     """The lines that show a profile to a person."""
+    from controller.profile_terms import HEATER_LIMITS_S, SESSION_LIMITS_S
     from controller.profiles import CONTRAINDICATIONS, OSTEOCHONDROSIS_CAUTION
-    from controller.safety import HEATER_LIMITS_S, SESSION_LIMITS_S
     from devices.capabilities import DeviceKind
 
     session_min = SESSION_LIMITS_S[profile.audience] / 60

@@ -27,8 +27,8 @@ from controller.mqtt.commands import (
     SCALE_MIN,
     SCALE_STEP,
 )
+from controller.profile_terms import HEATER_LIMITS_S, SESSION_LIMITS_S
 from controller.profiles import Audience
-from controller.safety import HEATER_LIMITS_S, SESSION_LIMITS_S
 from devices.capabilities import Capabilities, DeviceKind
 from devices.errors import ConfigError
 from devices.kinds import kind_spec, model_spec

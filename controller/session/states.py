@@ -8,14 +8,13 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from devices.outputs import Output, record
-
 if TYPE_CHECKING:
     # Named in annotations only: the store imports Outcome from here, and the safety
     # layer would bring the drivers and asyncio with it.
     from controller.profiles import Audience
     from controller.safety import Violation
     from devices.capabilities import DeviceKind
+    from devices.outputs import Output
 
 PAUSE_USER = "user"
 """A pause reason: the user asked for it."""
@@ -125,4 +124,7 @@ class SessionResult:
 
 def output_channels(output: Output) -> dict[str, int | str]:
     """An output as channel -> value, named as in the recording format."""
+    # Imported here: the store reads states (outcomes) without the device models.
+    from devices.outputs import record
+
     return record(output)

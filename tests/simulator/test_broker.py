@@ -220,3 +220,37 @@ async def test_astop_kills_a_broker_that_ignores_sigterm(tmp_path: Path) -> None
     await broker.astop(timeout=0.3)
     assert not broker.running
     assert gone(fake_pid(tmp_path))
+
+
+def test_a_port_taken_before_the_first_start_moves_to_another(
+    mosquitto: str, tmp_path: Path
+) -> None:
+    # Between choosing a free port and mosquitto binding it, anything else may take it (a
+    # bound socket, as an outgoing connection's local port is): the first start then goes
+    # to another port. Once it has listened, its port is kept.
+    broker = Broker(mosquitto, tmp_path)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind((HOST, broker.port))
+        first = broker.port
+        try:
+            broker.start()
+            assert broker.port != first
+            assert f"listener {broker.port} {HOST}" in broker.config.read_text()
+            assert mqtt_handshake(broker.port) == CONNACK_OK
+            broker.kill()
+        finally:
+            broker.kill()
+    # Its port taken after it listened: a restart fails and says so, on the same port.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind((HOST, broker.port))
+        kept = broker.port
+        with pytest.raises(MosquittoError, match="in use"):
+            broker.start()
+        assert broker.port == kept
+
+
+def test_a_free_port_is_below_the_ephemeral_range() -> None:
+    from simulator.broker import EPHEMERAL_RANGE, free_port
+
+    low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    assert all(1024 <= free_port() < low for _ in range(20))
