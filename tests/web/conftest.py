@@ -3,7 +3,8 @@
 The browser is the system's Chromium (``apt-get install chromium``; ``./dev test``
 installs it), driven by Playwright for Python with that executable: Playwright's own
 browser download is not used. A missing Chromium fails these tests, it never skips
-them. Each test launches its own browser (the browser fixture says why).
+them. The browser tests run in a row in one worker and share one browser, each test
+in contexts of its own (_SharedBrowser says why and how).
 Each stack (simulator, daemon and its web port) lives in a private temporary folder
 on a free port, so the tests run in parallel.
 """
@@ -57,31 +58,82 @@ def chromium_executable() -> str:
     )
 
 
-@pytest.fixture
-def browser(pytestconfig: pytest.Config, monkeypatch: pytest.MonkeyPatch) -> Iterator[Browser]:
-    """A headless Chromium for one test.
+class _SharedBrowser:
+    """One headless Chromium for the browser tests that run one after the other here.
 
-    Not one per session, although a launch costs about a second: while Playwright's
-    sync API is running, it marks an event loop as running on this thread, and every
-    asyncio test that this process ran next would be refused its own loop.
+    The browser tests are one xdist group (``BROWSER_GROUP``), so one worker runs them
+    in a row: they share a browser, each in contexts of its own (``open_page``), as
+    Playwright advises (a launch, with its Node.js driver, costs about a CPU-second).
+    It is closed as soon as the next test is not a browser test
+    (``pytest_runtest_teardown``): while Playwright's sync API runs, it marks an event
+    loop as running on this thread, and an asyncio test that ran next would be
+    refused its own loop.
     """
-    from playwright.sync_api import expect, sync_playwright
 
-    expect.set_options(timeout=WAIT_MS)
-    cache = getattr(pytestconfig, "cache", None)  # absent with -p no:cacheprovider
-    if cache is not None:
-        # Playwright's driver is a Node.js process started for each test: Node keeps the
-        # code it compiled from the driver's scripts (several MB) here for the next one.
-        monkeypatch.setenv("NODE_COMPILE_CACHE", str(cache.mkdir("node-compile-cache")))
-    executable = chromium_executable()
-    # Chromium refuses to run as root with its sandbox (containers, CI).
-    args = ["--no-sandbox"] if os.geteuid() == 0 else []
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=args, timeout=30_000)
+    def __init__(self) -> None:
+        self._playwright: Any = None
+        self._manager: Any = None
+        self.browser: Browser | None = None
+
+    def get(self, cache: pytest.Cache | None) -> Browser:
+        if self.browser is not None and self.browser.is_connected():
+            return self.browser
+        self.close()  # a browser that crashed: a fresh one
+        from playwright.sync_api import expect, sync_playwright
+
+        expect.set_options(timeout=WAIT_MS)
+        saved = os.environ.get("NODE_COMPILE_CACHE")
+        if cache is not None:
+            # Playwright's driver is a Node.js process: Node keeps the code it compiled
+            # from the driver's scripts (several MB) here for the next run.
+            os.environ["NODE_COMPILE_CACHE"] = str(cache.mkdir("node-compile-cache"))
         try:
-            yield launched
+            self._manager = sync_playwright()
+            self._playwright = self._manager.start()
+            # Chromium refuses to run as root with its sandbox (containers, CI).
+            args = ["--no-sandbox"] if os.geteuid() == 0 else []
+            self.browser = self._playwright.chromium.launch(
+                executable_path=chromium_executable(), args=args, timeout=30_000
+            )
+        except BaseException:
+            self.close()
+            raise
         finally:
-            launched.close()
+            if saved is None:
+                os.environ.pop("NODE_COMPILE_CACHE", None)
+            else:
+                os.environ["NODE_COMPILE_CACHE"] = saved
+        return self.browser
+
+    def close(self) -> None:
+        browser, self.browser = self.browser, None
+        manager, self._manager = self._manager, None
+        self._playwright = None
+        try:
+            if browser is not None:
+                with contextlib.suppress(Exception):  # already gone: nothing to close
+                    browser.close()
+        finally:
+            if manager is not None:
+                manager.__exit__(None, None, None)
+
+
+_SHARED = _SharedBrowser()
+BROWSER_GROUP = pytest.mark.xdist_group("browser")
+"""The mark of every browser test module: one worker runs them in a row (one browser)."""
+
+
+@pytest.fixture
+def browser(pytestconfig: pytest.Config) -> Browser:
+    """A headless Chromium (shared with the browser tests run just before; see _SharedBrowser)."""
+    return _SHARED.get(getattr(pytestconfig, "cache", None))  # no cache: -p no:cacheprovider
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Close the shared browser after the last browser test of a row."""
+    if nextitem is None or "browser" not in getattr(nextitem, "fixturenames", ()):
+        _SHARED.close()
 
 
 class ThreadedSetup(Setup):

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tests.web.conftest import shoot, start_stack, wait_until
+from tests.web.conftest import BROWSER_GROUP, shoot, start_stack, wait_until
+
+pytestmark = BROWSER_GROUP
 
 if TYPE_CHECKING:  # Playwright is imported by the test that runs, not at collection
     from playwright.sync_api import Page

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tests.web.conftest import WebStack, shoot, start_stack
+from tests.web.conftest import BROWSER_GROUP, WebStack, shoot, start_stack
+
+pytestmark = BROWSER_GROUP
 
 if TYPE_CHECKING:  # Playwright is imported by the test that runs, not at collection
     from playwright.sync_api import FilePayload, Page

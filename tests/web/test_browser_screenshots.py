@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from tests.web.conftest import DESKTOP, PHONE, small_targets, start_stack, wait_until
+from tests.web.conftest import BROWSER_GROUP, DESKTOP, PHONE, small_targets, start_stack, wait_until
 from tests.web.conftest import shoot as take
+
+pytestmark = BROWSER_GROUP
 
 if TYPE_CHECKING:  # Playwright is imported by the test that runs, not at collection
     from playwright.sync_api import Page

@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.web.conftest import (
+    BROWSER_GROUP,
     WebStack,
     felt_outputs,
     last_values,
     start_stack,
     wait_until,
 )
+
+pytestmark = BROWSER_GROUP
 
 if TYPE_CHECKING:  # Playwright is imported by the test that runs, not at collection
     from playwright.sync_api import Page
