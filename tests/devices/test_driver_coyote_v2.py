@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -109,6 +110,17 @@ async def connected(**options: Any) -> AsyncIterator[Connected]:
         await driver.close()
 
 
+def on_virtual_time(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    """Run an async test on virtual time: every timer fires when due, so what the wire
+    shows is the driver's timing, not how busy the machine running the test is."""
+
+    @functools.wraps(test)
+    def run() -> None:
+        run_virtual(test())
+
+    return run
+
+
 def strengths_written(link: MemoryLink, start: int = 0) -> list[tuple[float, tuple[int, int]]]:
     """(time, wire strengths) of every 0x1504 write from written[start]."""
     return [
@@ -190,6 +202,7 @@ async def _ramp_and_cadence() -> None:
         assert not firmware.is_quiet
 
 
+@on_virtual_time
 async def test_caps_are_held_on_the_host() -> None:
     async with connected(driver_options={"soft_limits": (8, 200)}) as (driver, firmware, link):
         await driver.apply(out(50, 6))
@@ -201,6 +214,7 @@ async def test_caps_are_held_on_the_host() -> None:
         assert max(s for _, pair in strengths_written(link) for s in pair) <= 8 * 7
 
 
+@on_virtual_time
 async def test_stop_writes_zero_first_then_no_waveform() -> None:
     async with connected() as (driver, firmware, link):
         await driver.apply(out(10, 10))
@@ -215,6 +229,7 @@ async def test_stop_writes_zero_first_then_no_waveform() -> None:
         assert firmware.strengths == (0, 0)
 
 
+@on_virtual_time
 async def test_no_waveform_without_a_lease() -> None:
     async with connected() as (driver, firmware, link):
         driver.revoke_lease()
@@ -225,6 +240,7 @@ async def test_no_waveform_without_a_lease() -> None:
         assert firmware.is_quiet
 
 
+@on_virtual_time
 async def test_intensity_0_feeds_nothing_and_the_channel_ramps_afresh() -> None:
     async with connected() as (driver, firmware, link):
         await driver.apply(out(10, 10))
@@ -254,6 +270,7 @@ async def test_a_stalled_pump_ramps_afresh() -> None:
         assert first == (0, 0)
 
 
+@on_virtual_time
 async def test_a_gap_in_service_zeroes_and_ramps_afresh() -> None:
     async with connected() as (driver, firmware, link):
         events: list[DeviceEvent] = []
@@ -273,6 +290,7 @@ async def test_a_gap_in_service_zeroes_and_ramps_afresh() -> None:
         assert strengths_written(link, mark)[0][1] == (35, 35)
 
 
+@on_virtual_time
 async def test_a_strength_the_unit_did_not_get_is_a_fault_and_a_ceiling() -> None:
     async with connected() as (driver, firmware, link):
         events: list[DeviceEvent] = []
@@ -289,6 +307,7 @@ async def test_a_strength_the_unit_did_not_get_is_a_fault_and_a_ceiling() -> Non
         await wait_until(lambda: firmware.strengths == (20, 20), what="B free again")
 
 
+@on_virtual_time
 async def test_delayed_answers_are_not_faults() -> None:
     async with connected() as (driver, firmware, link):
         assert link.faults is not None
