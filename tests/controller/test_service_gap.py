@@ -112,7 +112,10 @@ async def test_after_a_stall_every_device_comes_back_through_a_fresh_ramp(stall:
 
         # The butterfly: its output ended by its own rule during the stall, and after it
         # climbs from 0 by rule 2, never straight back to the strength it held.
-        assert level_at(rig, "butterfly", "output_a", resumed) == 0
+        assert level_at(rig, "butterfly", "output_a", resumed) == 0, [
+            (round(t - frozen_at, 4), v)
+            for t, v in recorded(rig, "butterfly", "output_a", frozen_at - 0.3, resumed + 0.3)
+        ] + [("resumed", round(resumed - frozen_at, 4))]
         ems_after = recorded(rig, "butterfly", "output_a", resumed, stopping)
         assert_ramped_from_zero(ems_after, resumed, "butterfly")
 

@@ -87,6 +87,9 @@ def _is(topic: str, payload: bytes | None = None) -> Callable[[Received], bool]:
 
 async def _all_up(world: World) -> None:
     await _eventually(lambda: all(e.link == "up" for e in world.daemon.supervisor.devices.values()))
+    # And the bridge subscribed: a request published before that is lost (not retained), as
+    # happened on a loaded machine (no answer to a "run" in 10 s).
+    await world.link.bridge.wait_connected(WAIT)
 
 
 async def test_discovery_availability_state_and_bridge_commands(
