@@ -240,8 +240,10 @@ async def test_an_in_process_session_gives_the_unit_its_profiles_limits() -> Non
 
 # -- finding 3: a cap is a ceiling on every path -----------------------------------------
 
-SECONDS = 40.0
-"""Session seconds of the property's program: 2 s real, time for the EMS ramp."""
+SECONDS = 80.0
+"""Session seconds of the property's program: 4 s real. The EMS ramp runs in real time
+(5 per 100 ms, counted from when each raise left): about 1.2 s to the butterfly's peak
+here, with room for a loaded machine on both paths (at 2 s, a daemon once peaked 4 short)."""
 
 
 def _program(intensity: float) -> str:
