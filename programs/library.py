@@ -19,8 +19,6 @@ from typing import Final
 from programs.errors import ProgramError
 from programs.ids import SLUG_PATTERN
 
-# The loader (pydantic, the plan checks) is imported where a program is read: an
-# unknown id is refused without it.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from programs.model import Program
@@ -69,12 +67,21 @@ def builtin_ids() -> list[str]:
     return list(builtin_paths())
 
 
-@functools.cache
-def _load_builtin(path: Path) -> Program:
-    """Built-ins never change while running, so each is parsed once."""
+def _load(path: Path) -> Program:
+    """Read and check one program file.
+
+    The loader (pydantic, the plan checks) is imported here, where a program is read:
+    an unknown or malformed id is refused without it.
+    """
     from programs.loader import load_program
 
     return load_program(path)
+
+
+@functools.cache
+def _load_builtin(path: Path) -> Program:
+    """Built-ins never change while running, so each is parsed once."""
+    return _load(path)
 
 
 def _check_id(program: Program, path: Path) -> None:
@@ -102,9 +109,7 @@ def get(program_id: str) -> ProgramSource:
     directory = user_dir()
     path = directory / f"{program_id}.toml"
     if path.is_file():
-        from programs.loader import load_program
-
-        program = load_program(path)
+        program = _load(path)
         _check_id(program, path)
         return ProgramSource(program, path, builtin=False)
     raise ProgramError(
@@ -118,9 +123,7 @@ def resolve(ref: str) -> ProgramSource:
     """A program given by id or by the path of a TOML file."""
     path = Path(ref).expanduser()
     if ref.endswith(".toml") or os.sep in ref or path.is_file():
-        from programs.loader import load_program
-
-        return ProgramSource(load_program(path), path, builtin=False)
+        return ProgramSource(_load(path), path, builtin=False)
     return get(ref)
 
 
@@ -135,12 +138,10 @@ def list_programs() -> tuple[list[ProgramSource], list[ProgramError]]:
             # folder not made yet is simply no programs of one's own.
             logger.warning("$%s=%s is not a directory", USER_DIR_ENV, directory)
         return found, errors
-    from programs.loader import load_program
-
     taken = {source.program.id for source in found}
     for path in sorted(directory.glob("*.toml")):
         try:
-            program = load_program(path)
+            program = _load(path)
             _check_id(program, path)
         except ProgramError as err:
             errors.append(err)

@@ -104,8 +104,8 @@ def free_port() -> int:
     except (OSError, ValueError, IndexError):
         low = 32768
     first = max(1024, low - 12000)
-    for _ in range(50):
-        port = random.randrange(first, low) if low > first else 0
+    below = [random.randrange(first, low) for _ in range(50)] if low > first else []
+    for port in [*below, 0]:  # 0 last: the kernel's choice rather than none
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((HOST, port))
@@ -113,10 +113,7 @@ def free_port() -> int:
                 continue
             chosen: int = sock.getsockname()[1]
             return chosen
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        fallback: int = sock.getsockname()[1]
-        return fallback
+    raise MosquittoError(f"no free loopback port on {HOST}")
 
 
 def accepting(port: int, timeout: float = PROBE_TIMEOUT_S) -> bool:

@@ -71,7 +71,6 @@ class _SharedBrowser:
     """
 
     def __init__(self) -> None:
-        self._playwright: Any = None
         self._manager: Any = None
         self.browser: Browser | None = None
 
@@ -89,10 +88,10 @@ class _SharedBrowser:
             os.environ["NODE_COMPILE_CACHE"] = str(cache.mkdir("node-compile-cache"))
         try:
             self._manager = sync_playwright()
-            self._playwright = self._manager.start()
+            playwright = self._manager.start()
             # Chromium refuses to run as root with its sandbox (containers, CI).
             args = ["--no-sandbox"] if os.geteuid() == 0 else []
-            self.browser = self._playwright.chromium.launch(
+            self.browser = playwright.chromium.launch(
                 executable_path=chromium_executable(), args=args, timeout=30_000
             )
         except BaseException:
@@ -108,7 +107,6 @@ class _SharedBrowser:
     def close(self) -> None:
         browser, self.browser = self.browser, None
         manager, self._manager = self._manager, None
-        self._playwright = None
         try:
             if browser is not None:
                 with contextlib.suppress(Exception):  # already gone: nothing to close
