@@ -50,6 +50,10 @@ def env() -> Iterator[dict[str, str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+SCAN_S = "3"
+"""Seconds of a scan: on a loaded machine a 1 s scan once heard only the serial belt."""
+
+
 def massaged(env: dict[str, str], *args: str, answer: str = "") -> subprocess.CompletedProcess[str]:
     """Run the command line as a user would, typing answer at its prompts on a terminal.
 
@@ -90,7 +94,7 @@ def paired(env: dict[str, str]) -> list[str]:
 
 
 def test_scan_pair_confirm_list_rename_cap_unpair(env: dict[str, str]) -> None:
-    scan = massaged(env, "scan", "--simulator", "--timeout", "1", "--json")
+    scan = massaged(env, "scan", "--simulator", "--timeout", SCAN_S, "--json")
     assert scan.returncode == 0, scan.stderr
     found = {f["kind"]: f for f in json.loads(scan.stdout)}
     assert set(found) == {"belt", "pillow", "butterfly"}
@@ -133,7 +137,7 @@ def test_scan_pair_confirm_list_rename_cap_unpair(env: dict[str, str]) -> None:
 
 def test_pair_without_a_terminal_names_the_flag(env: dict[str, str]) -> None:
     """No terminal (stdin /dev/null): refused at once, one line naming --yes, no traceback."""
-    scan = massaged(env, "scan", "--simulator", "--timeout", "1", "--json")
+    scan = massaged(env, "scan", "--simulator", "--timeout", SCAN_S, "--json")
     pillow = next(f for f in json.loads(scan.stdout) if f["kind"] == "pillow")["address"]
     for args in ((pillow,), ()):
         done = massaged(env, "pair", *args, "--simulator")
