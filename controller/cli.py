@@ -17,6 +17,7 @@ them all, and for an unknown command.
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
 import types  # already loaded by contextlib: costs nothing
 
@@ -71,18 +72,36 @@ def command_modules(argv: Sequence[str]) -> tuple[str, ...]:
     else there (--help, an abbreviation, a typo) and an unknown or missing word
     need every command registered, for the help that lists them or the error.
     """
+    first = _first_argument(argv)
+    if first == "--version":
+        return ()
+    module = None if first is None else _MODULE_OF.get(first)
+    return tuple(COMMANDS) if module is None else (module,)
+
+
+def command_word(argv: Sequence[str]) -> str | None:
+    """The command word argv names (as command_modules finds it); None when it names none."""
+    first = _first_argument(argv)
+    return first if first in _MODULE_OF else None
+
+
+def _first_argument(argv: Sequence[str]) -> str | None:
+    """The first argument that is not a plain -v, -vv, ... or --verbose."""
     for arg in argv:
         if arg == "--verbose" or (len(arg) > 1 and arg[0] == "-" and set(arg[1:]) == {"v"}):
             continue
-        if arg == "--version":
-            return ()
-        module = None if arg.startswith("-") else _MODULE_OF.get(arg)
-        return tuple(COMMANDS) if module is None else (module,)
-    return tuple(COMMANDS)
+        return arg
+    return None
 
 
-def build_parser(modules: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
-    """The argument parser with the commands of these modules registered (default: all)."""
+def build_parser(
+    modules: Iterable[str] = COMMANDS, word: str | None = None
+) -> argparse.ArgumentParser:
+    """The argument parser with the commands of these modules registered (default: all).
+
+    word: the command the command line names; a module that registers several commands
+    then registers only that one (the others' parsers would be built for nothing).
+    """
     # Imported here, not at module level: the quick path of main() needs neither.
     import argparse
     import importlib
@@ -107,7 +126,11 @@ def build_parser(modules: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
     parser.add_argument("--version", action=Version, help="show program's version number and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in modules:
-        importlib.import_module(name).register(sub)
+        module = importlib.import_module(name)
+        if word is not None and len(COMMANDS[name]) > 1:
+            module.register(sub, (word,))
+        else:
+            module.register(sub)
     return parser
 
 
@@ -153,6 +176,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     141 (what a shell shows for SIGPIPE). stdout is flushed here, inside the
     guard, so the flush at exit cannot fail with a traceback.
     """
+    global _collector_paused
+    if argv is None and gc.isenabled():
+        # The console script, python -m controller: the start-up (imports, the parser,
+        # the configuration) makes objects that live as long as the process, so the
+        # collector's passes over them find nothing, and cost about a twentieth of it.
+        # It is off until a command that runs on starts (_full), or the process ends.
+        # Not when called with arguments, from a program that goes on living.
+        gc.disable()
+        _collector_paused = True
     try:
         code = _main(argv)
         sys.stdout.flush()
@@ -161,14 +193,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return _pipe_closed()
     if argv is None:
-        # The process ends next (the console script, python -m controller): what was
-        # allocated is freed with it, so the collector's passes at exit, most of a short
-        # command's end, are skipped. Not when called with arguments, from a program
-        # that goes on living.
-        import gc
-
+        # The process ends next: what was allocated is freed with it, so the collector's
+        # passes at exit, most of a short command's end, are skipped.
         gc.freeze()
     return code
+
+
+_collector_paused = False
+"""True while main() keeps the garbage collector off for the start-up."""
+
+
+def _resume_collector() -> None:
+    """The garbage collector back on, if main() paused it: the command runs on.
+
+    What the start-up made is frozen first (gc.freeze): it lives as long as the process,
+    and the collector would otherwise walk all of it once more in each older generation.
+    """
+    global _collector_paused
+    if _collector_paused:
+        _collector_paused = False
+        gc.freeze()
+        gc.enable()
 
 
 def _interrupted() -> int:
@@ -221,7 +266,7 @@ def _quick_debug(verbosity: int, message: str, *args: object) -> None:
 def _full(argv: Sequence[str]) -> int:
     """The full command line: the command asked for registered (every one when in
     doubt), its arguments parsed, then its handler run."""
-    parser = build_parser(command_modules(argv))
+    parser = build_parser(command_modules(argv), command_word(argv))
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
     func = getattr(args, "func", None)
@@ -236,6 +281,8 @@ def _full(argv: Sequence[str]) -> int:
             # asyncio only for the commands that need it: importing it costs start-up time.
             import asyncio
 
+            # The daemon, the simulator, a session: they run on, and make garbage.
+            _resume_collector()
             result = asyncio.run(result)
         return int(result or 0)
 

@@ -17,12 +17,10 @@ what was given and what would be valid; a secret is never echoed.
 from __future__ import annotations
 
 import datetime
-import difflib
 import json
 import logging
 import os
 import re
-import tomllib
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +45,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 
 from controller import paths
+from controller.default_settings import DEFAULT_DISPLAY, DEFAULT_PROGRAM
 from controller.errors import BadConfigError
 from controller.mqtt.settings import MqttSettings
 from controller.paths import default_control_socket as default_control_socket  # re-exported
@@ -209,12 +208,12 @@ class SessionSettings(BaseModel):
         description="The user profile a session runs for.",
     )
     default_program: str = Field(
-        default="collar-zone",
+        default=DEFAULT_PROGRAM,
         min_length=1,
         description="The program (an id from the library, or a TOML file) run when none is named.",
     )
     display: bool = Field(
-        default=True,
+        default=DEFAULT_DISPLAY,
         description=(
             "Show the live view during a session (on a terminal); false: one line per step."
         ),
@@ -419,6 +418,8 @@ def _read(location: ConfigLocation) -> str | None:
 
 def _parse(text: str, file: Path) -> dict[str, Any]:
     """TOML text as a dict; a syntax error names the line."""
+    import tomllib  # here: most set-ups have no file, and it costs a command a millisecond
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -479,7 +480,7 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[tuple[str, str], object]:
                     for k in model.model_fields
                     if _nested_model(model.model_fields[k].annotation) is None
                 ]
-                close = difflib.get_close_matches(key, keys, n=1)
+                close = _close_match(key, keys)
                 guess = f"; did you mean {env_var(section, close[0])}?" if close else ""
                 issues.append(
                     ConfigIssue(
@@ -607,13 +608,13 @@ def _message(error: ErrorDetails, section: str | None, key: str | None) -> str:
             ]
             hint = f"; it belongs under {' or '.join(owners)}" if owners else ""
             return f"{section}: a setting outside every section{hint}; the sections are {known}"
-        close = difflib.get_close_matches(section, list(models), n=1)
+        close = _close_match(section, list(models))
         guess = f" (did you mean [{close[0]}]?)" if close else ""
         return f"unknown section [{section}]{guess}; the sections are {known}"
     if kind == "extra_forbidden" and key is not None:
         model = models.get(section)
         names = list(model.model_fields) if model is not None else []
-        close = difflib.get_close_matches(key, names, n=1)
+        close = _close_match(key, names)
         guess = f" (did you mean {close[0]!r}?)" if close else ""
         return f"{_name(section, key)}: unknown key{guess}; [{section}] has {', '.join(names)}"
     if key is None and kind in ("model_type", "dict_type", "model_attributes_type"):
@@ -632,6 +633,13 @@ def _message(error: ErrorDetails, section: str | None, key: str | None) -> str:
     if field is not None and kind not in ("literal_error", "enum", "value_error"):
         text += f"; valid: {_describe(field)}"
     return text
+
+
+def _close_match(word: str, known: list[str]) -> list[str]:
+    """The known word closest to a misspelt one (none, or one): for an error message only."""
+    import difflib  # here: only a refused setting needs it
+
+    return difflib.get_close_matches(word, known, n=1)
 
 
 def _describe(field: FieldInfo) -> str:

@@ -16,16 +16,16 @@ import shutil
 import sys
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from controller.output import format_time, say
-from controller.session import (
-    SCALE_STEP,
-    RunnerEvent,
-    SessionRunner,
-    SessionSnapshot,
-)
+from controller.session.states import SCALE_STEP
 from devices.outputs import channel_maximum
+
+if TYPE_CHECKING:
+    # Annotations only: a live view of a daemon's session (run, attach, demo) has no
+    # runner in its process, and the runner's modules are a fifth of such a process's start.
+    from controller.session import RunnerEvent, SessionRunner, SessionSnapshot
 
 logger = logging.getLogger(__name__)
 

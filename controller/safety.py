@@ -496,9 +496,12 @@ def burst_step(
             return 0, state
         # The imposed rest is over: the output is rested.
         state = BurstState(zero_since=state.zero_since)
+    # (An unchanged state is returned as it is: called per motor on every belt send.)
     if level <= 0:
         zero_since = state.zero_since if state.zero_since is not None else now
         on_since = None if now - zero_since >= rest_s else state.on_since
+        if on_since == state.on_since and zero_since == state.zero_since:
+            return 0, state  # (rest_until is None here)
         return 0, BurstState(on_since=on_since, zero_since=zero_since)
     on_since = state.on_since
     if on_since is not None and state.zero_since is not None and now - state.zero_since >= rest_s:
@@ -507,6 +510,8 @@ def burst_step(
         on_since = now
     if now >= on_since + max_s:  # the very sum next_change() gives: no rounding gap
         return 0, BurstState(zero_since=now, rest_until=now + imposed_rest_s)
+    if on_since == state.on_since and state.zero_since is None:
+        return level, state  # (rest_until is None here)
     return level, BurstState(on_since=on_since)
 
 
@@ -600,6 +605,9 @@ class SessionSafety:
             )
         self.clock = clock
         self.gentler_presses = 0
+        self._factor = 1.0
+        self._factor_for = 0
+        """gentler_factor, and the presses it is for."""
         self.violations: list[Violation] = []
         self.halted = False
         self._on_violation = on_violation
@@ -608,7 +616,12 @@ class SessionSafety:
     @property
     def gentler_factor(self) -> float:
         """GENTLER_STEP ** presses: only ever goes down in a session."""
-        return float(GENTLER_STEP**self.gentler_presses)
+        # Read on every clamp of every device: worked out once per number of presses.
+        presses = self.gentler_presses
+        if presses != self._factor_for:
+            self._factor = float(GENTLER_STEP**presses)
+            self._factor_for = presses
+        return self._factor
 
     def gentler(self) -> float:
         """Record one "gentler" press; the new factor applies from the next apply or tick."""
@@ -692,7 +705,9 @@ class SafeDevice:
         self._recorded: set[Rule] = set()
         self._clamp_memo: _ClampMemo | None = None
         self._bursts: tuple[BurstState, ...] = ()
-        """One per belt motor: the vibration burst rule's state."""
+        """One per belt motor: the vibration burst rule's state (set through _set_bursts)."""
+        self._burst_change: float | None = None
+        """next_burst_change(), worked out when the bursts change: the runner asks every pass."""
         self.held_back = False
         """True when the ramp held the last request back: keep ticking every 100 ms."""
         self._remove_listener = device.add_listener(self._on_event)
@@ -732,8 +747,12 @@ class SafeDevice:
     def next_burst_change(self) -> float | None:
         """Session seconds (this session's clock) at which the burst rule next changes
         what this device may send; apply or tick must run then. None: nothing pending."""
-        changes = [c for b in self._bursts if (c := b.next_change(BURST_CUT_S)) is not None]
-        return min(changes, default=None)
+        return self._burst_change
+
+    def _set_bursts(self, bursts: tuple[BurstState, ...]) -> None:
+        self._bursts = bursts
+        changes = [c for b in bursts if (c := b.next_change(BURST_CUT_S)) is not None]
+        self._burst_change = min(changes, default=None)
 
     def clamp(self, output: Output) -> Output:
         """The stateless part of apply with this session's factor and this device's ranges."""
@@ -762,10 +781,12 @@ class SafeDevice:
             self._requested = output
             now_us = self.session.clock.elapsed_us()
             self._account_heat(now_us)
-            refusal = self._refusal()
+            # One reading of the session clock for the time limit and the burst rule.
+            wall = self.session.clock.elapsed()
+            refusal = self._refusal(wall)
             if refusal is not None:
                 return await self._refuse(output, refusal)
-            decided, ramps = self._decide(output, now_us)
+            decided, ramps = self._decide(output, now_us, wall)
             await self.device.apply(decided)
             if self.session.halted or self._halted:
                 # An emergency stop raced this send: make sure the stop is the last word.
@@ -813,7 +834,7 @@ class SafeDevice:
         now_us = self.session.clock.elapsed_us()
         now = self.session.clock.elapsed()
         # Every motor is at zero from now: a rest begins (a burst only ends once it is long).
-        self._bursts = tuple(burst_step(b, 0, now)[1] for b in self._bursts)
+        self._set_bursts(tuple(burst_step(b, 0, now)[1] for b in self._bursts))
         self._ramps = (RampState(0, 0, now_us), RampState(0, 0, now_us))
         self._ramp_started = True
         self._heat_on = False
@@ -826,12 +847,13 @@ class SafeDevice:
             self._heat_used_us += max(0, now_us - self._last_us)
         self._last_us = now_us
 
-    def _refusal(self) -> tuple[Rule, str] | None:
+    def _refusal(self, wall: float) -> tuple[Rule, str] | None:
+        """Why every request is refused now, if it is (wall: the session clock's elapsed())."""
         if self.session.halted or self._halted:
             return Rule.EMERGENCY_STOP, "refused: the session was emergency-stopped"
         if self._stop_button:
             return Rule.STOP_BUTTON, "refused: the user pressed the device's own stop button"
-        if self.session.clock.expired:
+        if wall >= self.session.clock.limit_s:  # SessionClock.expired, at this reading
             limit = _duration(self.session.clock.limit_s)
             return Rule.SESSION_TIME, f"refused: past the session limit of {limit}"
         return None
@@ -848,7 +870,9 @@ class SafeDevice:
         self._sent = off
         return off
 
-    def _decide(self, output: Output, now_us: int) -> tuple[Output, tuple[RampState, RampState]]:
+    def _decide(
+        self, output: Output, now_us: int, wall: float
+    ) -> tuple[Output, tuple[RampState, RampState]]:
         out = self.clamp(output)
         ramps = self._ramps
         self.held_back = False
@@ -860,13 +884,12 @@ class SafeDevice:
                 out = replace(out, speed=0)
             out = self._limit_heat(out)
         elif isinstance(out, BeltOutput):
-            out = self._limit_bursts(self._limit_heat(out))
+            out = self._limit_bursts(self._limit_heat(out), wall)
         elif isinstance(out, ButterflyOutput):
             out, ramps = self._ramp(out, now_us)
         return out, ramps
 
-    def _limit_bursts(self, out: BeltOutput) -> BeltOutput:
-        now = self.session.clock.elapsed()
+    def _limit_bursts(self, out: BeltOutput, now: float) -> BeltOutput:
         bursts = list(self._bursts)
         bursts += [BurstState()] * (len(out.levels) - len(bursts))
         levels = []
@@ -883,7 +906,7 @@ class SafeDevice:
                 )
             levels.append(allowed)
         # Committed at once: a failed send leaves the rule stricter, never looser.
-        self._bursts = tuple(bursts)
+        self._set_bursts(tuple(bursts))
         return out if tuple(levels) == out.levels else replace(out, levels=tuple(levels))
 
     def _limit_heat(self, out: _Heated) -> _Heated:
@@ -916,8 +939,10 @@ class SafeDevice:
             strength, new_state = ramp_step(state, wanted, now_us, max_raise)
             if strength < wanted:
                 self.held_back = True
-            channels.append(replace(ch, strength=strength))
+            channels.append(ch if strength == ch.strength else replace(ch, strength=strength))
             states.append(new_state)
+        if channels[0] is out.a and channels[1] is out.b:
+            return out, (states[0], states[1])  # nothing held back: the output as it came
         return ButterflyOutput(a=channels[0], b=channels[1]), (states[0], states[1])
 
     def _on_event(self, event: DeviceEvent) -> None:

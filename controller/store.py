@@ -47,7 +47,6 @@ from typing import Any
 
 from controller import paths
 from controller.errors import LockError, NotFoundError, StoreError
-from controller.locks import OwnerLock, owner_is_gone, sweep_gone_owners
 from controller.profile_terms import DEFAULT_PROFILE_NAME
 
 # The checks made before anything is opened live in a light module (a command refuses a
@@ -64,6 +63,7 @@ from devices.errors import ConfigError
 # of an empty history, a device registry or a course does without them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from controller.locks import OwnerLock
     from controller.profiles import Profile
     from controller.session.states import Outcome
 
@@ -345,8 +345,9 @@ class Store:
         self.path = path
         self.read_only = read_only
         self._lock = threading.RLock()
-        self._owner = OwnerLock(path)
-        """This store's claim on the sessions it begins; taken at the first one."""
+        self._owner: OwnerLock | None = None
+        """This store's claim on the sessions it begins; made and taken at the first one
+        (_claim): a store that only reads does without it and its lock module."""
 
     # -- opening ----------------------------------------------------------------
 
@@ -483,7 +484,16 @@ class Store:
             self._conn.close()
             # After the connection: a session of ours still running from here on is
             # one whose end was never written, and the next daemon may close it.
-            self._owner.release()
+            if self._owner is not None:
+                self._owner.release()
+
+    def _claim(self) -> OwnerLock:
+        """This store's claim on its sessions, made on first use."""
+        if self._owner is None:
+            from controller.locks import OwnerLock
+
+            self._owner = OwnerLock(self.path)
+        return self._owner
 
     def __enter__(self) -> Store:
         return self
@@ -579,7 +589,8 @@ class Store:
         with self._writing("record the session start") as cur:
             try:
                 # Before the row exists: a row whose owner holds no lock counts as crashed.
-                self._owner.acquire()
+                owner = self._claim()
+                owner.acquire()
             except LockError as err:
                 raise StoreError(f"cannot record the session start: {err}") from err
             cur.execute(
@@ -591,7 +602,7 @@ class Store:
                     profile,
                     _ts(started_at or utc_now()),
                     _json(dict(detail or {})),
-                    self._owner.token,
+                    owner.token,
                     int(simulated),
                 ),
             )
@@ -668,14 +679,17 @@ class Store:
         A session another process (or another store in this one) still runs is
         left alone: only its owner closes it.
         """
+        from controller.locks import owner_is_gone, sweep_gone_owners
+
         now = _ts(utc_now())
         closed: list[int] = []
+        ours = self._owner
         with self._writing("close unfinished sessions") as cur:
             rows = cur.execute(
                 "SELECT id, detail, owner FROM sessions WHERE ended_at IS NULL"
             ).fetchall()
             for session_id, detail, owner in rows:
-                if owner == self._owner.token and self._owner.held:
+                if ours is not None and owner == ours.token and ours.held:
                     continue  # our own, still running
                 if not owner_is_gone(self.path, owner):
                     logger.info("session %d is still running in another process", session_id)

@@ -43,6 +43,8 @@ _ENUMS: Final[dict[str, type[StrEnum]]] = {
     "devices": DeviceKind,
 }
 
+_TECHNIQUES: Final = frozenset(Technique)
+
 _RANGE_HINTS: Final[dict[str, str]] = {
     "intensity": "intensities run from 0 to 1",
     "start_intensity": "intensities run from 0 to 1",
@@ -174,7 +176,9 @@ def _technique_of(data: Mapping[str, Any], step: int | None) -> str | None:
         return None
     raw = steps[step]
     value = raw.get("technique") if isinstance(raw, dict) else None
-    return value if value in set(Technique) else None
+    # Only text can name a technique: a list or a table there is unhashable (and is
+    # reported as the step's own error), so it must not reach the set lookup.
+    return value if isinstance(value, str) and value in _TECHNIQUES else None
 
 
 def _show(value: Any) -> str:

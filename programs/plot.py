@@ -99,13 +99,19 @@ def plan_panels(plan: SessionPlan) -> list[Panel]:
         caps = timeline.capabilities
         panel = Panel(name, caps.kind.value, _UNITS[caps.kind.value])
         series: dict[str, Series] = defaultdict(list)
+        # The renderers reuse one output object for repeated frames: each is read once.
+        read: dict[int, tuple[tuple[str, float], ...]] = {}
         for cue in timeline.cues:
             out = cue.output
-            # The recording's names (docs/simulator.md): motor1.., speed, output_a/b.
-            for channel, value in out.felt():
+            felt = read.get(id(out))
+            if felt is None:
+                # The recording's names (docs/simulator.md): motor1.., speed, output_a/b.
+                felt = out.felt()
+                if caps.heater:
+                    felt += (("heater", 1.0 if out.heat else 0.0),)
+                read[id(out)] = felt
+            for channel, value in felt:
                 series[channel].append((cue.t, value))
-            if caps.heater:
-                series["heater"].append((cue.t, 1.0 if out.heat else 0.0))
         panel.series = dict(series)
         panels.append(panel)
     return _ordered(panels)
@@ -316,8 +322,7 @@ def _draw(
     scales: Mapping[str, float] | None = None,
 ) -> Any:
     """Draw the panels; returns the matplotlib Figure (written by _save)."""
-    if not panels:
-        raise PlotError(f"{out}: nothing to plot (no device)")
+    _require(panels, out)
     figure_cls, canvas_cls = _matplotlib()
     top_space = 1.7 if steps else 0.6  # inches for the title and the slanted step labels
     heights = [_panel_height(p) for p in panels]
@@ -359,10 +364,22 @@ def _draw(
     return fig
 
 
-def _save(fig: Any, out: Path) -> Path:
-    """Write the figure as a PNG; only the file itself is created, never a folder."""
+def _require(panels: Sequence[Panel], out: Path) -> None:
+    """PlotError when there is no device to draw."""
+    if not panels:
+        raise PlotError(f"{out}: nothing to plot (no device)")
+
+
+def _check_target(panels: Sequence[Panel], out: Path) -> None:
+    """The errors a plot would end in, before the figure is drawn (and matplotlib imported)."""
+    _require(panels, out)
     if not out.parent.is_dir():
         raise PlotError(f"{out}: the folder {out.parent} does not exist")
+
+
+def _save(fig: Any, out: Path) -> Path:
+    """Write the figure as a PNG; only the file itself is created, never a folder
+    (_check_target has found the folder)."""
     try:
         fig.savefig(out, format="png")
     except OSError as err:
@@ -373,7 +390,10 @@ def _save(fig: Any, out: Path) -> Path:
 
 def plan_figure(plan: SessionPlan, out: Path = Path("plan.png")) -> Any:
     """The Figure of a rendered plan (plot_plan writes it)."""
-    panels = plan_panels(plan)
+    return _plan_figure(plan, plan_panels(plan), out)
+
+
+def _plan_figure(plan: SessionPlan, panels: list[Panel], out: Path) -> Any:
     return _draw(
         panels,
         out,
@@ -388,7 +408,9 @@ def plan_figure(plan: SessionPlan, out: Path = Path("plan.png")) -> Any:
 
 def plot_plan(plan: SessionPlan, out: Path) -> Path:
     """Draw a rendered plan as a PNG: one panel per device, steps shaded and labelled."""
-    return _save(plan_figure(plan, out), out)
+    panels = plan_panels(plan)
+    _check_target(panels, out)
+    return _save(_plan_figure(plan, panels, out), out)
 
 
 def recording_figure(
@@ -400,12 +422,18 @@ def recording_figure(
     title: str | None = None,
 ) -> Any:
     """The Figure of a recording (plot_recording writes it)."""
+    return _recording_figure(recording_panels(rows, axis), out, plan=plan, title=title)
+
+
+def _recording_figure(
+    panels: list[Panel], out: Path, *, plan: SessionPlan | None, title: str | None
+) -> Any:
     if title is None:
         title = "recording"
         if plan is not None:
             title = f"{plan.program_id}: {plan.title} — as the simulated devices played it"
     return _draw(
-        recording_panels(rows, axis),
+        panels,
         out,
         title=title,
         steps=plan.steps if plan is not None else (),
@@ -424,4 +452,6 @@ def plot_recording(
     title: str | None = None,
 ) -> Path:
     """Draw a simulator recording as a PNG, on the plan's time axis and steps when one is given."""
-    return _save(recording_figure(rows, out, plan=plan, axis=axis, title=title), out)
+    panels = recording_panels(rows, axis)
+    _check_target(panels, out)
+    return _save(_recording_figure(panels, out, plan=plan, title=title), out)

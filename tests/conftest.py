@@ -127,7 +127,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.hookimpl(optionalhook=True)  # an xdist hook: absent with -p no:xdist
 def pytest_configure_node(node: Any) -> None:
     """(xdist, main process) Give each worker the durations of the last runs."""
-    cache = node.config.cache
+    cache = getattr(node.config, "cache", None)  # absent with -p no:cacheprovider
     if cache is not None:
         node.workerinput[DURATIONS_KEY] = cache.get(DURATIONS_KEY, {})
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Coroutine
 from pathlib import Path
 
-from controller.commands.config import add_config_option, read_config
+from controller.commands.config import add_config_option, read_settings
 from controller.paths import check_socket_path, no_socket_at
 from controller.quick_control import not_running
 
@@ -64,7 +64,7 @@ def cmd_attach(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     controller.cli runs: a bad --socket or --config, or no daemon there, does without
     asyncio.
     """
-    socket = Path(args.socket) if args.socket else Path(read_config(args).daemon.socket)
+    socket = Path(args.socket) if args.socket else read_settings(args).socket
     check_socket_path(socket)
     if no_socket_at(socket):
         # The client's own answer to a socket that is not there, without asyncio and

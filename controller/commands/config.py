@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+from controller.default_settings import Settings, settings_of, surely_defaults
 from controller.output import add_json_option, print_json
 from controller.quick_control import CONFIG_ENV, check_config_file, config_location
 from devices.errors import ConfigError
@@ -93,22 +94,29 @@ def read_config(args: argparse.Namespace) -> Config:
     return load_config(given)
 
 
-def apply_session_defaults(args: argparse.Namespace) -> Config:
+def read_settings(args: argparse.Namespace) -> Settings:
+    """The control socket, the database and the [session] defaults the command line's
+    configuration gives: read_config's, or its defaults found without loading it when
+    no file and no variable sets anything (controller.default_settings)."""
+    found = surely_defaults(_given(args))
+    return settings_of(read_config(args)) if found is None else found
+
+
+def apply_session_defaults(args: argparse.Namespace) -> Settings:
     """Fill what ``run`` was not told from [session]: program, profile and display.
 
     The command line wins: a PROGRAM, --profile or --no-display given is kept.
     The configuration is read (and validated) here, before any slow work, and
-    returned: validated once, it serves the rest of the command.
+    its settings returned: validated once, they serve the rest of the command.
     """
-    config = read_config(args)
-    session = config.session
+    settings = read_settings(args)
     if getattr(args, "program", None) is None:
-        args.program = session.default_program
+        args.program = settings.default_program
     if getattr(args, "profile", None) is None:
-        args.profile = session.profile
-    if not session.display:
+        args.profile = settings.profile
+    if not settings.display:
         args.no_display = True
-    return config
+    return settings
 
 
 def _given(args: argparse.Namespace) -> Path | None:

@@ -6,10 +6,11 @@ import argparse
 import contextlib
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import Container, Coroutine
 from pathlib import Path
 
 from controller import argtypes, output, quick_control, store_paths
+from controller.default_settings import Settings, settings_of, surely_defaults
 from controller.errors import DaemonNotRunningError, NoTerminalError
 from controller.paths import check_socket_path, no_socket_at
 from devices.errors import ConfigError, MassagedError
@@ -31,8 +32,29 @@ logger = logging.getLogger(__name__)
 MAX_DAEMON_SPEED = 60.0
 
 
-def register(sub: Any) -> None:
-    """Add the daemon command and the commands that reach a running daemon."""
+def register(sub: Any, words: Container[str] | None = None) -> None:
+    """Add the daemon command and the commands that reach a running daemon.
+
+    words: only these of them (controller.cli adds only the command a command line
+    names: building the parsers of all eleven is most of a listing's start-up).
+    """
+    adders = {
+        "daemon": _add_daemon,
+        "scan": _add_scan,
+        "pair": _add_pair,
+        "devices": _add_devices,
+        "unpair": _add_unpair,
+    }
+    for word in (*adders, *quick_control.SIMPLE_COMMANDS):
+        if words is not None and word not in words:
+            continue
+        if word in adders:
+            adders[word](sub)
+        else:
+            _add_simple(sub, word)
+
+
+def _add_daemon(sub: Any) -> None:
     d = sub.add_parser(
         "daemon",
         help="run the daemon: keep paired devices connected, run sessions on request",
@@ -62,6 +84,8 @@ def register(sub: Any) -> None:
     )
     d.set_defaults(func=cmd_daemon)
 
+
+def _add_scan(sub: Any) -> None:
     s = sub.add_parser(
         "scan",
         help="list nearby devices that speak a massaged protocol",
@@ -79,6 +103,8 @@ def register(sub: Any) -> None:
     output.add_json_option(s)
     s.set_defaults(func=cmd_scan)
 
+
+def _add_pair(sub: Any) -> None:
     p = sub.add_parser(
         "pair",
         help="identify a device, let you feel a gentle pulse, and remember it",
@@ -98,6 +124,8 @@ def register(sub: Any) -> None:
     p.add_argument("--radio", type=Path, help="the simulator's radio socket")
     p.set_defaults(func=cmd_pair)
 
+
+def _add_devices(sub: Any) -> None:
     dv = sub.add_parser(
         "devices",
         help="list paired devices; rename, unpair, set caps",
@@ -148,6 +176,9 @@ def register(sub: Any) -> None:
         required=True,
         help="at most this fraction (0..1) of the device's maximum, below the profile's cap",
     )
+
+
+def _add_unpair(sub: Any) -> None:
     u = sub.add_parser(
         "unpair",
         help="forget a paired device (same as 'devices unpair')",
@@ -157,17 +188,19 @@ def register(sub: Any) -> None:
     u.add_argument("name")
     u.set_defaults(func=cmd_devices, devices_command="unpair")
 
+
+def _add_simple(sub: Any, name: str) -> None:
     # The simple commands also have a quick path (controller.quick_control) that
     # controller.cli.main tries first: the table lives there so both agree.
-    for name, (command, text) in quick_control.SIMPLE_COMMANDS.items():
-        c = sub.add_parser(
-            name,
-            help=text,
-            description=f"{text[0].upper()}{text[1:]}, through the running daemon.",
-        )
-        _common(c)
-        c.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
-        c.set_defaults(func=cmd_simple, api_command=command)
+    command, text = quick_control.SIMPLE_COMMANDS[name]
+    c = sub.add_parser(
+        name,
+        help=text,
+        description=f"{text[0].upper()}{text[1:]}, through the running daemon.",
+    )
+    _common(c)
+    c.add_argument("--json", action="store_true", help="print the daemon's JSON answer")
+    c.set_defaults(func=cmd_simple, api_command=command)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -206,6 +239,23 @@ def load(args: argparse.Namespace) -> Any:
     if getattr(args, "radio", None):
         config.daemon.simulator_radio = args.radio
     return config
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """load's control socket and database, found without the settings' models when no
+    file and no variable sets anything (controller.default_settings)."""
+    check_paths(args)
+    found = surely_defaults(getattr(args, "config", None))
+    given = [p for p in (getattr(args, "socket", None), getattr(args, "db", None)) if p]
+    if found is None or any(str(p).startswith("~") for p in given):
+        # The settings' validation expands a ~ (and names a user this system does not know).
+        return settings_of(load(args))
+    if getattr(args, "socket", None):
+        found.socket = Path(args.socket)
+    check_socket_path(found.socket)  # before any slow start-up
+    if getattr(args, "db", None):
+        found.db = Path(args.db)
+    return found
 
 
 def _simulator_link(config: Any) -> tuple[Any, dict[str, Any], Path | None]:
@@ -350,10 +400,10 @@ async def _watchdog(interval: float) -> None:
 # -- commands that talk to the daemon --------------------------------------------------
 
 
-async def _call(config: Any, command: str, payload: dict[str, Any] | None = None) -> Any:
+async def _call(socket: Path, command: str, payload: dict[str, Any] | None = None) -> Any:
     from controller import control
 
-    answer = await control.call(Path(config.daemon.socket), command, payload)
+    answer = await control.call(socket, command, payload)
     if answer.get("status") != "ok":
         raise MassagedError(str(answer.get("error") or answer))
     return answer.get("data")
@@ -385,7 +435,7 @@ async def _scan(args: argparse.Namespace, config: Any) -> int:
         if no_socket_at(Path(config.daemon.socket)):
             # What the client would find, without loading it (and the API's models).
             raise DaemonNotRunningError(f"no massaged daemon on {config.daemon.socket}")
-        found = await _call(config, "scan", {"timeout": timeout})
+        found = await _call(Path(config.daemon.socket), "scan", {"timeout": timeout})
     except DaemonNotRunningError:
         from devices.discovery import scan
 
@@ -503,7 +553,7 @@ async def _pair(args: argparse.Namespace, config: Any) -> int:
         store.close()
     print(f"paired {record.name}: {record.model} at {record.address}")
     with contextlib.suppress(MassagedError):
-        await _call(config, "reload")
+        await _call(Path(config.daemon.socket), "reload")
     return 0
 
 
@@ -546,13 +596,14 @@ def cmd_devices(args: argparse.Namespace) -> Coroutine[Any, Any, int] | int:
             store_paths.database_to_read(db)
         else:
             store_paths.check_database_to_open(db)
-    config = load(args)  # the options checked before asyncio loads
-    if no_socket_at(Path(config.daemon.socket)):
+    settings = load_settings(args)  # the options checked before asyncio loads
+    if no_socket_at(settings.socket):
         # Nothing at the socket: no daemon answers (the client would say so), so the
         # store is used at once, without asyncio and the client loaded to find that out.
         command, payload = _devices_request(args)
-        return _show_devices(args, command, _devices_offline(config, command, payload), payload)
-    return _devices(args, config)
+        devices = _devices_offline(settings.db, command, payload)
+        return _show_devices(args, command, devices, payload)
+    return _devices(args, settings)
 
 
 def _surely_no_daemon(args: argparse.Namespace) -> bool:
@@ -581,13 +632,13 @@ def _devices_request(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     return "devices", {}
 
 
-async def _devices(args: argparse.Namespace, config: Any) -> int:
+async def _devices(args: argparse.Namespace, settings: Settings) -> int:
     command, payload = _devices_request(args)
     try:
-        data = await _call(config, command, payload)
+        data = await _call(settings.socket, command, payload)
         devices = data if command == "devices" else None
     except DaemonNotRunningError:
-        devices = _devices_offline(config, command, payload)
+        devices = _devices_offline(settings.db, command, payload)
     return _show_devices(args, command, devices, payload)
 
 
@@ -631,21 +682,22 @@ def _done(command: str, payload: dict[str, Any]) -> str:
 
 
 def _devices_offline(
-    config: Any, command: str, payload: dict[str, Any]
+    db: Path, command: str, payload: dict[str, Any]
 ) -> list[dict[str, Any]] | None:
-    from controller import api
+    if command != "devices":  # a listing takes no arguments: nothing to validate
+        from controller import api
 
-    api.parse_request(command, payload)  # the same validation as through the daemon
+        api.parse_request(command, payload)  # the same validation as through the daemon
     # A wrong --db is refused before the store loads (the same errors as opening it).
     if command == "devices":
-        store_paths.database_to_read(config.store.path)
+        store_paths.database_to_read(db)
     else:
-        store_paths.check_database_to_open(config.store.path)
+        store_paths.check_database_to_open(db)
     from controller.store import Store
 
     # Listing only reads: it creates no database and changes nothing (issue 13).
     opener = Store.open_for_reading if command == "devices" else Store.open
-    store = opener(config.store.path)
+    store = opener(db)
     try:
         if command == "rename":
             # Only here: pairing loads the drivers' layers (asyncio, the device kinds).

@@ -22,14 +22,26 @@ from controller.profile_terms import DEFAULT_PROFILE_NAME
 TYPE_CHECKING = False
 # The store's records (pydantic, sqlite) are read through open_store, imported there.
 if TYPE_CHECKING:
+    from collections.abc import Container
+
     from controller.courses import CourseProgress
     from controller.store import SessionRecord
 
 logger = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``history`` and ``course``."""
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    words: Container[str] | None = None,
+) -> None:
+    """Add ``history`` and ``course`` (words: only these of them, see controller.cli)."""
+    if words is None or "history" in words:
+        _add_history(subparsers)
+    if words is None or "course" in words:
+        _add_course(subparsers)
+
+
+def _add_history(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "history",
         help="past sessions, newest first",
@@ -45,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_db_option(p)
     p.set_defaults(func=cmd_history)
 
+
+def _add_course(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     course = subparsers.add_parser(
         "course",
         help="a course of sessions (15, every 1, 2 or 3 days)",
@@ -163,8 +177,11 @@ def cmd_course_show(args: argparse.Namespace) -> int:
     """Print the current course's progress and next due date."""
     name = _course_profile(args)
     with open_store_for_reading(args) as store:
-        profile = store.get_profile(name)
+        # Only its audience is shown, and only with a course: the built-in default
+        # profile is not made (its models loaded) to say that there is none.
+        store.require_profile(name)
         progress = course_status(store, name)
+        profile = None if progress is None else store.get_profile(name)
     if getattr(args, "json", False):
         print_json(None if progress is None else _course_data(progress))
         return 0
@@ -192,6 +209,7 @@ def cmd_course_show(args: argparse.Namespace) -> int:
             print("next session: due today")
         else:
             print(f"next session: due {due}")
+    assert profile is not None  # read with the course
     print(f"after each session: {after_session_advice(profile.audience)}")
     return 0
 

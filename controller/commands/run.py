@@ -435,9 +435,9 @@ def cmd_run(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
     if daemon_first and args.socket:
         check_socket_path(args.socket)  # before the configuration's models load
     # [session] program, profile, display: see docs/configuration.md
-    config = apply_session_defaults(args)
+    settings = apply_session_defaults(args)
     if daemon_first:
-        socket = Path(args.socket or config.daemon.socket)
+        socket = Path(args.socket or settings.socket)
         check_socket_path(socket)
         if not no_socket_at(socket):
             return _run(args, speed, socket)

@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Container, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,15 @@ logger = logging.getLogger(__name__)
 MAX_SPEED = 120.0
 
 
-def register(sub: Any) -> None:
-    """Add the simulate and sim-fault commands."""
+def register(sub: Any, words: Container[str] | None = None) -> None:
+    """Add the simulate and sim-fault commands (words: only these of them, see controller.cli)."""
+    if words is None or "simulate" in words:
+        _add_simulate(sub)
+    if words is None or "sim-fault" in words:
+        _add_sim_fault(sub)
+
+
+def _add_simulate(sub: Any) -> None:
     p = sub.add_parser(
         "simulate",
         help="serve simulated devices on a pseudo-terminal and a simulated BLE radio",
@@ -62,6 +69,8 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(func=run_simulate)
 
+
+def _add_sim_fault(sub: Any) -> None:
     f = sub.add_parser(
         "sim-fault",
         help="inject a fault into a device of a running 'massaged simulate'",

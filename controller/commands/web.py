@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from controller.commands.config import add_config_option, read_config
+from controller.commands.config import add_config_option, read_settings
 
 # Not typing.TYPE_CHECKING: importing typing costs start-up time and mypy
 # recognises this name on its own.
@@ -40,12 +40,12 @@ def register(sub: Any) -> None:
 
 def cmd_token(args: argparse.Namespace) -> int:
     """Renew the token beside the database and print it."""
-    config = read_config(args)
+    db = read_settings(args).db
     from controller.paths import ensure_private_dir
     from controller.store_paths import database_path
     from controller.web.auth import TokenFile, token_path
 
-    folder = database_path(config.store.path).parent
+    folder = database_path(db).parent
     ensure_private_dir(folder)
     token = TokenFile(token_path(folder)).renew()
     print(token)

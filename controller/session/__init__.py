@@ -25,10 +25,11 @@ if TYPE_CHECKING:
         limits_for,
     )
     from controller.session.clock import ScaledClock, Timing
-    from controller.session.runner import SCALE_STEP, SessionRunner
+    from controller.session.runner import SessionRunner
     from controller.session.states import (
         PAUSE_PILLOW_EMPTY,
         PAUSE_USER,
+        SCALE_STEP,
         DeviceSnapshot,
         DeviceState,
         Outcome,
@@ -69,7 +70,7 @@ _LAZY: dict[str, str] = {
     "limits_for": "controller.session.checks",
     "ScaledClock": "controller.session.clock",
     "Timing": "controller.session.clock",
-    "SCALE_STEP": "controller.session.runner",
+    "SCALE_STEP": "controller.session.states",
     "SessionRunner": "controller.session.runner",
     "PAUSE_PILLOW_EMPTY": "controller.session.states",
     "PAUSE_USER": "controller.session.states",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,18 +47,27 @@ class Lane:
     closing: bool = False
     warned: set[str] = field(default_factory=set)
     remove_listener: Callable[[], None] | None = None
+    scaled_from: Output | None = None
+    """The cue output the runner last scaled (by scaled_by) into scaled."""
+    scaled_by: float = math.nan
+    scaled: Output | None = None
 
     @property
     def kind(self) -> DeviceKind:
         """The device's kind."""
         return self.device.kind
 
-    @property
+    @functools.cached_property
     def off(self) -> Output:
         """This device's all-off output, shaped as its cues (or its capabilities)."""
         if self.timeline.cues:
             return off_output(self.timeline.cues[0].output)
         return kind_spec(self.kind).off(self.timeline.capabilities)
+
+    @functools.cached_property
+    def ems(self) -> bool:
+        """Whether the device has EMS channels (whose ramp the runner keeps feeding)."""
+        return bool(self.timeline.capabilities.ems_channels)
 
     @property
     def link_word(self) -> str:

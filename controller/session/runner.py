@@ -37,7 +37,6 @@ import asyncio
 import dataclasses
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -55,6 +54,7 @@ from controller.safety import (
 )
 from controller.session.checks import check_fits, check_profile, limits_for
 from controller.session.clock import SafetyClock, ScaledClock, Timing
+from controller.session.deadline import Deadline
 from controller.session.history import SessionHistory
 from controller.session.lanes import Lane
 from controller.session.states import (
@@ -94,8 +94,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SCALE_STEP = 0.1
-"""How much one "+" or "-" changes the overall intensity scale."""
 _NAP_S = 0.00025
 """Longest blocking nap inside a precise wait: how long the loop may be held at a time."""
 _SPIN_S = 0.00015
@@ -488,19 +486,24 @@ class SessionRunner:
             if self._estop:
                 await self._estop_done.wait()
                 return Outcome.EMERGENCY_STOP, "emergency stop"
-            await self._handle_controls()
-            if self._estop:
-                continue
+            if self._controls_due():
+                await self._handle_controls()
+                if self._estop:
+                    continue
             assert self.safety is not None
-            pass_started = asyncio.get_running_loop().time()
+            pass_started = loop.time()
             t = self.clock.now()
             real = self.clock.real()
             running = self.state in (SessionState.RUNNING, SessionState.STOPPING)
             # The plan's end, or the safety limit if it comes first (pauses count there).
-            self._end_t = min(self.plan.duration, t + self.safety.clock.remaining())
+            # One reading of the safety clock for the whole pass (SessionClock.remaining()
+            # at this reading; it is 0 exactly when the clock has expired).
+            wall = self.safety.clock.elapsed()
+            remaining = max(0.0, self.safety.clock.limit_s - wall)
+            self._end_t = min(self.plan.duration, t + remaining)
             if self.state == SessionState.PAUSED and self._stop_wanted:
                 return Outcome.STOPPED, "stopped"
-            if self._limit_reached or self.safety.clock.expired:
+            if self._limit_reached or remaining <= 0:
                 if self.state == SessionState.PAUSED:
                     return Outcome.CUT, "the session limit passed while paused"
                 return Outcome.CUT, "cut at the session limit"
@@ -520,16 +523,19 @@ class SessionRunner:
             if running:
                 for lane in self._lanes:
                     if lane.state == DeviceState.RUNNING:
-                        self._drive(lane, t, real)
-            delay, cue = self._next_delay(t, running)
+                        self._drive(lane, t, real, wall)
+            delay, cue = self._next_delay(t, running, wall)
             self._wake.arm()
             # An absolute deadline from the start of the pass: the next cue is due at t +
             # delay, however long this pass's work took (a relative sleep would add it).
             due = pass_started + delay
-            await self._wait_until(due, precise=cue)
+            if cue and timing.cue_lead_s:
+                await self._wait_until(due)
+            else:
+                await self._wake.sleep(due)
 
-    async def _wait_until(self, deadline: float, *, precise: bool) -> None:
-        """Sleep until deadline (loop time) or until woken; precise: to a few microseconds.
+    async def _wait_until(self, deadline: float) -> None:
+        """Sleep until deadline (loop time) or until woken, precisely: to a few microseconds.
 
         A precise wait sleeps until cue_lead_s before the deadline, then yields to the
         loop until the deadline passes: the loop stays responsive (a stop is handled
@@ -537,12 +543,12 @@ class SessionRunner:
         yields it naps (a blocking sleep of at most _NAP_S) until _SPIN_S before the
         deadline, so the wait costs about a tenth of the CPU a pure busy wait would.
         """
-        loop = asyncio.get_running_loop()
-        lead = self.timing.cue_lead_s if precise else 0.0
+        lead = self.timing.cue_lead_s
         await self._wake.sleep(deadline - lead)
+        loop = asyncio.get_running_loop()
         # A deliberate busy wait, yielding to the loop each time (at most cue_lead_s):
         # no timer fires closer than a millisecond, and the wake-up is what it also watches.
-        while lead and not self._wake.is_set():
+        while not self._wake.is_set():
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
@@ -552,28 +558,42 @@ class SessionRunner:
                 time.sleep(min(remaining - _SPIN_S, _NAP_S))  # noqa: ASYNC251
             await asyncio.sleep(0)
 
-    def _drive(self, lane: Lane, t: float, real: float) -> None:
-        """Post the output due now if the safe output changed; renew the lease."""
+    def _drive(self, lane: Lane, t: float, real: float, wall: float) -> None:
+        """Post the output due now if the safe output changed; renew the lease.
+
+        t: the plan position, real: real seconds, wall: the safety clock, all of this pass.
+        """
         safe = lane.safe
         assert safe is not None
-        if not lane.device.is_connected:
+        device = lane.device
+        if not device.is_connected:
             return
-        lane.device.renew_lease(self.timing.lease_s)
+        timing = self.timing
+        device.renew_lease(timing.lease_s)
         cue = lane.timeline.cue_at(t)
         base = cue.output if cue is not None else lane.off
         if lane.heat_override is not None and isinstance(base, BeltOutput | PillowOutput):
             # The output types with a heater field (set_heat refuses a device without one).
             base = dataclasses.replace(base, heat=lane.heat_override)
-        request = scale_output(base, self._factor(lane, t))
+        factor = self._factor(lane, t)
+        # The same request as the last pass's is the very object, so that the safety
+        # layer's clamp memo answers without clamping again.
+        request = lane.scaled
+        if request is None or base is not lane.scaled_from or factor != lane.scaled_by:
+            request = scale_output(base, factor)
+            lane.scaled_from, lane.scaled_by, lane.scaled = base, factor, request
         decided = safe.clamp(request)
-        due = lane.force or decided != lane.posted
-        if lane.timeline.capabilities.ems_channels:
+        posted = lane.posted
+        due = lane.force or (decided is not posted and decided != posted)
+        if lane.ems:
             # EMS: every pass that is half an EMS tick on, never more than ems_tick_s apart.
-            due = due or real - lane.posted_at >= self.timing.ems_tick_s / 2
-        elif safe.sent is not None and getattr(safe.sent, "heat", False):
-            due = due or real - lane.posted_at >= self.timing.heat_refresh_s
+            due = due or real - lane.posted_at >= timing.ems_tick_s / 2
+        else:
+            sent = safe.sent
+            if sent is not None and sent.heat:
+                due = due or real - lane.posted_at >= timing.heat_refresh_s
         burst = safe.next_burst_change()
-        if burst is not None and safe.session.clock.elapsed() >= burst:
+        if burst is not None and wall >= burst:
             # The burst rule changes what may be sent now (a burst's end, a rest's end).
             due = True
         if due:
@@ -595,23 +615,32 @@ class SessionRunner:
             factor = 0.0
         return factor
 
-    def _next_delay(self, t: float, running: bool) -> tuple[float, bool]:
-        """Real seconds to the next pass (a tick, or the next cue change if sooner); a cue?"""
+    def _next_delay(self, t: float, running: bool, wall: float) -> tuple[float, bool]:
+        """Real seconds to the next pass (a tick, or the next cue change if sooner); a cue?
+
+        wall: the safety clock's reading of this pass (the burst rule runs on it).
+        """
         delay = self.timing.tick_s
         cue = False
         if running:
-            changes = [
-                change
-                for lane in self._lanes
-                if lane.state == DeviceState.RUNNING
-                and (change := lane.timeline.next_change_after(t)) is not None
-            ]
-            changes.append(self._end_t)
+            # The soonest of: each running device's next cue, the plan's (or the limit's)
+            # end, the fade's end, and the burst rule's next changes.
+            soonest = self._end_t
+            for lane in self._lanes:
+                if lane.state != DeviceState.RUNNING:
+                    continue
+                change = lane.timeline.next_change_after(t)
+                if change is not None and change < soonest:
+                    soonest = change
+                burst = lane.safe.next_burst_change() if lane.safe is not None else None
+                if burst is not None:
+                    # A plan position (the burst rule's clock counts pauses too); only one
+                    # still ahead: one already due is posted by this pass's _drive.
+                    at = t + (burst - wall)
+                    if t < at < soonest:
+                        soonest = at
             if self._fade_from is not None:
-                changes.append(self._fade_from + self.timing.fade_s)
-            # Only those still ahead: one already due is posted by this pass's _drive.
-            changes.extend(c for c in self._burst_changes(t) if c > t)
-            soonest = min(changes)
+                soonest = min(soonest, self._fade_from + self.timing.fade_s)
             if soonest > t:
                 # A hair past the change, so that cue_at() sees the new cue.
                 until_change = self.clock.real_seconds(soonest - t) + 1e-4
@@ -619,20 +648,10 @@ class SessionRunner:
                     delay, cue = until_change, True
         return max(self.timing.min_pass_s, delay), cue
 
-    def _burst_changes(self, t: float) -> list[float]:
-        """The burst rule's next changes, as plan positions (its clock counts pauses too)."""
-        if self.safety is None:
-            return []
-        wall = self.safety.clock.elapsed()
-        return [
-            t + (change - wall)
-            for lane in self._lanes
-            if lane.state == DeviceState.RUNNING
-            and lane.safe is not None
-            and (change := lane.safe.next_burst_change()) is not None
-        ]
-
     def _track_step(self, t: float) -> None:
+        current = self._step
+        if current is not None and current.start <= t < current.end:
+            return  # still the same step (step_at would find it again)
         step = self.plan.step_at(t)
         if step is not None and step != self._step:
             self._step = step
@@ -645,10 +664,12 @@ class SessionRunner:
 
     def _check_devices(self, real: float) -> tuple[Outcome, str] | None:
         """The end of the session when no device can run any more."""
+        for lane in self._lanes:
+            # (A dropped device is never running nor paused.)
+            if lane.state in (DeviceState.RUNNING, DeviceState.PAUSED):
+                self._all_down_since = None
+                return None
         lanes = self._active_lanes()
-        if any(lane.state in (DeviceState.RUNNING, DeviceState.PAUSED) for lane in lanes):
-            self._all_down_since = None
-            return None
         if not any(lane.state == DeviceState.LOST for lane in lanes):
             return Outcome.STOPPED, "every device was stopped by its own stop button"
         if self._all_down_since is None:
@@ -659,6 +680,12 @@ class SessionRunner:
         return None
 
     # -- pause and resume ------------------------------------------------------------
+
+    def _controls_due(self) -> bool:
+        """Whether _handle_controls has anything to do (most passes: no)."""
+        if self._pause_wanted is not None or self._resume_wanted:
+            return True
+        return any(lane.empty_since is not None for lane in self._lanes)
 
     async def _handle_controls(self) -> None:
         t = self.clock.now()
@@ -728,31 +755,36 @@ class SessionRunner:
 
     async def _worker(self, lane: Lane) -> None:
         """Send the latest request of one device, one at a time."""
-        while True:
-            await lane.wake.wait()
-            lane.wake.clear()
-            if lane.closing:
-                return
-            async with lane.lock:
-                request = lane.request
-                safe = lane.safe
-                if lane.state != DeviceState.RUNNING or request is None or safe is None:
-                    continue
-                try:
-                    async with asyncio.timeout(self.timing.apply_timeout_s):
-                        await safe.apply(request)
-                except LinkError as err:
-                    self._lost(lane, str(err))
-                except TimeoutError:
-                    self._lost(lane, f"no answer within {self.timing.apply_timeout_s:g} s")
-                except (MassagedError, ValueError) as err:
-                    # A refusal (overheat, no heater, stop button on its way): once the
-                    # device accepts again, it starts from a fresh ramp. Logged once.
-                    lane.ramp_from = self.clock.now()
-                    lane.posted = None
-                    if str(err) not in lane.warned:
-                        lane.warned.add(str(err))
-                        logger.warning("%s: %s", lane.name, err)
+        # Each send within apply_timeout_s: one lazily set timer, not one per send.
+        deadline = Deadline(self.timing.apply_timeout_s)
+        try:
+            while True:
+                await lane.wake.wait()
+                lane.wake.clear()
+                if lane.closing:
+                    return
+                async with lane.lock:
+                    request = lane.request
+                    safe = lane.safe
+                    if lane.state != DeviceState.RUNNING or request is None or safe is None:
+                        continue
+                    try:
+                        with deadline:
+                            await safe.apply(request)
+                    except LinkError as err:
+                        self._lost(lane, str(err))
+                    except TimeoutError:
+                        self._lost(lane, f"no answer within {deadline.limit:g} s")
+                    except (MassagedError, ValueError) as err:
+                        # A refusal (overheat, no heater, stop button on its way): once the
+                        # device accepts again, it starts from a fresh ramp. Logged once.
+                        lane.ramp_from = self.clock.now()
+                        lane.posted = None
+                        if str(err) not in lane.warned:
+                            lane.warned.add(str(err))
+                            logger.warning("%s: %s", lane.name, err)
+        finally:
+            deadline.close()
 
     def _lost(self, lane: Lane, reason: str) -> None:
         """The link is gone: no more lease; reconnect in the background."""
@@ -1001,9 +1033,12 @@ class SessionRunner:
 
 
 def _unit(value: float) -> float:
-    if math.isnan(value):
-        return 0.0
-    return min(1.0, max(0.0, value))
+    """value clipped to 0..1, NaN as 0 (called several times a pass: no calls inside)."""
+    if value >= 1.0:
+        return 1.0
+    if value > 0.0:
+        return value
+    return 0.0  # at or below zero, or NaN
 
 
 async def _reap(tasks: list[asyncio.Task[None]]) -> None:

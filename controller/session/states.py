@@ -20,6 +20,8 @@ PAUSE_USER = "user"
 """A pause reason: the user asked for it."""
 PAUSE_PILLOW_EMPTY = "pillow_empty"
 """A pause reason: the pillow stayed empty."""
+SCALE_STEP = 0.1
+"""How much one "+" or "-" of the live view changes the overall intensity scale."""
 
 
 class Outcome(StrEnum):

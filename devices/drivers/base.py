@@ -61,9 +61,9 @@ class Wakeup(Wake):
         self.clear()
         self.passes += 1
 
-    async def sleep(self, deadline: float | None) -> None:
-        """Until set() or the loop time deadline (None: until set() only)."""
-        await self.sleep_until(deadline)
+    sleep = Wake.sleep_until
+    """Until set() or the loop time deadline (None: until set() only); Wake.sleep_until
+    itself, not a coroutine around it (every wake-up of every driver task sleeps here)."""
 
 
 class Device(abc.ABC):
@@ -136,8 +136,9 @@ class Device(abc.ABC):
         A lease that lapsed since the last renewal is not extended: that was a gap in
         service (see the module doc), and the new lease starts on a device at zero.
         """
-        self.check_lease()
         now = asyncio.get_running_loop().time()
+        if self._lease_until != 0.0 and now >= self._lease_until:
+            self._service_gap("the lease lapsed")  # check_lease(), at this very reading
         was_valid = now < self._lease_until
         self._lease_until = max(self._lease_until, now + seconds)
         if not was_valid and now < self._lease_until:

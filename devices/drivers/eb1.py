@@ -55,6 +55,13 @@ _Waves = tuple[tuple[eb1.Wave, eb1.Wave], tuple[eb1.Wave, eb1.Wave]]
 """The waveform of both channels in one B0: (frequencies, intensities) of A, then of B."""
 
 
+def _wave(ch: EmsChannelOutput) -> tuple[eb1.Wave, eb1.Wave]:
+    """One channel's 100 ms of waveform: its frequency and intensity four times, or silence."""
+    if ch.is_zero:
+        return _SILENT
+    return (ch.frequency,) * 4, (ch.intensity,) * 4
+
+
 @dataclass(slots=True)
 class _Change:
     """A strength change on its way: its sequence number and the strengths it sets."""
@@ -139,6 +146,8 @@ class EB1Driver(EmsButterflyDriver):
         """Loop time of the last B0 written: the cadence and the minimum gap count from it."""
         self._wire_waves: _Waves | None = None
         """The waveform the last B0 carried (None: unknown, nothing written yet)."""
+        self._waves_of: tuple[ButterflyOutput, _Waves] | None = None
+        """The last target _waves() was asked for, and its answer."""
 
     # -- state ----------------------------------------------------------------
 
@@ -242,6 +251,13 @@ class EB1Driver(EmsButterflyDriver):
 
     async def apply(self, output: Output) -> None:
         """Record the target; the pump writes it at once when it can, and ramps towards it."""
+        if output is self._target and self._active:
+            # The target in force again (the runner re-applies it on every pass): it was
+            # checked when it came and the pump writes it; only the link and the lease
+            # need a look.
+            self._require_connected()
+            self._stamp(output)
+            return
         output = self._checked_output(output)
         channels = (output.a, output.b)
         self._stamp(output)  # a request handled after a gap was made before it: dropped
@@ -372,12 +388,12 @@ class EB1Driver(EmsButterflyDriver):
         self.b0_written += 1
 
     def _waves(self, target: ButterflyOutput) -> _Waves:
-        def wave(ch: EmsChannelOutput) -> tuple[eb1.Wave, eb1.Wave]:
-            if ch.is_zero:
-                return _SILENT
-            return (ch.frequency,) * 4, (ch.intensity,) * 4
-
-        return wave(target.a), wave(target.b)
+        cached = self._waves_of
+        if cached is not None and cached[0] is target:
+            return cached[1]  # the same target as the last pump pass (outputs are immutable)
+        waves = (_wave(target.a), _wave(target.b))
+        self._waves_of = (target, waves)
+        return waves
 
     # -- rule 2: the ramp, counted on elapsed time (EmsButterflyDriver._ramp) ---------
 
@@ -435,7 +451,8 @@ class EB1Driver(EmsButterflyDriver):
 
         target = self._target
         wanted = target is not None and (target.a.strength > 0 or target.b.strength > 0)
-        if self._active and not (wanted and self.lease_valid):
+        lease_valid = now < self._lease_until
+        if self._active and not (wanted and lease_valid):
             self._active = False
             if wanted and self.lease_revoked:
                 # Rule 3: a stalled owner; stop writing and the waveform runs out in 100 ms.
@@ -450,7 +467,7 @@ class EB1Driver(EmsButterflyDriver):
             # A zeroing B0 never waits for the minimum gap.
             await self._send_change((0, 0), (_SILENT, _SILENT))
             return loop.time()  # look again: this change's resend deadline
-        if target is None or not wanted or not self.lease_valid:
+        if target is None or not wanted or not lease_valid:
             if change is None:
                 return None
             if resend_due:

@@ -214,6 +214,7 @@ class EmsButterflyDriver(LinkDevice):
     async def _pump(self) -> None:
         """Do the writes due while a session output runs; else sleep until woken."""
         loop = asyncio.get_running_loop()
+        again = False
         while self._link_up:
             # Armed before looking: apply(), an answer or the lease changing from here on,
             # even during this pass's own write, makes the sleep below return at once.
@@ -225,7 +226,12 @@ class EmsButterflyDriver(LinkDevice):
             except MassagedError as exc:
                 logger.warning("%s: %s: %s", self.name, self.pump_label, exc)
                 deadline = loop.time() + self._interval
-            await self._wake.sleep(deadline)
+            # Due now (after a write, what was written decides what is next): look again
+            # at once, not through a timer due now (two loop iterations for one look);
+            # but never twice in a row without a sleep, so other tasks always get a turn.
+            again = not again and deadline is not None and deadline <= loop.time()
+            if not again:
+                await self._wake.sleep(deadline)
 
     @abc.abstractmethod
     async def _tick(self) -> float | None:

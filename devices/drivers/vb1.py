@@ -302,14 +302,16 @@ class VB1Driver(LinkDevice):
 
     def _on_receive(self, source: str, data: bytes) -> None:
         # Serial chunks and BLE NUS notifications alike: one byte stream, one parser.
+        debug = logger.isEnabledFor(logging.DEBUG)  # (the command's name costs a lookup)
         for frame in self._parser.feed(data):
-            logger.debug(
-                "%s <- seq %d %s %s",
-                self.name,
-                frame.seq,
-                _command_name(frame.cmd),
-                Hex(frame.payload),
-            )
+            if debug:
+                logger.debug(
+                    "%s <- seq %d %s %s",
+                    self.name,
+                    frame.seq,
+                    _command_name(frame.cmd),
+                    Hex(frame.payload),
+                )
             self._handle(frame)
 
     def _handle(self, frame: vb1.Frame) -> None:

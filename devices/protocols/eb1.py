@@ -62,7 +62,8 @@ class B0:
             raise FrameError(f"EB1 B0 sequence must be 0..15, not {self.seq}")
         for name in ("freq_a", "intensity_a", "freq_b", "intensity_b"):
             wave = getattr(self, name)
-            if len(wave) != 4 or any(not 0 <= v <= 255 for v in wave):
+            # min and max rather than a test per value: every B0 written and read passes here.
+            if len(wave) != 4 or min(wave) < 0 or max(wave) > 255:
                 raise FrameError(f"EB1 B0 {name} must be four bytes, got {wave}")
         for name in ("value_a", "value_b"):
             if not 0 <= getattr(self, name) <= 255:
@@ -76,8 +77,12 @@ class B0:
 
 def wave_valid(freq: Wave, intensity: Wave) -> bool:
     """True when all eight waveform values of a channel are in range (else it is dropped)."""
-    return all(FREQ_MIN <= f <= FREQ_MAX for f in freq) and all(
-        0 <= i <= INTENSITY_MAX for i in intensity
+    # Four values each (never empty): their extremes decide, with no test per value.
+    return (
+        min(freq) >= FREQ_MIN
+        and max(freq) <= FREQ_MAX
+        and min(intensity) >= 0
+        and max(intensity) <= INTENSITY_MAX
     )
 
 
@@ -120,6 +125,10 @@ class BE(BF):
 
 Message = B0 | B1 | BF | BE
 
+_MODES = tuple(StrengthMode)
+"""The modes by their two-bit value (an index, not an enum lookup, for every B0 read)."""
+assert all(mode.value == i for i, mode in enumerate(_MODES))
+
 
 def encode(message: Message) -> bytes:
     """The bytes of one message (one write or one notification)."""
@@ -161,8 +170,8 @@ def decode(data: bytes) -> Message:
             raise FrameError(f"EB1 B0 is 20 bytes, got {len(data)}")
         return B0(
             seq=data[1] >> 4,
-            mode_a=StrengthMode((data[1] >> 2) & 0b11),
-            mode_b=StrengthMode(data[1] & 0b11),
+            mode_a=_MODES[(data[1] >> 2) & 0b11],
+            mode_b=_MODES[data[1] & 0b11],
             value_a=data[2],
             value_b=data[3],
             freq_a=_wave(data, 4),

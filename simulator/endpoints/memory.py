@@ -1,14 +1,20 @@
 """An in-process endpoint: a Link wired straight to a Firmware model, for fast driver tests.
 
-Writes reach ``firmware.receive`` at once; a task ticks the firmware by its
-``next_deadline`` and delivers what it sends to the link's receiver, through
-the same LinkFaults the real endpoints honour. Time is the event loop's clock,
-so firmware timestamps and driver timestamps compare directly.
+Writes reach ``firmware.receive`` at once, and what the firmware answers at
+once is delivered before ``write()`` returns (a driver registers for an answer
+before it writes; on a real link the answer comes a little later, to the same
+effect). A task ticks the firmware by its ``next_deadline`` and delivers what
+it sends then. Everything delivered goes through the same LinkFaults the real
+endpoints honour. Time is the event loop's clock, so firmware timestamps and
+driver timestamps compare directly.
 
-The task sleeps until the firmware's next deadline (a firmware never sleeps
-longer than its physics step), a write, a change of the LinkFaults (a cut link
-is reported at once) or ``wake()``, which whoever pokes the firmware from
-outside (its stop button, a lifted head) calls, as with the real endpoints.
+The task sleeps until the firmware's next deadline (never further than its
+physics needs, Firmware._physics_deadline), a write that brings that deadline
+nearer, a change of the LinkFaults (a cut link is reported at once) or
+``wake()``, which whoever pokes the firmware from outside (its stop button, a
+lifted head) calls, as with the real endpoints. A write that moves the
+deadline later (a watchdog fed, a waveform renewed: nearly every one) wakes
+nothing: the sleep is postponed to the new deadline (Wake.postpone).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from devices.errors import LinkError
 from devices.links.base import (
@@ -35,9 +41,11 @@ from simulator.firmware.base import Firmware
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One message that crossed the link, with the loop time it did."""
+class Message(NamedTuple):
+    """One message that crossed the link, with the loop time it did.
+
+    (A named tuple: one is made for every message either way, and it is made in C.)
+    """
 
     t: float
     channel: str
@@ -78,6 +86,8 @@ class MemoryLink(Link):
         self._wake: Wake | None = None
         self._unwatch: Callable[[], None] | None = None
         self._delayed: set[asyncio.TimerHandle] = set()
+        self._sleep_until: float | None = None
+        """The deadline the task sleeps until (None: it is not sleeping)."""
 
     @property
     def is_open(self) -> bool:
@@ -138,7 +148,15 @@ class MemoryLink(Link):
         if self.faults is not None:
             data = self.faults.corrupt(data)
         self.firmware.receive(bytes(data), now, source=target)
-        self.wake()
+        self._flush(loop)
+        sleeping_until = self._sleep_until
+        deadline = self.firmware.next_deadline(now)
+        if sleeping_until is None or deadline < sleeping_until:
+            self.wake()  # due sooner now: the task looks and sleeps again
+        elif deadline > sleeping_until and self._wake is not None:
+            # Later (a watchdog fed, a waveform renewed): nothing is due before it.
+            self._wake.postpone(deadline)
+            self._sleep_until = deadline
 
     async def read(self, target: str, *, timeout: float = DEFAULT_READ_TIMEOUT) -> bytes:
         """A GATT read of the firmware's characteristic."""
@@ -185,7 +203,11 @@ class MemoryLink(Link):
                 return
             self.firmware.tick(now)
             self._flush(loop)
-            await wake.sleep_until(self.firmware.next_deadline(now))
+            self._sleep_until = self.firmware.next_deadline(now)
+            try:
+                await wake.sleep_until(self._sleep_until)
+            finally:
+                self._sleep_until = None
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         for target, data in self.firmware.take_outgoing():

@@ -107,12 +107,23 @@ class Firmware(abc.ABC):
         return self.is_quiet
 
     def _physics_deadline(self, now: float) -> float:
-        """When physics must run again: PHYSICS_STEP from now, SETTLED_STEP once settled.
+        """When physics must run again: SETTLED_STEP from now once settled, else as late as
+        no threshold can be crossed (_quiet_for), between PHYSICS_STEP and SETTLED_STEP.
 
-        Whatever can unsettle a device comes with a wake-up of its endpoint: a frame from
-        the host, or a fault or poke (followed by the endpoint's wake()).
+        Whatever can unsettle a device or bring a threshold nearer comes with a wake-up of
+        its endpoint: a frame from the host, or a fault or poke (followed by the
+        endpoint's wake()), and the deadline is worked out again then.
         """
-        return now + (SETTLED_STEP if self.settled else PHYSICS_STEP)
+        if self.settled:
+            return now + SETTLED_STEP
+        quiet = self._quiet_for() / self.speed
+        return now + min(SETTLED_STEP, max(PHYSICS_STEP, quiet))
+
+    def _quiet_for(self) -> float:
+        """Simulated seconds within which physics, left to itself, can change nothing that
+        shows (no threshold crossed, no reported value changed): a lower bound; 0 for a
+        model that does not tell, whose physics then runs every PHYSICS_STEP."""
+        return 0.0
 
     def _set_output(self, channel: str, value: int | str, now: float) -> None:
         if self._outputs.get(channel) == value:

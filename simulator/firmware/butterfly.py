@@ -14,12 +14,14 @@ from typing import ClassVar
 from devices.capabilities import DeviceKind
 from devices.protocols import eb1
 from simulator.firmware.base import Firmware
-from simulator.firmware.physics import reported_percent
+from simulator.firmware.physics import reported_percent, time_to_level
 from simulator.recording import Recorder
 
 EXPIRY_SLACK = 1e-9
 """Seconds of float rounding forgiven when a waveform lands on the expiry instant."""
 CHANNELS = ("a", "b")
+_RECORDED = tuple((f"strength_{name}", f"output_{name}") for name in CHANNELS)
+"""The recording's channels of each EMS channel (named once: every B0 records them)."""
 
 
 def expired(expiry: float, now: float, *, inclusive: bool) -> bool:
@@ -95,9 +97,9 @@ class ButterflyFirmware(Firmware):
 
     def _record(self, now: float) -> None:
         strengths = self.strengths
-        for ch, name in enumerate(CHANNELS):
-            self._set_output(f"strength_{name}", strengths[ch], now)
-            self._set_output(f"output_{name}", self._effective(ch), now)
+        for ch, (strength, output) in enumerate(_RECORDED):
+            self._set_output(strength, strengths[ch], now)
+            self._set_output(output, self._effective(ch), now)
 
     def _report_battery(self) -> None:
         if self.battery != self._battery_reported:
@@ -110,12 +112,22 @@ class ButterflyFirmware(Firmware):
     def _advance(self, now: float, *, inclusive: bool) -> None:
         """Run out the waveform data due by now (see expired()), the battery up to each."""
 
+    def _load(self) -> float:
+        return (self._effective(0) + self._effective(1)) / (2.0 * eb1.MAX_STRENGTH)
+
     def _physics_to(self, t: float) -> None:
         if t <= self._last_physics:
             return
         # The output is constant between writes and expiries, so one step is exact.
-        load = (self._effective(0) + self._effective(1)) / (2.0 * eb1.MAX_STRENGTH)
+        load = self._load()
         dt = self._physics_dt(t)
         if load > 0:
             self._battery = max(0.0, self._battery - self.output_drain * load * dt)
             self._report_battery()
+
+    def _quiet_for(self) -> float:
+        """Until the reported percent drops (the output is constant until then, or the
+        next write or waveform expiry, which the endpoint wakes for anyway)."""
+        # reported_percent(charge) is ceil(charge - 1e-9): one less at this charge.
+        drops_at = reported_percent(self._battery) - 1 + 1e-9
+        return time_to_level(self._battery, self.output_drain * self._load(), drops_at)

@@ -6,12 +6,13 @@ import math
 
 AMBIENT_C = 25.0
 PHYSICS_STEP = 0.05
-"""Real seconds between physics ticks while a device is not settled (next_deadline never
-lies further ahead then)."""
+"""Real seconds between physics ticks while a threshold may be crossed soon: a crossing is
+caught at most this late (next_deadline never lies further ahead then)."""
 SETTLED_STEP = 1.0
-"""Real seconds between physics ticks of a settled device (Firmware.settled): nothing on,
-so nothing drains, and near ambient temperature, so no threshold can be crossed. An idle
-simulator then wakes once a second per device, not twenty times."""
+"""Real seconds between physics ticks at the most: of a settled device (Firmware.settled:
+nothing on, so nothing drains, and near ambient temperature), and of one whose model
+shows no threshold can be crossed before (Firmware._quiet_for). An idle simulator then
+wakes once a second per device, not twenty times."""
 SETTLED_C = 0.5
 """How close to ambient (°C) a quiet device's temperature counts as settled."""
 MAX_SUBSTEP = 1.0
@@ -24,6 +25,31 @@ def settle(temperature: float, power: float, cooling_rate: float, dt: float) -> 
     # The exact solution is stable for any step length, unlike an Euler step.
     target = AMBIENT_C + power / cooling_rate
     return target + (temperature - target) * math.exp(-cooling_rate * dt)
+
+
+def time_to_cross(
+    temperature: float, power: float, cooling_rate: float, threshold: float, *, rising: bool
+) -> float:
+    """Simulated seconds before the temperature under settle() can reach threshold, going
+    up (rising) or down: a lower bound, inf when it never can, 0 when it is there.
+
+    dT/dt = power - k (T - ambient) only shrinks as T nears its target, so the distance
+    at today's rate is never more than the time it takes.
+    """
+    rate = power - cooling_rate * (temperature - AMBIENT_C)
+    gap = threshold - temperature
+    if not rising:
+        rate, gap = -rate, -gap
+    if gap <= 0:
+        return 0.0
+    return gap / rate if rate > 0 else math.inf
+
+
+def time_to_level(charge: float, drain: float, level: float) -> float:
+    """Simulated seconds before a charge draining at drain (per second) is down to level."""
+    if charge <= level:
+        return 0.0
+    return (charge - level) / drain if drain > 0 else math.inf
 
 
 def reported_percent(charge: float) -> int:

@@ -54,6 +54,7 @@ from simulator.firmware.physics import (
     reported_percent,
     settle,
     substeps,
+    time_to_cross,
 )
 from simulator.recording import Recorder
 
@@ -406,6 +407,15 @@ class SP1Firmware(Firmware):
     def _physics_to(self, t: float) -> None:
         for ti in substeps(self._last_physics, t, self.speed):
             self._physics_step(self._physics_dt(ti), ti)
+
+    def _quiet_for(self) -> float:
+        """Until the heater cut (or its end) could come: temperature and battery changes
+        otherwise ride on the once-a-second STATE, which is a deadline of its own."""
+        power = self.heater_rate if self._heat else 0.0
+        threshold = sp1.HEAT_CLEAR_C if self._overheated else sp1.HEAT_CUT_C
+        return time_to_cross(
+            self._temperature, power, self.cooling_rate, threshold, rising=not self._overheated
+        )
 
     def _physics_step(self, dt: float, t: float) -> None:
         power = self.heater_rate if self._heat else 0.0

@@ -41,12 +41,16 @@ from simulator.firmware.physics import (
     reported_percent,
     settle,
     substeps,
+    time_to_cross,
+    time_to_level,
 )
 from simulator.recording import Recorder
 
 logger = logging.getLogger(__name__)
 
 LOW_BATTERY_PERCENT = 10
+_MOTOR_CHANNELS = tuple(f"motor{i}" for i in range(1, 7))
+"""The recording's motor channels (named once: every SET_LEVELS records them)."""
 PROTOCOL_VERSION = 1
 
 
@@ -332,8 +336,8 @@ class VB1Firmware(Firmware):
         self._record_outputs(now)
 
     def _record_outputs(self, now: float) -> None:
-        for i, level in enumerate(self._levels, start=1):
-            self._set_output(f"motor{i}", level, now)
+        for name, level in zip(_MOTOR_CHANNELS, self._levels, strict=False):
+            self._set_output(name, level, now)
         if self.has_heater:
             self._set_output("heater", 1 if self._heat else 0, now)
 
@@ -366,14 +370,32 @@ class VB1Firmware(Firmware):
             self._physics_step(self._physics_dt(ti), ti)
 
     def _physics_step(self, dt: float, t: float) -> None:
-        load = sum(self._levels) / (255.0 * self.motors)
-        power = (self.heater_rate if self._heat else 0.0) + self.motor_heat_rate * load
+        power, drain = self._rates()
         self._temperature = settle(self._temperature, power, self.cooling_rate, dt)
         if self._battery is not None:
-            drain = self.motor_drain * load + (self.heater_drain if self._heat else 0.0)
             self._battery = max(0.0, self._battery - drain * dt)
             self._check_battery()
         self._check_thermal(t)
+
+    def _rates(self) -> tuple[float, float]:
+        """The heating power (°C per simulated second) and the battery drain (% per second)."""
+        load = sum(self._levels) / (255.0 * self.motors)
+        power = (self.heater_rate if self._heat else 0.0) + self.motor_heat_rate * load
+        drain = self.motor_drain * load + (self.heater_drain if self._heat else 0.0)
+        return power, drain
+
+    def _quiet_for(self) -> float:
+        """Until an overheat stop (or its end) or the low-battery EVENT could come."""
+        power, drain = self._rates()
+        threshold = vb1.OVERHEAT_CLEAR_C if self._overheated else vb1.OVERHEAT_STOP_C
+        quiet = time_to_cross(
+            self._temperature, power, self.cooling_rate, threshold, rising=not self._overheated
+        )
+        if self._battery is not None and not self._low_battery_sent:
+            # _is_low(): the reported percent, ceil(charge - 1e-9), below LOW_BATTERY_PERCENT.
+            low_at = LOW_BATTERY_PERCENT - 1 + 1e-9
+            quiet = min(quiet, time_to_level(self._battery, drain, low_at))
+        return quiet
 
     def _check_thermal(self, t: float) -> None:
         if self._overheated and self._temperature < vb1.OVERHEAT_CLEAR_C:

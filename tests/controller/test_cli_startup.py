@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from controller import cli
+from devices.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT = 60.0
@@ -92,6 +93,18 @@ def test_the_table_is_what_each_module_registers(module: str) -> None:
     assert tuple(sub.choices) == cli.COMMANDS[module]
 
 
+@pytest.mark.parametrize(
+    ("module", "word"),
+    [(m, w) for m, words in cli.COMMANDS.items() if len(words) > 1 for w in words],
+)
+def test_a_module_of_several_commands_registers_the_one_named(module: str, word: str) -> None:
+    """build_parser(..., word): the command line's command alone, not its module's others."""
+    parser = argparse.ArgumentParser(prog="massaged")
+    sub = parser.add_subparsers(dest="command")
+    importlib.import_module(module).register(sub, (word,))
+    assert tuple(sub.choices) == (word,)
+
+
 def test_every_command_module_is_in_the_table() -> None:
     found = {p.stem for p in (ROOT / "controller" / "commands").glob("*.py")} - {"__init__"}
     assert {m.rsplit(".", 1)[1] for m in cli.COMMANDS} == found
@@ -147,6 +160,11 @@ def test_the_modules_registered_for_a_command_line(
     argv: list[str], modules: tuple[str, ...]
 ) -> None:
     assert cli.command_modules(argv) == modules
+    # The word registered alone is the one whose module is registered alone.
+    word = cli.command_word(argv)
+    assert (word is not None) == (len(modules) == 1)
+    if word is not None:
+        assert cli.COMMANDS[modules[0]].count(word) == 1
 
 
 def _leaves(
@@ -167,7 +185,9 @@ def test_a_command_registered_alone_is_the_same_command() -> None:
     for path, parser in full.items():
         if not path:
             continue
-        alone = dict(_leaves(cli.build_parser(cli.command_modules(list(path)))))[path]
+        words = list(path)
+        alone_parser = cli.build_parser(cli.command_modules(words), cli.command_word(words))
+        alone = dict(_leaves(alone_parser))[path]
         assert alone.format_help() == parser.format_help(), path
         assert alone.format_usage() == parser.format_usage(), path
         assert alone._defaults.keys() == parser._defaults.keys(), path
@@ -190,7 +210,7 @@ def test_the_errors_are_those_of_the_full_parser(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as alone:
-        cli.build_parser(cli.command_modules(argv)).parse_args(argv)
+        cli.build_parser(cli.command_modules(argv), cli.command_word(argv)).parse_args(argv)
     said = capsys.readouterr()
     with pytest.raises(SystemExit) as full:
         cli.build_parser().parse_args(argv)
@@ -370,22 +390,34 @@ def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 CLIENT = ("asyncio", "controller.control", "controller.remote")
 """The control socket's asyncio client: not loaded to find that no daemon is there."""
+SETTINGS = ("pydantic", "controller.config", "controller.api")
+"""The settings' models (and the API's): not loaded when no file or variable sets anything."""
+CLAIM = ("controller.locks", "secrets")
+"""A store's claim on the sessions it records: a store that only reads does without."""
 
 
 @pytest.mark.parametrize(
     ("argv", "code", "without"),
     [
         # An empty history is read without the profile models and the session's outcomes.
-        (["history"], 0, ("pydantic", "controller.profiles", "controller.session")),
+        (["history"], 0, ("pydantic", "controller.profiles", "controller.session", *CLAIM)),
         # The built-in default profile exists without its models being made.
         (["course", "start"], 0, ("pydantic", "controller.profiles")),
+        (["course", "show"], 0, ("pydantic", "controller.profiles")),
         (["profiles", "show", "nosuch"], 1, ("pydantic", "controller.profiles")),
         (["profiles", "check", "nosuch"], 1, ("pydantic", "controller.profiles")),
         # No control socket: the session would run here, so the unknown program is named
         # without the client, and before the store is opened.
-        (["run", "nosuch"], 1, (*CLIENT, "controller.store", "controller.session")),
-        (["attach"], 1, CLIENT),
-        (["devices", "list"], 0, (*CLIENT, "devices.kinds", "controller.pairing")),
+        # No file and no variable: the defaults are known without the settings' models
+        # (controller.default_settings), so these need no pydantic at all.
+        (["run", "nosuch"], 1, (*CLIENT, *SETTINGS, "controller.store", "controller.session")),
+        (["attach"], 1, (*CLIENT, *SETTINGS)),
+        (
+            ["devices", "list"],
+            0,
+            (*CLIENT, *SETTINGS, *CLAIM, "devices.kinds", "controller.pairing"),
+        ),
+        (["web", "token"], 0, SETTINGS),
         (["devices", "unpair", "nosuch"], 1, (*CLIENT, "devices.kinds", "controller.pairing")),
         # Saved, and no daemon to tell (the profile's description loads asyncio itself).
         (["profiles", "set", "someone"], 0, ("controller.control", "controller.config")),
@@ -423,3 +455,45 @@ def test_no_daemon_and_a_wrong_db_is_refused_before_the_settings(
     assert error in err, err
     assert err.startswith("massaged: error: "), err
     assert loaded(modules, (*HEAVY, *LIGHT_TOO)) == []
+
+
+def test_the_light_defaults_are_the_configurations(
+    private_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No file and no MASSAGED_<SECTION>_<KEY>: controller.default_settings gives what
+    load_config would; anything that could change a setting sends the caller to it."""
+    from controller import config, default_settings
+
+    light = default_settings.surely_defaults(None)
+    assert light is not None
+    assert repr(light) == repr(default_settings.settings_of(config.load_config()))
+    session = config.SessionSettings.model_fields
+    assert session["default_program"].default == default_settings.DEFAULT_PROGRAM
+    assert session["display"].default is default_settings.DEFAULT_DISPLAY
+
+    for section in config.sections():
+        monkeypatch.setenv(config.env_var(section, "nosuch"), "1")
+        assert default_settings.surely_defaults(None) is None, section
+        monkeypatch.delenv(config.env_var(section, "nosuch"))
+    file = config.config_path().path
+    file.parent.mkdir(parents=True)
+    file.write_text("")
+    assert default_settings.surely_defaults(None) is None
+    missing = private_home / "missing.toml"
+    with pytest.raises(ConfigError) as light_error:
+        default_settings.surely_defaults(missing)
+    with pytest.raises(ConfigError) as full_error:
+        config.load_config(missing)
+    assert str(light_error.value) == str(full_error.value)
+
+
+def test_the_live_view_needs_no_session_runner() -> None:
+    """run, attach and demo show a daemon's session: the runner is not in their process."""
+    probe = (
+        "import sys, controller.live; "
+        "print('controller.session.runner' in sys.modules, 'controller.safety' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["False", "False"], out

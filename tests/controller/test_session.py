@@ -29,6 +29,7 @@ from controller.session import (
     check_profile,
     output_channels,
 )
+from controller.session.deadline import Deadline
 from controller.store import Store
 from devices.capabilities import DeviceKind, KneadDirection
 from devices.drivers.base import Device
@@ -46,6 +47,7 @@ from simulator.firmware.eb1 import EB1Firmware
 from simulator.firmware.sp1 import SP1Firmware
 from simulator.firmware.vb1 import VB1Firmware
 from simulator.recording import Recorder
+from tests.method.virtual_time import run_virtual
 
 FAST = Timing(ramp_s=0.5, fade_s=0.5, empty_pause_s=0.5, reconnect_first_s=0.2)
 """Short ramps and fades: the tests are about order and levels, not comfort."""
@@ -845,3 +847,31 @@ async def test_a_session_freezes_the_collector_and_unfreezes_after() -> None:
             result = await task
         assert result.outcome == Outcome.COMPLETED
     assert gc.get_freeze_count() == 0
+
+
+def test_a_deadline_ends_only_the_block_that_overruns_it() -> None:
+    """The worker's limit per send (controller/session/deadline.py), on virtual time: blocks
+    that end in time are left alone however many come, the one that overruns gets
+    TimeoutError exactly at its own limit, and a cancellation from elsewhere stays one."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = Deadline(1.0)
+        for _ in range(50):  # 5 s of blocks, each well within the limit
+            with deadline:
+                await asyncio.sleep(0.1)
+        started = loop.time()
+        with pytest.raises(TimeoutError), deadline:
+            await asyncio.sleep(3.0)
+        assert loop.time() - started == pytest.approx(1.0)
+        with deadline:  # usable again after a time-out
+            await asyncio.sleep(0.5)
+        loop.call_later(0.2, task.cancel)
+        with pytest.raises(asyncio.CancelledError), deadline:
+            await asyncio.sleep(3.0)
+        assert task.uncancel() == 0
+        deadline.close()
+
+    run_virtual(scenario())

@@ -76,6 +76,8 @@ def test_show_a_user_program(
     assert "mine " in capsys.readouterr().out
 
 
+# With test_plot.py: importing matplotlib costs a worker about a second of CPU.
+@pytest.mark.xdist_group("matplotlib")
 def test_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "plan.png"
     assert main(["programs", "plot", "self-massage", "--out", str(out)]) == 0
@@ -83,6 +85,7 @@ def test_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert f"wrote {out}" in capsys.readouterr().out
 
 
+@pytest.mark.xdist_group("matplotlib")
 def test_plot_recording(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rec = tmp_path / "rec.jsonl"
     recorder = Recorder(rec)

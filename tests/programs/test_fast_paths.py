@@ -25,8 +25,7 @@ from devices.outputs import BeltOutput, ButterflyOutput, EmsChannelOutput, Outpu
 from programs import plan_checks
 from programs import render as render_module
 from programs.bursts import MAX_BURST_S, MIN_REST_S, bursts
-from programs.library import builtin_paths
-from programs.loader import load_program
+from programs.library import builtin_paths, get
 from programs.model import (
     MIN_STEP_S,
     Program,
@@ -415,7 +414,7 @@ def test_pain_on_the_right_plays_as_no_pain_known_on_every_belt(name: str) -> No
     # The plan check renders "no pain known" and skips "pain on the right" as the same
     # plan: checked here on today's renderer, so a renderer that came to tell them apart
     # would fail this instead of hiding a right-side burst from the check.
-    program = load_program(builtin_paths()[name])
+    program = get(name).program  # the library loads (and checks) a built-in once per process
     spans = step_spans(program)
     for count in BELT_MOTORS:
         caps = belt_caps(count)

@@ -84,6 +84,15 @@ def test_misspelt_technique_lists_the_valid_ones(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("value", ["[]", "[1, 2]", "{ a = 1 }"])
+def test_a_technique_that_is_not_text_is_reported_not_raised(tmp_path: Path, value: str) -> None:
+    # It crashed the error report (TypeError: unhashable type), found by test_fuzz.py.
+    err = error_of(tmp_path, program_text(f"\n[[steps]]\ntechnique = {value}\nrepetitions = 5\n"))
+    (issue,) = err.issues
+    assert (issue.step, issue.technique, issue.field) == (0, None, "technique")
+    assert "is not one of stroking, rubbing" in issue.message
+
+
 @pytest.mark.parametrize(
     ("step", "expected"),
     [

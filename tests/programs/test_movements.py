@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_left
 from typing import Any
 
 import pytest
@@ -78,10 +79,13 @@ def test_every_builtin_plan_counts_back_to_its_repetitions(program_id: str) -> N
             for channel in counted_channels(timeline):
                 series = plan_series(timeline, channel)
                 found = movements(series, end=plan.duration)
+                # A plan's series is in time order: a step's points are one slice of it.
+                times = [t for t, _ in series]
+                assert times == sorted(times)
                 for span, step in zip(plan.steps, program.steps, strict=True):
                     got = count_in(found, span.start, span.end)
-                    inside = [v for t, v in series if span.start <= t < span.end]
-                    want = step.movement_count if any(inside) else 0
+                    inside = series[bisect_left(times, span.start) : bisect_left(times, span.end)]
+                    want = step.movement_count if any(v for _, v in inside) else 0
                     assert got == want, (name, channel, span.index)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +23,10 @@ from programs.plot import (
     recording_panels,
 )
 from programs.render import render
+from programs.timeline import SessionPlan
+
+# Importing matplotlib costs a worker about a second of CPU: the tests that draw share one.
+pytestmark = pytest.mark.xdist_group("matplotlib")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -36,21 +42,27 @@ ROWS: list[dict[str, object]] = [
 ]
 
 
+@functools.cache
+def _plan(plan_id: str) -> SessionPlan:
+    """A built-in's preview plan, rendered once for the module (no test changes a plan)."""
+    return render(get(plan_id).program)
+
+
 def test_plot_plan_writes_a_png(tmp_path: Path) -> None:
-    plan = render(get("collar-zone").program)
+    plan = _plan("collar-zone")
     out = plot_plan(plan, tmp_path / "plan.png")
     assert out.read_bytes()[:8] == PNG_SIGNATURE
 
 
 def test_a_missing_folder_is_an_error_and_is_not_created(tmp_path: Path) -> None:
-    plan = render(get("collar-zone").program)
+    plan = _plan("collar-zone")
     with pytest.raises(PlotError, match="does not exist"):
         plot_plan(plan, tmp_path / "no" / "such" / "plan.png")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_plan_panels_use_the_recording_channel_names() -> None:
-    panels = {p.device: p for p in plan_panels(render(get("office-weekly").program))}
+    panels = {p.device: p for p in plan_panels(_plan("office-weekly"))}
     assert set(panels["belt"].series) == {f"motor{i}" for i in range(1, 7)} | {"heater"}
     assert set(panels["pillow"].series) == {"speed", "heater"}
     # The recording's names (docs/simulator.md), not output_A / output_B.
@@ -58,7 +70,7 @@ def test_plan_panels_use_the_recording_channel_names() -> None:
 
 
 def test_plot_recording_writes_a_png(tmp_path: Path) -> None:
-    plan = render(get("self-massage").program)
+    plan = _plan("self-massage")
     out = plot_recording(ROWS, tmp_path / "rec.png", plan=plan)
     assert out.read_bytes()[:8] == PNG_SIGNATURE
 
@@ -80,7 +92,7 @@ def test_missing_matplotlib_is_a_config_error(
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
     with pytest.raises(ConfigError, match=r"pip install 'massaged\[plot\]'"):
-        plot_plan(render(get("collar-zone").program), tmp_path / "x.png")
+        plot_plan(_plan("collar-zone"), tmp_path / "x.png")
 
 
 # -- a recording and its plan drawn alike ----------------------------------------------------
@@ -89,9 +101,12 @@ SESSION_START = 150.0
 """Where the session starts in the recording below (the simulator started first)."""
 
 
-def _played(plan_id: str = "collar-zone") -> list[dict[str, object]]:
-    """A recording of a plan played from SESSION_START, after a demonstration before it."""
-    plan = render(get(plan_id).program)
+@functools.cache
+def _played(plan_id: str = "collar-zone") -> tuple[dict[str, object], ...]:
+    """A recording of a plan played from SESSION_START, after a demonstration before it.
+
+    Made once for the module: no test changes it (nor does reading it into panels)."""
+    plan = _plan(plan_id)
     rows: list[dict[str, object]] = [
         {"t": 10.0, "device": "belt-1", "kind": "belt", "channel": "motor1", "value": 60},
         {"t": 12.0, "device": "belt-1", "kind": "belt", "channel": "motor1", "value": 0},
@@ -112,11 +127,20 @@ def _played(plan_id: str = "collar-zone") -> list[dict[str, object]]:
                     }
                 )
     rows.sort(key=lambda r: float(r["t"]))  # type: ignore[arg-type]
-    return rows
+    return tuple(rows)
+
+
+@functools.cache
+def _office_figures() -> tuple[Any, Any]:
+    """office-weekly's plan and recording figures, drawn once for the tests that read them."""
+    plan = _plan("office-weekly")
+    return plan_figure(plan), recording_figure(
+        _played("office-weekly"), plan=plan, axis=TimeAxis(SESSION_START)
+    )
 
 
 def test_a_recording_is_put_on_the_program_time_axis() -> None:
-    plan = render(get("collar-zone").program)
+    plan = _plan("collar-zone")
     recorded = {p.kind: p for p in recording_panels(_played(), TimeAxis(SESSION_START))}
     planned = {p.kind: p for p in plan_panels(plan)}
     # The same channel names, and the same curves at the same program times.
@@ -149,9 +173,8 @@ def _legend_or_rows(ax: object) -> list[str]:
 
 
 def test_the_recording_and_the_plan_share_axes_names_steps_and_layout() -> None:
-    plan = render(get("office-weekly").program)
-    plan_fig = plan_figure(plan)
-    rec_fig = recording_figure(_played("office-weekly"), plan=plan, axis=TimeAxis(SESSION_START))
+    plan = _plan("office-weekly")
+    plan_fig, rec_fig = _office_figures()
     plan_axes = [ax for ax in plan_fig.axes if ax.get_ylabel()]
     rec_axes = [ax for ax in rec_fig.axes if ax.get_ylabel()]
     assert len(plan_axes) == len(rec_axes) == 3
@@ -170,15 +193,13 @@ def test_the_recording_and_the_plan_share_axes_names_steps_and_layout() -> None:
 
 
 def test_the_heater_is_in_the_legend() -> None:
-    plan = render(get("office-weekly").program)
-    fig = recording_figure(_played("office-weekly"), plan=plan, axis=TimeAxis(SESSION_START))
+    _, fig = _office_figures()
     pillow = next(ax for ax in fig.axes if ax.get_ylabel().startswith("pillow-1"))
     assert _legend_or_rows(pillow) == ["speed", "heater"]
 
 
 def test_a_belt_has_one_row_per_motor_and_none_overlaps() -> None:
-    plan = render(get("office-weekly").program)
-    fig = plan_figure(plan)
+    fig, _ = _office_figures()
     belt = next(ax for ax in fig.axes if ax.get_ylabel().startswith("belt"))
     rows = _legend_or_rows(belt)
     assert rows[:6] == [
@@ -204,7 +225,7 @@ def test_a_belt_has_one_row_per_motor_and_none_overlaps() -> None:
 def test_a_recording_uses_its_plans_strip_scale() -> None:
     # A quieter recording (the safety layer's ramp, a gentler press) keeps the plan's scale,
     # so the two plots compare by eye.
-    plan = render(get("collar-zone").program)
+    plan = _plan("collar-zone")
     quiet = [
         {**row, "value": float(row["value"]) / 2}  # type: ignore[arg-type]
         if row["kind"] == "butterfly"

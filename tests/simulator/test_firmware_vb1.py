@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from devices.protocols import vb1
 from devices.protocols.vb1 import Command, EventCode, NakCode, StatusFlag
+from simulator.firmware.physics import PHYSICS_STEP
 from simulator.firmware.vb1 import VB1Firmware
 from simulator.recording import Recorder
 
@@ -255,7 +256,8 @@ def test_status_on_mains_reports_0xff() -> None:
 def test_watchdog_trips_at_one_second_not_before() -> None:
     fw = ready_belt()
     send(fw, vb1.set_levels(2, (100, 100, 100, 100)), 0.0)
-    assert fw.next_deadline(0.0) == pytest.approx(0.05)
+    # Nothing physical to catch before (the pad is far below the overheat stop).
+    assert fw.next_deadline(0.0) == 1.0
     assert fw.next_deadline(0.98) == 1.0
     fw.tick(0.99)
     assert fw.take_outgoing() == []
@@ -564,3 +566,16 @@ def test_arbitrary_bytes_never_raise(chunks: list[bytes], motors: int, heater: b
                 Command.EVENT,
             }
         assert all(0 <= level <= 255 for level in fw.levels)
+
+
+def test_physics_ticks_every_step_only_where_a_threshold_is_near() -> None:
+    # Far from every threshold no physics tick is due before the watchdog; near the
+    # overheat stop one is due every PHYSICS_STEP, so the stop is caught that soon.
+    fw = ready_belt()
+    fw.heater_rate = 2.0
+    send(fw, vb1.set_heat(2, True), 0.0)
+    assert fw.next_deadline(0.0) == 1.0  # 23 °C below the stop: seconds away
+    fw.set_temperature(47.95, 0.5)
+    assert fw.next_deadline(0.5) == pytest.approx(0.5 + PHYSICS_STEP)
+    fw.tick(0.5 + PHYSICS_STEP)
+    assert frames_out(fw) == [vb1.event(EventCode.OVERHEAT_STOP)]

@@ -72,6 +72,7 @@ export function render(main) {
     if (plotFor !== id) return;
     plot = timelinePlot(program);
     fill(plotBox, h('h2', {}, t('now.timeline')), plot.element);
+    follow();
   }
 
   function paintSession() {
@@ -170,7 +171,7 @@ export function render(main) {
         const pct = Math.round(Math.min(1, Math.max(0, Number(value) || 0)) * 100);
         parts[0].setAttribute('aria-valuenow', pct);
         parts[0].setAttribute('aria-valuetext', `${pct} %`);
-        parts[1].style.width = `${pct}%`;
+        parts[1].style.transform = `scaleX(${pct / 100})`;
         parts[2].textContent = `${pct}%`;
       }
     }
@@ -185,18 +186,21 @@ export function render(main) {
       : h('li', { class: 'muted' }, t('now.noEvents')));
   }
 
-  // The cursor moves between status updates at the daemon's speed.
-  let frame = 0;
-  const tick = () => {
+  // The cursor moves between status updates at the daemon's speed. A timer moves it when it
+  // is due to move by one position (plot.resolution), not on every animation frame: a phone
+  // showing a session sleeps between the cursor's moves, and an idle or paused page at all times.
+  let timer = 0;
+  function follow() {
+    clearTimeout(timer);
     const running = session();
-    if (plot && running) {
-      const speed = (app.status.daemon && app.status.daemon.speed) || 1;
-      const since = running.state === 'running' ? ((performance.now() - app.statusAt) / 1000) * speed : 0;
-      plot.move(Math.min(running.duration || Infinity, (running.elapsed || 0) + since));
-    }
-    frame = requestAnimationFrame(tick);
-  };
-  frame = requestAnimationFrame(tick);
+    if (!plot || !running) return;
+    const speed = (app.status.daemon && app.status.daemon.speed) || 1;
+    const moving = running.state === 'running';
+    const since = moving ? ((performance.now() - app.statusAt) / 1000) * speed : 0;
+    plot.move(Math.min(running.duration || Infinity, (running.elapsed || 0) + since));
+    // At most 20 moves a second (as often as the state comes) at a demo's speed.
+    if (moving) timer = setTimeout(follow, Math.max(50, (1000 * plot.resolution) / speed));
+  }
 
   paintSession();
   paintDevices();
@@ -205,12 +209,13 @@ export function render(main) {
     if (kind === 'state') {
       paintSession();
       paintDevices();
+      follow();
     } else if (kind === 'outputs') paintDevices();
     else if (kind === 'event') paintEvents();
   });
   return () => {
     off();
-    cancelAnimationFrame(frame);
+    clearTimeout(timer);
   };
 }
 

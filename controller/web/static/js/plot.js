@@ -85,9 +85,9 @@ export function timelinePlot(program, title) {
     'aria-label': t('plot.label', { title: title || program.title || program.id || '', n: series.length, steps: steps.length }),
   }, labels, area);
   figure.style.margin = '0';
-  // Called on every animation frame: the cursor is written only when it moves by a
-  // tenth of a percent (a pixel of a 1000-pixel plot), so a phone showing a session
-  // does not lay out and repaint the page sixty times a second.
+  // The cursor is written only when it moves by a tenth of a percent (a pixel of a
+  // 1000-pixel plot): resolution is that many seconds of the program, for whoever moves it.
+  const resolution = duration / 1000;
   let shownAt = null;
   const move = (seconds) => {
     if (seconds === null || seconds === undefined) {
@@ -101,5 +101,5 @@ export function timelinePlot(program, title) {
     cursor.hidden = false;
     cursor.style.left = `${at}%`;
   };
-  return { element: series.length ? figure : h('p', { class: 'muted' }, t('plot.none')), move };
+  return { element: series.length ? figure : h('p', { class: 'muted' }, t('plot.none')), move, resolution };
 }
