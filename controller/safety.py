@@ -547,7 +547,11 @@ class SessionClock:
 
     def remaining(self) -> float:
         """Seconds left before the limit (0 once expired)."""
-        return max(0.0, self.limit_s - self.elapsed())
+        return self.remaining_at(self.elapsed())
+
+    def remaining_at(self, elapsed: float) -> float:
+        """What remains once elapsed (an elapsed() reading) has passed: 0 when expired."""
+        return max(0.0, self.limit_s - elapsed)
 
     @property
     def expired(self) -> bool:

@@ -496,10 +496,10 @@ class SessionRunner:
             real = self.clock.real()
             running = self.state in (SessionState.RUNNING, SessionState.STOPPING)
             # The plan's end, or the safety limit if it comes first (pauses count there).
-            # One reading of the safety clock for the whole pass (SessionClock.remaining()
-            # at this reading; it is 0 exactly when the clock has expired).
+            # One reading of the safety clock for the whole pass (remaining is 0 exactly
+            # when the clock has expired).
             wall = self.safety.clock.elapsed()
-            remaining = max(0.0, self.safety.clock.limit_s - wall)
+            remaining = self.safety.clock.remaining_at(wall)
             self._end_t = min(self.plan.duration, t + remaining)
             if self.state == SessionState.PAUSED and self._stop_wanted:
                 return Outcome.STOPPED, "stopped"
