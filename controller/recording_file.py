@@ -40,6 +40,9 @@ def load_recording(path: Path) -> list[dict[str, object]]:
             raise ConfigError(f"{path}: not a simulator recording (line {number}: {problem})")
     if not rows:
         raise ConfigError(f"{path}: an empty recording: nothing to plot")
+    # In time order: a change stamped late (a stop at its due time, after a stall) can
+    # be written after another device's later line (simulator/recording.py).
+    rows.sort(key=lambda row: float(row["t"]))  # type: ignore[arg-type]
     return rows
 
 

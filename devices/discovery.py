@@ -62,8 +62,14 @@ async def scan(
     scanner_kwargs: dict[str, Any] | None = None,
     include_serial: bool = True,
     radio_path: Path | None = None,
+    settle: float | None = None,
 ) -> list[Found]:
     """Every device found in timeout seconds.
+
+    settle: end the Bluetooth scan this many seconds after the last new device was heard
+    (once one has been), sooner than timeout: for a radio whose every device advertises
+    within settle (the simulator's does at once), not for a real room, where a unit may
+    advertise once in seconds.
 
     Raises LinkError when every source failed, or when the Bluetooth scan failed and
     nothing was found (BluetoothUnavailableError when there is no Bluetooth at all).
@@ -78,7 +84,7 @@ async def scan(
             kwargs.setdefault("radio", radio_path)
 
     sources: dict[str, Coroutine[Any, Any, list[Found]]] = {
-        "ble": _scan_ble(timeout, backend, kwargs)
+        "ble": _scan_ble(timeout, backend, kwargs, settle)
     }
     if include_serial:
         sources["serial ports"] = _scan_serial_ports()
@@ -128,14 +134,20 @@ def _ble_failure(err: Exception, radio_path: Path | None) -> LinkError:
 
 
 async def _scan_ble(
-    timeout: float, backend: type[BaseBleakScanner] | None, kwargs: dict[str, Any]
+    timeout: float,
+    backend: type[BaseBleakScanner] | None,
+    kwargs: dict[str, Any],
+    settle: float | None = None,
 ) -> list[Found]:
     found: dict[str, Found] = {}
+    heard = asyncio.Event()
 
     def on_advertisement(device: BLEDevice, adv: AdvertisementData) -> None:
         name = adv.local_name or device.name
         spec = classify(name, adv.service_uuids)
         if spec is not None:
+            if device.address not in found:
+                heard.set()
             found[device.address] = Found(
                 spec.kind, device.address, name or device.address, "ble", adv.rssi, spec.model
             )
@@ -144,9 +156,28 @@ async def _scan_ble(
         asyncio.timeout(timeout + START_GRACE),
         BleakScanner(on_advertisement, backend=backend, **kwargs),
     ):
-        await asyncio.sleep(timeout)
+        if settle is None:
+            await asyncio.sleep(timeout)
+        else:
+            await _until_settled(heard, timeout, settle)
     logger.info("discovery: %d BLE device(s)", len(found))
     return list(found.values())
+
+
+async def _until_settled(heard: asyncio.Event, timeout: float, settle: float) -> None:
+    """Wait until settle seconds pass with no new device after one was heard, or timeout."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    # Heard already (as the scanner started), or not yet: then the whole scan.
+    quiet_until = loop.time() + settle if heard.is_set() else end
+    while (now := loop.time()) < min(end, quiet_until):
+        heard.clear()
+        try:
+            async with asyncio.timeout(min(end, quiet_until) - now):
+                await heard.wait()
+        except TimeoutError:
+            return
+        quiet_until = loop.time() + settle
 
 
 async def _scan_serial_ports() -> list[Found]:

@@ -5,21 +5,26 @@ One line per change: ``{"t": 12.345, "device": "belt-1", "kind": "belt",
 the start of the recording (with ``--speed N`` it runs N times faster than
 the wall clock). Channel names are listed in docs/simulator.md.
 
-``t`` never goes back from one line to the next. Several writers share one
-recorder (every device's endpoint), and a firmware stamps a change with the
-time it happened, which can be a little before the moment it is written: a
-serial frame is stamped when it arrived and handled on the endpoint's next
-turn, a watchdog or auto-off fires at its due time when its tick runs late.
-Another device may have written a later line in between, so the recorder
-stamps each line under its lock with no earlier time than the line before.
-The delay this adds is that of the event loop (milliseconds of wall time).
+``t`` is the time the change happened, as the firmware stamps it. Several
+writers share one recorder (every device's endpoint), and a stamp can be
+earlier than the moment it is written: a serial frame is stamped when it
+arrived and handled on the endpoint's next turn, and a watchdog stop or a
+waveform's end is stamped at its due time when its tick runs late. After a
+stall of the host (a frozen daemon, a loaded machine), "late" can be seconds,
+and the time a device stopped is exactly what a safety check asks. So no stamp
+is moved: lines are written in the order they come, ``t`` can go back from one
+line to the next (a late stamp after another device's later line), and the readers
+(:func:`read_recording`, ``Recorder.rows``) give the rows in time order, rows
+of the same instant in the order they were written.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
+from bisect import insort
 from pathlib import Path
 from typing import IO
 
@@ -39,16 +44,14 @@ class Recorder:
         self._lock = threading.Lock()
         self._file: IO[str] | None = path.open("w", encoding="utf-8", buffering=1) if path else None
         self.rows: list[dict[str, object]] = []
-        """Every row, also kept in memory (tests and the live display read it)."""
+        """Every row, also kept in memory, in time order (tests and the benchmarks read it)."""
         self.keep_in_memory = True
-        self._last_t = 0.0
+        self._last_t = -math.inf
 
     def record(self, now: float, device: str, kind: str, channel: str, value: int | str) -> None:
         """Note that a device's channel took a new value at monotonic time now."""
+        t = round((now - self.t0) * self.speed, 4)
         with self._lock:
-            # Under the lock, so that the order of the lines is the order of the times.
-            t = max(self._last_t, round((now - self.t0) * self.speed, 4))
-            self._last_t = t
             row: dict[str, object] = {
                 "t": t,
                 "device": device,
@@ -57,7 +60,11 @@ class Recorder:
                 "value": value,
             }
             if self.keep_in_memory:
-                self.rows.append(row)
+                if t >= self._last_t:
+                    self.rows.append(row)  # nearly every row: in order
+                    self._last_t = t
+                else:  # stamped late: in its place, after the rows of its instant
+                    insort(self.rows, row, key=_time)
             if self._file is not None:
                 self._file.write(_ENCODER.encode(row) + "\n")
 
@@ -69,8 +76,18 @@ class Recorder:
                 self._file = None
 
 
+def _time(row: dict[str, object]) -> float:
+    return row["t"]  # type: ignore[return-value]
+
+
+def in_time_order(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+    """The rows sorted by t; rows of the same instant stay in the order they were written."""
+    rows.sort(key=_time)
+    return rows
+
+
 def read_recording(path: Path) -> list[dict[str, object]]:
-    """Load a recording file (skipping a torn last line after a crash)."""
+    """Load a recording file in time order (skipping a torn last line after a crash)."""
     rows: list[dict[str, object]] = []
     with path.open(encoding="utf-8") as f:
         for line in f:
@@ -78,4 +95,4 @@ def read_recording(path: Path) -> list[dict[str, object]]:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 logger.warning("%s: skipped a torn line", path)
-    return rows
+    return in_time_order(rows)

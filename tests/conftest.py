@@ -21,7 +21,7 @@ import pytest
 
 VECTORS_PATH = Path(__file__).parent / "vectors" / "vectors.json"
 
-KEEP_ENV = frozenset({"MASSAGED_CHROMIUM"})
+KEEP_ENV = frozenset({"MASSAGED_CHROMIUM", "MASSAGED_SCREENSHOTS"})
 """MASSAGED_ variables of the test tools, not of massaged: left as the developer set them."""
 
 
@@ -66,6 +66,11 @@ DURATIONS_KEY = "massaged/durations"
 """Where the last runs' test durations are kept (pytest's cache, .pytest_cache/)."""
 UNKNOWN_S = 1.0
 """The duration assumed for a test not timed yet (a new one): ahead of the quick ones."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Know xdist's group mark without xdist too (``-p no:xdist``: warnings are errors here)."""
+    config.addinivalue_line("markers", "xdist_group(name): run these tests in one xdist worker")
 
 
 def _shared_scope(item: pytest.Item) -> str | None:

@@ -374,11 +374,18 @@ async def _serve(args: argparse.Namespace, config: Any) -> int:
     return 0
 
 
+AUTO_PAIR_SETTLE_S = 1.0
+"""Seconds of a simulated scan with no new device after which --auto-pair pairs what it
+heard (the simulated scanner polls every 0.2 s; the scan's whole time is the most)."""
+
+
 async def auto_pair(daemon: Any) -> None:
     """Pair every simulated device not paired yet (the quick start's main job)."""
     from devices.discovery import scan
 
-    found = await scan(daemon.scan_timeout, radio_path=daemon.radio_path)
+    # The simulated radio answers every poll with every device it serves: a scan that
+    # heard nothing new for AUTO_PAIR_SETTLE_S has heard them all.
+    found = await scan(daemon.scan_timeout, radio_path=daemon.radio_path, settle=AUTO_PAIR_SETTLE_S)
     paired = {e.record.address.upper() for e in daemon.supervisor.devices.values()}
     for f in found:
         if f.address.upper() in paired:

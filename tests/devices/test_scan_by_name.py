@@ -7,6 +7,7 @@ named ``D-LAB ESTIM01`` is a Coyote V2, and neither advertises a service UUID.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -70,3 +71,44 @@ async def test_a_scan_classifies_both_coyotes_by_name(radio: Path) -> None:
     assert found[COYOTE_V2] == discovery.Found(
         DeviceKind.BUTTERFLY, COYOTE_V2, "D-LAB ESTIM01", "ble", found[COYOTE_V2].rssi, "Coyote V2"
     )
+
+
+# -- a scan that ends once it has heard everything (--auto-pair's) ------------------------
+
+
+async def test_a_settling_scan_ends_soon_after_the_last_new_device(radio: Path) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    found = await discovery.scan(30.0, radio_path=radio, settle=0.3, include_serial=False)
+    assert {f.address for f in found} == {COYOTE_V3, COYOTE_V2}
+    # Far from the 30 s the scan was given (a loose bound: a shared machine is slow).
+    assert loop.time() - started < 15.0
+
+
+async def test_a_settling_scan_that_hears_nothing_takes_its_whole_time(sock_dir: Path) -> None:
+    path = sock_dir / "empty.sock"
+    async with SimRadio(path):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        found = await discovery.scan(0.6, radio_path=path, settle=0.1, include_serial=False)
+        assert found == []
+        assert loop.time() - started >= 0.6
+
+
+async def test_each_new_device_gives_the_scan_its_settle_time_again(sock_dir: Path) -> None:
+    path = sock_dir / "late.sock"
+    radio = SimRadio(path)
+    radio.add_peripheral(EB1Firmware("first", name="47L121000"), address=COYOTE_V3)
+    third = "C0:FF:EE:00:00:04"
+    async with radio:
+        loop = asyncio.get_running_loop()
+
+        def arrive(name: str, address: str) -> None:
+            radio.add_peripheral(CoyoteV2Firmware(name, name="D-LAB ESTIM01"), address=address)
+
+        # The third comes after the first one's settle time but within the second's: only
+        # a scan that starts counting again at each new device hears it.
+        loop.call_later(0.7, arrive, "second", COYOTE_V2)
+        loop.call_later(1.4, arrive, "third", third)
+        found = await discovery.scan(20.0, radio_path=path, settle=1.0, include_serial=False)
+    assert {f.address for f in found} == {COYOTE_V3, COYOTE_V2, third}

@@ -1,10 +1,12 @@
-"""The recording's time never goes back, whatever order its writers stamp their changes in."""
+"""The recording keeps the time each change happened, whatever order its writers stamp
+their changes in, and reads back in time order."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from controller.recording_file import load_recording
 from devices.protocols import vb1
 from simulator.firmware.vb1 import VB1Firmware
 from simulator.recording import Recorder, read_recording
@@ -14,7 +16,7 @@ def _times(rows: list[dict[str, object]]) -> list[float]:
     return [float(r["t"]) for r in rows]  # type: ignore[arg-type]
 
 
-def test_a_change_stamped_before_the_last_line_is_written_at_the_last_time(
+def test_a_change_stamped_before_the_last_line_keeps_its_time_and_reads_in_order(
     tmp_path: Path,
 ) -> None:
     # The demo's case: the serial belt's frame is stamped when it arrived, but handled
@@ -25,10 +27,11 @@ def test_a_change_stamped_before_the_last_line_is_written_at_the_last_time(
     recorder.record(100.4993, "belt-1", "belt", "motor5", 0)  # arrived 0.7 ms earlier
     recorder.record(100.6, "belt-1", "belt", "motor5", 40)
     recorder.close()
-    rows = read_recording(path)
-    assert _times(rows) == [5.0, 5.0, 6.0]
-    assert _times(recorder.rows) == [5.0, 5.0, 6.0]
-    assert [r["device"] for r in rows] == ["butterfly-1", "belt-1", "belt-1"]
+    written = [json.loads(line)["device"] for line in path.read_text().splitlines()]
+    assert written == ["butterfly-1", "belt-1", "belt-1"]  # the order they came
+    for rows in (read_recording(path), load_recording(path), recorder.rows):
+        assert _times(rows) == [4.993, 5.0, 6.0]
+        assert [r["device"] for r in rows] == ["belt-1", "butterfly-1", "belt-1"]
 
 
 def test_times_in_order_are_written_exactly(tmp_path: Path) -> None:
@@ -38,9 +41,20 @@ def test_times_in_order_are_written_exactly(tmp_path: Path) -> None:
     assert _times(recorder.rows) == [0.0, 0.5, 0.5, 4.0]
 
 
-def test_a_late_watchdog_on_one_device_does_not_rewind_the_file(tmp_path: Path) -> None:
+def test_rows_of_one_instant_keep_the_order_they_were_written() -> None:
+    recorder = Recorder()
+    recorder.record(2.0, "a", "belt", "motor1", 1)
+    recorder.record(1.0, "b", "belt", "motor1", 2)
+    recorder.record(1.0, "c", "belt", "motor1", 3)
+    recorder.record(0.5, "d", "belt", "motor1", 4)
+    assert [r["device"] for r in recorder.rows] == ["d", "b", "c", "a"]
+
+
+def test_a_late_watchdog_on_one_device_is_recorded_when_it_fired(tmp_path: Path) -> None:
     # A belt shares the recorder with another device; the belt's watchdog fires at its
     # due time (1.5) when its tick comes late (at 4.0), after the other wrote at 3.0.
+    # The recording must say the belt stopped at 1.5: a stall of the host does not make
+    # the device run on, and a safety check reads exactly that instant.
     path = tmp_path / "rec.jsonl"
     recorder = Recorder(path)
     belt = VB1Firmware("belt-1", recorder=recorder)
@@ -49,8 +63,8 @@ def test_a_late_watchdog_on_one_device_does_not_rewind_the_file(tmp_path: Path) 
     recorder.record(3.0, "butterfly-1", "butterfly", "output_a", 5)
     belt.tick(4.0)
     recorder.close()
-    lines = [json.loads(line) for line in path.read_text().splitlines()]
-    times = [line["t"] for line in lines]
-    assert times == sorted(times)
-    stop = [ln for ln in lines if ln["channel"] == "motor1" and ln["value"] == 0][-1]
-    assert stop["t"] == 3.0  # not 1.5, which is before the butterfly's line
+    for rows in (read_recording(path), recorder.rows):
+        times = _times(rows)
+        assert times == sorted(times)
+        stop = [r for r in rows if r["channel"] == "motor1" and r["value"] == 0][-1]
+        assert stop["t"] == 1.5

@@ -49,7 +49,15 @@ LAUNCHER = Path(__file__).with_name("chromium.sh")
 FEATURES_OFF = ("WebUIOmniboxPopup", "WebUIOmniboxAimPopup")
 """The omnibox's popup: a full Chromium keeps it loaded, hidden, in each window (one per
 test's context), a WebUI page that costs about 0.15 CPU-s every second the window is open."""
-SCREENSHOTS = ROOT / "docs" / "web"
+DOCS_PICTURES = ROOT / "docs" / "web"
+SCREENSHOTS_ENV = "MASSAGED_SCREENSHOTS"
+"""Set to 1 to write the pictures into docs/web/ (a normal run keeps the tree clean)."""
+SCREENSHOTS = (
+    DOCS_PICTURES
+    if os.environ.get(SCREENSHOTS_ENV) == "1"
+    else Path(tempfile.gettempdir()) / f"massaged-screenshots-{os.getuid()}"
+)
+"""Where the pictures go: docs/web/ when asked, else a scratch folder (still taken and checked)."""
 WAIT_MS = 20_000
 """The longest wait for the page (a loaded machine can be slow; a pass is usually quick)."""
 PHONE: ViewportSize = {"width": 360, "height": 740}
