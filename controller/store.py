@@ -381,14 +381,17 @@ class Store:
         return store
 
     @classmethod
-    def open_for_reading(cls, path: Path | str | None = None) -> Store:
+    def open_for_reading(
+        cls, path: Path | str | None = None, *, missing_is_empty: bool = False
+    ) -> Store:
         """The store at path (or the default one) for a command that only reads it.
 
         Nothing is created or changed: not the file, its folder, their permissions,
         nor SQLite's -wal and -shm files (issue 13). A missing default database is an
-        empty one (a fresh install has no history yet); a missing --db is an error.
+        empty one (a fresh install has no history yet), and so is a missing path when
+        missing_is_empty (the configured one); a missing --db is an error.
         """
-        db, found = database_to_read(path)
+        db, found = database_to_read(path, missing_is_empty=missing_is_empty)
         if not found:
             return cls._empty(db)
         conn = _connect_read_only(db)

@@ -53,16 +53,19 @@ def check_database_to_open(path: Path | str | None = None) -> None:
     check_database_file(paths.db_path() if path is None else Path(path).expanduser())
 
 
-def database_to_read(path: Path | str | None = None) -> tuple[Path, bool]:
+def database_to_read(
+    path: Path | str | None = None, *, missing_is_empty: bool = False
+) -> tuple[Path, bool]:
     """The database a command that only reads opens (Store.open_for_reading), and whether
-    it exists: the default one not made yet is an empty history.
+    it exists: the default one not made yet is an empty history, and so is any path
+    when missing_is_empty (the configured one: the daemon makes it on its first start).
 
     StoreError, before anything is opened, for a --db that does not exist or is not an
     SQLite file. Nothing is created or changed.
     """
     db = paths.db_path() if path is None else Path(path).expanduser()
     if not db.exists():
-        if path is None or db == paths.db_path():
+        if path is None or missing_is_empty or db == paths.db_path():
             return db, False
         raise StoreError(f"no database at {db}: check the path (nothing was created)")
     check_database_file(db)

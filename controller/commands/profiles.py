@@ -39,16 +39,31 @@ def add_db_option(parser: argparse.ArgumentParser) -> None:
         "--db",
         type=Path,
         metavar="PATH",
-        help="the database file (default: $MASSAGED_DATA_DIR or the data folder / massaged.db)",
+        help=(
+            "the database file (default: [store] path of the configuration, else "
+            "$MASSAGED_DATA_DIR or the data folder / massaged.db)"
+        ),
     )
 
 
+def _configured_db(args: argparse.Namespace) -> Path | None:
+    """The database the daemon uses too: [store] path of the configuration (None: the
+    default one). A profile set here must be the one the daemon's sessions read."""
+    from controller import paths
+    from controller.commands.config import read_settings
+
+    db = read_settings(args).db  # a configuration it cannot use is refused, in its words
+    return None if db == paths.db_path() else db
+
+
 def open_store(args: argparse.Namespace) -> Store:
-    """The store named by --db, or the default one."""
+    """The store named by --db, else the configured one, else the default one."""
     db: Path | None = getattr(args, "db", None)
     if db is not None and not db.expanduser().parent.is_dir():
         # A path the user typed: a typo must not leave new folders behind (issue 13).
         raise StoreError(f"--db {db}: the folder {db.expanduser().parent} does not exist")
+    if db is None:
+        db = _configured_db(args)
     check_database_to_open(db)  # a folder or a file that is not a database: before the store loads
     from controller.store import Store
 
@@ -56,13 +71,18 @@ def open_store(args: argparse.Namespace) -> Store:
 
 
 def open_store_for_reading(args: argparse.Namespace) -> Store:
-    """The store named by --db, or the default one, for a command that only reads it:
-    nothing is created or changed (Store.open_for_reading)."""
+    """The store named by --db, else the configured one, else the default one, for a
+    command that only reads it: nothing is created or changed (Store.open_for_reading)."""
     db: Path | None = getattr(args, "db", None)
-    database_to_read(db)  # a wrong --db is refused before the store loads
+    configured = db is None
+    if configured:
+        db = _configured_db(args)
+    # A wrong --db is refused before the store loads; a configured database the daemon
+    # has not made yet is an empty history, as the default one is.
+    database_to_read(db, missing_is_empty=configured)
     from controller.store import Store
 
-    return Store.open_for_reading(db)
+    return Store.open_for_reading(db, missing_is_empty=configured)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
