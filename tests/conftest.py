@@ -8,6 +8,7 @@ none touches the developer's own files or running daemon.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -71,6 +72,13 @@ UNKNOWN_S = 1.0
 def pytest_configure(config: pytest.Config) -> None:
     """Know xdist's group mark without xdist too (``-p no:xdist``: warnings are errors here)."""
     config.addinivalue_line("markers", "xdist_group(name): run these tests in one xdist worker")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Move everything collection made (modules, test items) out of the garbage collector's
+    way: it lives to the end, and each full collection would walk it again (in every worker)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _shared_scope(item: pytest.Item) -> str | None:
