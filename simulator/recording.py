@@ -12,19 +12,19 @@ arrived and handled on the endpoint's next turn, and a watchdog stop or a
 waveform's end is stamped at its due time when its tick runs late. After a
 stall of the host (a frozen daemon, a loaded machine), "late" can be seconds,
 and the time a device stopped is exactly what a safety check asks. So no stamp
-is moved: lines are written in the order they come, ``t`` can go back from one
-line to the next (a late stamp after another device's later line), and the readers
-(:func:`read_recording`, ``Recorder.rows``) give the rows in time order, rows
-of the same instant in the order they were written.
+is moved: lines are written in the order they come, and ``t`` can go back from
+one line to the next (a late stamp after another device's later line; one
+device's own lines keep their order in time). :func:`read_recording` gives the
+rows in time order (rows of the same instant in the order they were written);
+``Recorder.rows`` keeps the order they came in, as the file does, so that a
+position in it stays a mark of "what was recorded after this".
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
-from bisect import insort
 from pathlib import Path
 from typing import IO
 
@@ -44,9 +44,8 @@ class Recorder:
         self._lock = threading.Lock()
         self._file: IO[str] | None = path.open("w", encoding="utf-8", buffering=1) if path else None
         self.rows: list[dict[str, object]] = []
-        """Every row, also kept in memory, in time order (tests and the benchmarks read it)."""
+        """Every row, also kept in memory, in the order recorded (as the file's lines)."""
         self.keep_in_memory = True
-        self._last_t = -math.inf
 
     def record(self, now: float, device: str, kind: str, channel: str, value: int | str) -> None:
         """Note that a device's channel took a new value at monotonic time now."""
@@ -60,11 +59,7 @@ class Recorder:
                 "value": value,
             }
             if self.keep_in_memory:
-                if t >= self._last_t:
-                    self.rows.append(row)  # nearly every row: in order
-                    self._last_t = t
-                else:  # stamped late: in its place, after the rows of its instant
-                    insort(self.rows, row, key=_time)
+                self.rows.append(row)
             if self._file is not None:
                 self._file.write(_ENCODER.encode(row) + "\n")
 

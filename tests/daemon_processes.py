@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,12 @@ class Setup:
     """The simulator's monotonic clock at its recording's t = 0."""
     served: list[dict[str, Any]] = field(default_factory=list)
     """What the simulator printed of each device it serves (id, kind, address, ...)."""
+    _rows: list[dict[str, Any]] = field(default_factory=list, init=False, repr=False)
+    """The recording's rows parsed so far (rows() reads only what came after them)."""
+    _read_to: int = field(default=0, init=False, repr=False)
+    """The recording's bytes those rows came from."""
+    _rows_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    """rows() from two threads at once (a web test's helpers) must not read a part twice."""
 
     @property
     def socket(self) -> Path:
@@ -95,7 +102,29 @@ class Setup:
         raise AssertionError(f"devices not up in {timeout} s: {devices}")
 
     def rows(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.record.read_text().splitlines() if line]
+        """Every row of the recording so far, in time order (a new list each call; a
+        change stamped late comes after another device's later line: simulator/recording.py)."""
+        # Stable, and nearly in order already: about a copy's cost.
+        return sorted(self.written(), key=lambda row: float(row["t"]))
+
+    def written(self) -> list[dict[str, Any]]:
+        """Every row of the recording so far, in the order written (a new list each call):
+        a position in it is a mark of what was written after it.
+
+        Only what was appended since the last call is read and parsed: the tests poll the
+        recording every few tens of milliseconds while it grows, and parsing all of it
+        each time cost seconds of CPU. A line still being written waits for the next call.
+        """
+        with self._rows_lock, self.record.open("rb") as file:
+            if os.fstat(file.fileno()).st_size < self._read_to:  # a new recording: from the top
+                self._rows.clear()
+                self._read_to = 0
+            file.seek(self._read_to)
+            data = file.read()
+            complete = data[: data.rfind(b"\n") + 1]
+            self._read_to += len(complete)
+            self._rows.extend(json.loads(line) for line in complete.splitlines() if line)
+            return list(self._rows)
 
 
 def private_env(folder: Path) -> dict[str, str]:

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import errno
 import importlib
+import ipaddress
 import logging
 import socket
 from pathlib import Path
@@ -76,10 +77,22 @@ async def listen(host: str, port: int, backlog: int = BACKLOG) -> list[socket.so
     The same rules as ``loop.create_server``: SO_REUSEADDR, IPv6 sockets IPv6 only, and
     an OSError naming the address that cannot be bound.
     """
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(
-        host, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )
+    if _is_address(host):
+        # An address, not a name (the default 127.0.0.1): nothing to look up, so no
+        # resolver thread; and given as bytes, so that the resolver does not load the
+        # "idna" codec (encodings.idna, stringprep, unicodedata) to encode it. The same
+        # answer as for the text (AI_NUMERICHOST: never a lookup).
+        infos = socket.getaddrinfo(
+            host.encode("ascii"),
+            port,
+            family=socket.AF_UNSPEC,
+            type=socket.SOCK_STREAM,
+            flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST,
+        )
+    else:
+        infos = await asyncio.get_running_loop().getaddrinfo(
+            host, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
     sockets: list[socket.socket] = []
     try:
         for family, kind, proto, _, address in dict.fromkeys(infos):
@@ -107,6 +120,17 @@ async def listen(host: str, port: int, backlog: int = BACKLOG) -> list[socket.so
     if not sockets:
         raise OSError(errno.EADDRNOTAVAIL, f"no address to listen on for {host!r}")
     return sockets
+
+
+def _is_address(host: str) -> bool:
+    """True for an IPv4 or IPv6 address written out ("127.0.0.1", "::1"), not a name."""
+    if not host.isascii():
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class WebServer:

@@ -8,6 +8,7 @@ command's own outputs was created or changed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -81,14 +82,21 @@ def snapshot(folder: Path) -> dict[str, tuple[object, ...]]:
     return out
 
 
-@pytest.fixture
-def short() -> Iterator[Path]:
+@contextlib.contextmanager
+def short_folder() -> Iterator[Path]:
     """A folder with a short path: Unix socket paths are limited to about 100 bytes."""
     folder = Path(tempfile.mkdtemp(prefix="msd-e-"))
     try:
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def short() -> Iterator[Path]:
+    """This test's own short folder."""
+    with short_folder() as folder:
+        yield folder
 
 
 @dataclass
@@ -101,9 +109,19 @@ class Simulator:
     devices: list[dict[str, object]]
 
 
-@pytest.fixture
-def simulator(short: Path) -> Iterator[Simulator]:
-    """'massaged simulate' with its default belt, pillow and butterfly, recording."""
+@pytest.fixture(scope="module")
+def simulator() -> Iterator[Simulator]:
+    """'massaged simulate' with its default belt, pillow and butterfly, recording.
+
+    One for the module: each test using it only asks it questions (a fault's value, a
+    device's services, a second simulator beside it) and compares what it sees before
+    and after within the test, so a fresh one per test only cost a process start each.
+    """
+    with short_folder() as short:
+        yield from _simulator(short)
+
+
+def _simulator(short: Path) -> Iterator[Simulator]:
     env = environment(short)
     with subprocess.Popen(
         [*COMMAND, "simulate", "--record", str(short / "recording.jsonl")],

@@ -46,6 +46,8 @@ DAEMON_SPEED = "10"
 """The shared daemon's: collar-zone in about 32 s. The detach test attaches to one session
 twice, with command lines in between, which on a loaded machine can outlast 16 s."""
 SIGNALS = [signal.SIGTERM, signal.SIGHUP]
+MPL_CACHE = Path(tempfile.gettempdir()) / f"massaged-tests-mpl-{os.getuid()}"
+"""matplotlib's cache, shared by the tests' demos (it writes it under a lock)."""
 
 
 @dataclass
@@ -123,6 +125,9 @@ def new_world() -> Iterator[World]:
         # The simulated radio answers at once: a short scan keeps a daemon's start-up
         # (--auto-pair, in the demo's too) quick. No test here is about the scan.
         "MASSAGED_DAEMON_SCAN_TIMEOUT": "1",
+        # matplotlib's font cache (the demo plots at its end), kept between tests: built
+        # afresh in each private HOME it cost every demo a fifth of a CPU-second.
+        "MPLCONFIGDIR": str(MPL_CACHE),
     }
     w = World(folder, env)
     try:

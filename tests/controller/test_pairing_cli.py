@@ -11,15 +11,26 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from controller.store import Store
 
 
+@dataclass
+class Simulated:
+    """A running ``massaged simulate``: the environment that reaches it, what it serves."""
+
+    env: dict[str, str]
+    devices: list[dict[str, Any]]
+    """What the simulator printed of each device (id, kind, address, ...)."""
+
+
 @pytest.fixture
-def env() -> Iterator[dict[str, str]]:
+def simulated() -> Iterator[Simulated]:
     folder = Path(tempfile.mkdtemp(prefix="msd-pair-"))
     environment = {
         **os.environ,
@@ -37,10 +48,9 @@ def env() -> Iterator[dict[str, str]]:
         env=environment,
     )
     assert sim.stdout is not None
-    for _ in range(3):
-        json.loads(sim.stdout.readline())
+    devices = [json.loads(sim.stdout.readline()) for _ in range(3)]
     try:
-        yield environment
+        yield Simulated(environment, devices)
     finally:
         sim.send_signal(signal.SIGINT)
         sim.wait(timeout=10)
@@ -48,6 +58,12 @@ def env() -> Iterator[dict[str, str]]:
             if stream is not None:
                 stream.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def env(simulated: Simulated) -> dict[str, str]:
+    """The environment of a command line beside the running simulator."""
+    return simulated.env
 
 
 SCAN_S = "3"
@@ -135,10 +151,12 @@ def test_scan_pair_confirm_list_rename_cap_unpair(env: dict[str, str]) -> None:
     assert {d["name"] for d in json.loads(massaged(env, "devices", "--json").stdout)} == {"belt"}
 
 
-def test_pair_without_a_terminal_names_the_flag(env: dict[str, str]) -> None:
+def test_pair_without_a_terminal_names_the_flag(simulated: Simulated) -> None:
     """No terminal (stdin /dev/null): refused at once, one line naming --yes, no traceback."""
-    scan = massaged(env, "scan", "--simulator", "--timeout", SCAN_S, "--json")
-    pillow = next(f for f in json.loads(scan.stdout) if f["kind"] == "pillow")["address"]
+    env = simulated.env
+    # The pillow's address as the simulator serves it: the scan is the first test's, and a
+    # scan here cost a process and its seconds of listening for one address.
+    pillow = next(d for d in simulated.devices if d["kind"] == "pillow")["address"]
     for args in ((pillow,), ()):
         done = massaged(env, "pair", *args, "--simulator")
         assert done.returncode == 1

@@ -46,7 +46,8 @@ def test_history_reads_the_configured_database(
     capsys.readouterr()
     assert main(["history"]) == 0
     out = capsys.readouterr().out
-    assert "collar-zone" in out and "completed" in out, out
+    assert "collar-zone" in out, out
+    assert "completed" in out, out
     assert configured.exists()
     assert not db_path().exists(), "the in-process run wrote the default database"
 
@@ -67,4 +68,5 @@ def test_a_configuration_it_cannot_use_is_refused_in_one_line(
     config.write_text("[store]\npath = 12\n")
     assert main(["history"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "[store] path" in err, err
+    assert err.count("\n") == 1, err
+    assert "[store] path" in err, err

@@ -29,7 +29,10 @@ def test_a_change_stamped_before_the_last_line_keeps_its_time_and_reads_in_order
     recorder.close()
     written = [json.loads(line)["device"] for line in path.read_text().splitlines()]
     assert written == ["butterfly-1", "belt-1", "belt-1"]  # the order they came
-    for rows in (read_recording(path), load_recording(path), recorder.rows):
+    # In memory as in the file: a position stays a mark of what came after it.
+    assert [r["device"] for r in recorder.rows] == written
+    assert _times(recorder.rows) == [5.0, 4.993, 6.0]
+    for rows in (read_recording(path), load_recording(path)):
         assert _times(rows) == [4.993, 5.0, 6.0]
         assert [r["device"] for r in rows] == ["belt-1", "butterfly-1", "belt-1"]
 
@@ -41,13 +44,15 @@ def test_times_in_order_are_written_exactly(tmp_path: Path) -> None:
     assert _times(recorder.rows) == [0.0, 0.5, 0.5, 4.0]
 
 
-def test_rows_of_one_instant_keep_the_order_they_were_written() -> None:
-    recorder = Recorder()
+def test_rows_of_one_instant_keep_the_order_they_were_written(tmp_path: Path) -> None:
+    path = tmp_path / "rec.jsonl"
+    recorder = Recorder(path)
     recorder.record(2.0, "a", "belt", "motor1", 1)
     recorder.record(1.0, "b", "belt", "motor1", 2)
     recorder.record(1.0, "c", "belt", "motor1", 3)
     recorder.record(0.5, "d", "belt", "motor1", 4)
-    assert [r["device"] for r in recorder.rows] == ["d", "b", "c", "a"]
+    recorder.close()
+    assert [r["device"] for r in read_recording(path)] == ["d", "b", "c", "a"]
 
 
 def test_a_late_watchdog_on_one_device_is_recorded_when_it_fired(tmp_path: Path) -> None:
@@ -63,8 +68,9 @@ def test_a_late_watchdog_on_one_device_is_recorded_when_it_fired(tmp_path: Path)
     recorder.record(3.0, "butterfly-1", "butterfly", "output_a", 5)
     belt.tick(4.0)
     recorder.close()
-    for rows in (read_recording(path), recorder.rows):
-        times = _times(rows)
-        assert times == sorted(times)
-        stop = [r for r in rows if r["channel"] == "motor1" and r["value"] == 0][-1]
+    rows = read_recording(path)
+    times = _times(rows)
+    assert times == sorted(times)
+    for found in (rows, recorder.rows):
+        stop = [r for r in found if r["channel"] == "motor1" and r["value"] == 0][-1]
         assert stop["t"] == 1.5

@@ -7,7 +7,8 @@ Chromium fails these tests, it never skips them. The browser tests run in a row 
 worker and share one browser, each test in contexts of its own (_SharedBrowser says why
 and how).
 Each stack (simulator, daemon and its web port) lives in a private temporary folder
-on a free port, so the tests run in parallel.
+on a free port, so the tests run in parallel. Tests that need no daemon of their own
+share one (``shared_stack``), and undo what they change in it.
 """
 
 from __future__ import annotations
@@ -156,9 +157,12 @@ def browser(pytestconfig: pytest.Config) -> Browser:
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
-    """Close the shared browser after the last browser test of a row."""
+    """Close the shared browser and stack after the last browser test of a row."""
     if nextitem is None or "browser" not in getattr(nextitem, "fixturenames", ()):
-        _SHARED.close()
+        try:
+            _SHARED.close()
+        finally:
+            _SHARED_STACK.close()
 
 
 class ThreadedSetup(Setup):
@@ -244,6 +248,47 @@ def _stack(
     finally:
         stop_processes(setup.procs)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+SHARED_SPEED = 20.0
+"""The shared stack's speed (session seconds per wall second)."""
+
+
+class _SharedStack:
+    """One stack for the browser tests that need no daemon of their own.
+
+    A stack's start costs its two processes about half a CPU-second; a test that leaves
+    the daemon as it found it (no session running, its profile changes undone) can run on
+    one started for another. It is started by the first test that asks and stopped with
+    the shared browser, after the last browser test of a row.
+    """
+
+    def __init__(self) -> None:
+        self._exit = contextlib.ExitStack()
+        self.stack: WebStack | None = None
+
+    def get(self) -> WebStack:
+        if self.stack is None:
+            started = start_stack("msd-web-shared-", speed=SHARED_SPEED, programs_dir=True)
+            self.stack = self._exit.enter_context(started)
+        return self.stack
+
+    def close(self) -> None:
+        self.stack = None
+        self._exit.close()
+
+
+_SHARED_STACK = _SharedStack()
+
+
+@pytest.fixture
+def shared_stack() -> WebStack:
+    """The stack shared by browser tests (_SharedStack): speed SHARED_SPEED, a programs folder.
+
+    What a test changes in it, it undoes; what it asserts of the recording, it reads from
+    the rows recorded since it began (another test may have run a session before).
+    """
+    return _SHARED_STACK.get()
 
 
 def wait_web_url(setup: Setup, timeout: float = 20.0) -> str:

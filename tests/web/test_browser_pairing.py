@@ -26,12 +26,12 @@ def test_pair_a_device_through_the_pulse_dialog(open_page: Callable[..., Page]) 
 
         dialog = page.get_by_role("dialog")
         dialog.get_by_label("Name (optional)").fill("sofa-pillow")
-        pulse_from = len(stack.rows())
+        pulse_from = stack.session_t()
         dialog.get_by_role("button", name="Send the pulse").click()
         expect(dialog.locator("#felt-question")).to_have_text("Did you feel it?")
         shoot(page, "pair-phone")
         # The pulse was real: the pillow moved, and is still again.
-        pulse = [r for r in stack.rows()[pulse_from:] if r["kind"] == "pillow"]
+        pulse = [r for r in stack.rows() if r["t"] >= pulse_from and r["kind"] == "pillow"]
         assert any(isinstance(r["value"], int) and r["value"] > 0 for r in pulse), pulse
         assert not stack.api("devices")["data"], "nothing is paired before the person says yes"
 

@@ -16,10 +16,10 @@ import pytest
 
 from tests.web.conftest import (
     BROWSER_GROUP,
+    SHARED_SPEED,
     WebStack,
     felt_outputs,
     last_values,
-    start_stack,
     wait_until,
 )
 
@@ -28,14 +28,27 @@ pytestmark = BROWSER_GROUP
 if TYPE_CHECKING:  # Playwright is imported by the test that runs, not at collection
     from playwright.sync_api import Page
 
-SPEED = 20.0
-"""Session seconds per wall second: collar-zone's 5 min 15 s take 16 s."""
+SPEED = SHARED_SPEED
+"""Session seconds per wall second (20: collar-zone's 5 min 15 s take 16 s)."""
+POLL_S = 0.1
+"""Between two looks at the step and its count: a stroke lasts longer than that even at
+SPEED, and each look costs the page, Playwright's driver and this process a few ms of CPU."""
+STEP_AND_COUNT_JS = """() => {
+  const step = document.querySelector('#step-no');
+  const count = document.querySelector('#count');
+  return step && count ? [step.innerText, count.innerText] : null;
+}"""
+"""The step and its count in one look (one round trip to the page instead of two)."""
 
 
-@pytest.fixture(scope="module")
-def stack() -> Iterator[WebStack]:
-    with start_stack("msd-web-s-", speed=SPEED) as s:
-        yield s
+@pytest.fixture
+def stack(shared_stack: WebStack) -> Iterator[WebStack]:
+    """The shared stack: the session the test starts is stopped, even when the test fails."""
+    assert shared_stack.speed == SPEED
+    yield shared_stack
+    if shared_stack.api("status")["data"]["session"] is not None:
+        assert shared_stack.api("stop")["status"] == "ok"
+        wait_until(lambda: shared_stack.api("status")["data"]["session"] is None, what="stopped")
 
 
 def belt_peak(rows: list[dict[str, object]], start: float, end: float) -> int:
@@ -76,16 +89,19 @@ def test_start_watch_gentler_and_stop(stack: WebStack, open_page: Callable[..., 
     counts: set[str] = set()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not (advanced(steps) and len(counts) >= 3):
-        shown = page.locator("#step-no").inner_text()
+        shown_now = page.evaluate(STEP_AND_COUNT_JS)
+        if shown_now is None:  # not drawn yet: wait for it, as a locator would
+            time.sleep(POLL_S)
+            continue
+        shown, count = shown_now
         step = re.fullmatch(r"Step (\d) of 8", shown)
         # "Step – of 8" between two steps (a pause between movements) is fine; anything else is not.
         assert step or shown == "Step – of 8", shown
         if step:
             steps.append(int(step.group(1)))
-        count = page.locator("#count").inner_text()
         assert re.fullmatch(r"[a-z ]+ \d+ of \d+", count), count
         counts.add(count)
-        time.sleep(0.03)
+        time.sleep(POLL_S)
     assert advanced(steps), steps
     assert len(counts) >= 3, counts
     if 1 in steps:  # the first step counts the method's 7 strokes
