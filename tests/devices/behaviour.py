@@ -469,15 +469,27 @@ class CoyoteV2Behaviour(ButterflyBehaviour):
             # The unit jumped A to 30 by itself: A falls back to the 12 written, and stays.
             await wait_until(lambda: firmware.outputs.get("strength_a") == 12, what="A at 12")
             assert device.user_ceiling == (12, None)  # type: ignore[attr-defined]
-            await device.apply(
-                ButterflyOutput(
-                    a=EmsChannelOutput(strength=30, frequency=50, intensity=100),
-                    b=EmsChannelOutput(strength=12, frequency=100, intensity=50),
-                )
+            # Every value A takes from here on, not a sample: a loaded machine may starve a
+            # waveform, and A then comes back through 0 and a ramp, never past 12.
+            taken: list[int | str] = []
+            firmware.on_output = lambda channel, value: (
+                taken.append(value) if channel == "strength_a" else None
             )
-            await wait_until(lambda: firmware.outputs.get("strength_b") == 12, what="B at 12")
-            await asyncio.sleep(0.3)
-            assert firmware.outputs.get("strength_a") == 12
+            try:
+                await device.apply(
+                    ButterflyOutput(
+                        a=EmsChannelOutput(strength=30, frequency=50, intensity=100),
+                        b=EmsChannelOutput(strength=12, frequency=100, intensity=50),
+                    )
+                )
+                await wait_until(lambda: firmware.outputs.get("strength_b") == 12, what="B at 12")
+                await asyncio.sleep(0.3)
+                await wait_until(
+                    lambda: firmware.outputs.get("strength_a") == 12, what="A held at 12"
+                )
+            finally:
+                firmware.on_output = None
+            assert all(isinstance(v, int) and v <= 12 for v in taken), taken
 
         return (
             EventCase(
