@@ -170,10 +170,13 @@ async def _demo(args: argparse.Namespace) -> int:
     from controller.courses import after_session_advice
 
     say(after_session_advice())
-    await asyncio.to_thread(_plots, args.program, recording, out, axis, args.speed)
     signalled = None if remote is None else remote.received.exit_code()
     if result is not None and result["outcome"] == "stopped" and signalled is not None:
-        return signalled  # stopped softly by Ctrl-C, SIGTERM or SIGHUP: 130, 143, 129
+        # Stopped softly by Ctrl-C, SIGTERM or SIGHUP: exit now (130, 143, 129), not after
+        # a second or two of drawing; the recording is kept, and says how to draw it.
+        _recording_only(recording, axis, args.program)
+        return signalled
+    await asyncio.to_thread(_plots, args.program, recording, out, axis, args.speed)
     # A stop from the web page, MQTT or `massaged stop` is the demo doing its job (it
     # shows that Stop works from anywhere); a fault or an emergency stop is not.
     return 0 if result is not None and result["outcome"] in ("completed", "stopped") else 1
@@ -359,6 +362,16 @@ async def _wait_devices(socket: Path, count: int) -> None:
                 return
         await asyncio.sleep(0.2)
     raise MassagedError(f"the daemon did not connect {count} devices in {START_TIMEOUT_S:g} s")
+
+
+def _recording_only(recording: Path, axis: TimeAxis | None, program_id: str) -> None:
+    """Where the recording of a session stopped by a signal is, and how to plot it."""
+    start = "" if axis is None else f" --session-start {axis.origin:.2f}"
+    say(f"\nrecording: {recording} (format in docs/simulator.md); to plot it:")
+    say(
+        f"   massaged programs plot-recording {recording} --out recording.png"
+        f" --program {program_id}{start}"
+    )
 
 
 def _plots(

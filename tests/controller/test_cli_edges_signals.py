@@ -366,6 +366,9 @@ def test_demo_stops_its_session_softly_on_a_signal(world: World, sig: signal.Sig
     out = check_ended(demo, sig, record)
     # The demo's daemon ran on: the session was stopped, not lost with its daemon.
     assert "no massaged daemon" not in out
+    # It exits without drawing (a stop is not a wait), and says how to draw what it kept.
+    assert not list(out_dir.glob("*.png")), list(out_dir.iterdir())
+    assert f"massaged programs plot-recording {record} --out recording.png" in out, out
 
 
 def test_closing_the_terminal_stops_a_live_session_softly(world: World) -> None:
