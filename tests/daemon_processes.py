@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from controller.control import call
+from simulator.recording import in_time_order
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -104,8 +105,7 @@ class Setup:
     def rows(self) -> list[dict[str, Any]]:
         """Every row of the recording so far, in time order (a new list each call; a
         change stamped late comes after another device's later line: simulator/recording.py)."""
-        # Stable, and nearly in order already: about a copy's cost.
-        return sorted(self.written(), key=lambda row: float(row["t"]))
+        return in_time_order(self.written())
 
     def written(self) -> list[dict[str, Any]]:
         """Every row of the recording so far, in the order written (a new list each call):
