@@ -3,9 +3,19 @@
 One task, the pump, writes every B0 while a session output is set and the lease
 runs, each carrying 100 ms of waveform and at most one strength change: at once
 when there is something new to send (a new strength or waveform, a change that
-waited for its B1), otherwise every B0_INTERVAL after the last B0. Strengths are
-always sent as "set to" an absolute value, so a B0 resent for a lost B1 cannot
-raise twice. With nothing to send the pump sleeps until woken.
+waited for its B1), otherwise every B0_INTERVAL after the last B0. With nothing to
+send the pump sleeps until woken.
+
+A strength change goes on the wire relative to the strength the unit last reported
+("increase by" / "decrease by"), and only a zero as "set to". The user may turn the
+wheel while a B0 is on its way (the host writes before the wheel's B1 reaches it): a
+raise written as "set to 65" would then land after the user turned 60 down to 10 and
+bring back 65 for a round trip; written as "increase by 5" it lands at 15, one ramp step
+above the user's word, and a lowering lands below it. The price: a raise resent for a
+lost B1 whose first write did land raises twice. Resends come B1_TIMEOUT apart, so that
+stays within rule 2 (5 per 100 ms), the unit's soft limit still caps it, and the B1 it
+brings has the driver lower the channel at once. We take one ramp step too many over a
+target after a lost answer rather than a return to the level the user turned away from.
 
 How we read the protocol's "when no B0 has arrived for 100 ms, the channel outputs
 nothing": every B0 restarts the unit's 100 ms waveform timer, and the unit plays the
@@ -50,6 +60,28 @@ STOP_TIMEOUT = 1.5
 
 _SILENT = (eb1.SILENT_FREQUENCY, eb1.SILENT_INTENSITY)
 _SET, _KEEP = eb1.StrengthMode.SET, eb1.StrengthMode.NO_CHANGE
+_UP, _DOWN = eb1.StrengthMode.INCREASE, eb1.StrengthMode.DECREASE
+
+_Step = tuple[eb1.StrengthMode, int]
+"""One channel's strength field in a B0: its mode and value."""
+_UNCHANGED: tuple[_Step, _Step] = ((_KEEP, 0), (_KEEP, 0))
+
+
+def _steps(values: tuple[int | None, int | None], current: list[int]) -> tuple[_Step, _Step]:
+    """How a change to values goes on the wire from the strengths the unit last reported:
+    a zero as "set to 0", anything else relative (see the module's docstring)."""
+    steps: list[_Step] = []
+    for value, now in zip(values, current, strict=True):
+        if value is None or (value == now and value != 0):
+            steps.append((_KEEP, 0))
+        elif value == 0:
+            steps.append((_SET, 0))
+        elif value > now:
+            steps.append((_UP, value - now))
+        else:
+            steps.append((_DOWN, now - value))
+    return steps[0], steps[1]
+
 
 _Waves = tuple[tuple[eb1.Wave, eb1.Wave], tuple[eb1.Wave, eb1.Wave]]
 """The waveform of both channels in one B0: (frequencies, intensities) of A, then of B."""
@@ -69,6 +101,8 @@ class _Change:
     seq: int
     values: tuple[int | None, int | None]
     """The strength set per channel, None where the channel is left alone."""
+    steps: tuple[_Step, _Step]
+    """How the B0 says it: the same bytes when resent."""
     sent_at: float
     misses: int = 0
     done: asyncio.Future[eb1.B1] | None = field(default=None)
@@ -317,25 +351,32 @@ class EB1Driver(EmsButterflyDriver):
         zeroing one, which is always safe to send).
         """
         now = asyncio.get_running_loop().time()
-        change = _Change(self._next_seq(), values, now, done=done, generation=generation)
+        steps = _steps(values, self._strength)
+        change = _Change(self._next_seq(), values, steps, now, done=done, generation=generation)
         if self._change is not None:
             # Only a zeroing B0 (stop, pause, lease end) is sent with a B1 outstanding: it
-            # must not wait, and as every change is "set to", the last one written wins.
+            # must not wait; as it says "set to 0", it wins whatever the other one did.
             self._resolve_superseded(self._change)
         self._change = change
         # The pump resends the change when its B1 does not come, so it must learn the
         # deadline, also when it sleeps without one (stop() writes its B0 from outside).
         self._wake.set()
-        await self._write_b0(change.seq, change.values, waves, generation)
+        await self._write_b0(change.seq, change.steps, waves, generation)
 
     async def _resend(self, change: _Change, waves: _Waves, generation: int | None) -> None:
-        """Write an unanswered change again under its own sequence number (idempotent)."""
+        """Write an unanswered change again, the same bytes under its own sequence number."""
         if self._change is not change:
             return
         change.misses += 1
         logger.info("%s: no B1 for sequence %d, resend", self.name, change.seq)
-        change.sent_at = asyncio.get_running_loop().time()
-        await self._write_b0(change.seq, change.values, waves, generation)
+        now = asyncio.get_running_loop().time()
+        change.sent_at = now
+        # A raise resent may land a second time (its first write landed, its B1 was lost):
+        # rule 2 counts it as a raise of its own.
+        for i, (mode, value) in enumerate(change.steps):
+            if mode == _UP:
+                self._ramp.spend(i, value, now)
+        await self._write_b0(change.seq, change.steps, waves, generation)
 
     def _resolve_superseded(self, change: _Change) -> None:
         if change.done is not None and not change.done.done():
@@ -359,18 +400,19 @@ class EB1Driver(EmsButterflyDriver):
     async def _write_b0(
         self,
         seq: int,
-        values: tuple[int | None, int | None],
+        steps: tuple[_Step, _Step],
         waves: _Waves,
         generation: int | None,
     ) -> None:
         """Write one B0; generation: as LinkDevice._write (None only for a silent zeroing)."""
         (freq_a, int_a), (freq_b, int_b) = waves
+        (mode_a, value_a), (mode_b, value_b) = steps
         b0 = eb1.B0(
             seq=seq,
-            mode_a=_KEEP if values[0] is None else _SET,
-            mode_b=_KEEP if values[1] is None else _SET,
-            value_a=values[0] or 0,
-            value_b=values[1] or 0,
+            mode_a=mode_a,
+            mode_b=mode_b,
+            value_a=value_a,
+            value_b=value_b,
             freq_a=freq_a,
             intensity_a=int_a,
             freq_b=freq_b,
@@ -512,7 +554,7 @@ class EB1Driver(EmsButterflyDriver):
                 for i, rise in rises:
                     self._ramp.spend(i, rise, sent_at)
         else:
-            await self._write_b0(0, (None, None), waves, generation)
+            await self._write_b0(0, _UNCHANGED, waves, generation)
         return loop.time()  # look again: what is due next depends on what was just written
 
     # -- receiving ------------------------------------------------------------

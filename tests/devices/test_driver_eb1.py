@@ -21,6 +21,7 @@ from simulator.firmware.eb1 import EB1Firmware
 from simulator.recording import Recorder
 from tests.devices.behaviour import wait_until
 from tests.devices.test_drivers_memory import butterfly_pair
+from tests.method.virtual_time import run_virtual
 
 
 def out(a: int, b: int, *, intensity: int = 100) -> ButterflyOutput:
@@ -39,6 +40,28 @@ def b0s(link: MemoryLink, start: int = 0) -> list[tuple[float, eb1.B0]]:
         if isinstance(decoded, eb1.B0):
             found.append((message.t, decoded))
     return found
+
+
+def levels(
+    written: list[tuple[float, eb1.B0]], start: tuple[int, int] = (0, 0)
+) -> list[tuple[float, eb1.B0, tuple[int, int]]]:
+    """Each B0 with the strengths the unit holds after it, from start, by the device's own
+    rule (eb1.apply_strength): what the wire alone does, with no wheel and no soft limit."""
+    level = list(start)
+    found = []
+    for t, b0 in written:
+        for ch, (mode, value) in enumerate(((b0.mode_a, b0.value_a), (b0.mode_b, b0.value_b))):
+            level[ch] = eb1.apply_strength(level[ch], mode, value, eb1.MAX_STRENGTH)
+        found.append((t, b0, (level[0], level[1])))
+    return found
+
+
+def sets_a_nonzero_strength(b0: eb1.B0) -> bool:
+    """A "set to" other than 0: the driver writes none (a change is relative; see the driver)."""
+    return any(
+        mode == eb1.StrengthMode.SET and value != 0
+        for mode, value in ((b0.mode_a, b0.value_a), (b0.mode_b, b0.value_b))
+    )
 
 
 Connected = tuple[EB1Driver, EB1Firmware, MemoryLink]
@@ -130,15 +153,13 @@ async def test_ramp_raises_at_most_5_per_b0_and_waits_for_each_b1() -> None:
         start = len(link.written)
         await drive_to(driver, fw, 23, 11, timeout=4.0)
         written = b0s(link, start)
-        level = [0, 0]
         changes: list[tuple[float, int]] = []
-        for t, b0 in written:
-            for ch, (mode, value) in enumerate(((b0.mode_a, b0.value_a), (b0.mode_b, b0.value_b))):
-                if mode == eb1.StrengthMode.SET:
-                    assert value - level[ch] <= 5, f"raised {level[ch]} -> {value}"
-                    level[ch] = value
-                else:
-                    assert mode == eb1.StrengthMode.NO_CHANGE
+        before = (0, 0)
+        for t, b0, after in levels(written):
+            assert not sets_a_nonzero_strength(b0), b0
+            for ch in (0, 1):
+                assert after[ch] - before[ch] <= 5, f"raised {before[ch]} -> {after[ch]}"
+            before = after
             if b0.changes_strength:
                 assert b0.seq != 0
                 changes.append((t, b0.seq))
@@ -165,7 +186,7 @@ async def test_a_slower_ramp_from_the_profile() -> None:
         assert driver.max_raise == 2
         start = len(link.written)
         await drive_to(driver, firmware, 6, 0)
-        raises = [(t, b0.value_a) for t, b0 in b0s(link, start) if b0.changes_strength]
+        raises = [(t, level[0]) for t, b0, level in levels(b0s(link, start)) if b0.changes_strength]
         assert raises[-1][1] == 6
         # Never more than 2 per 100 ms, counted on elapsed time from the first raise.
         t0 = raises[0][0]
@@ -270,23 +291,82 @@ async def test_wheel_raise_is_adopted_and_not_fought() -> None:
         await drive_to(driver, firmware, 10, 16, timeout=1.0)
 
 
+def test_a_raise_on_its_way_as_the_wheel_turns_down_lands_a_step_above_the_word() -> None:
+    # On virtual time, so the crossing happens exactly as planned whatever the load.
+    run_virtual(raise_crossing_the_wheel())
+
+
+async def raise_crossing_the_wheel() -> None:
+    # Answers take 150 ms on this radio. The user turns the wheel from 20 down to 4,
+    # 80 ms after the unit took a raise to 20: the B1 of that raise reaches the host
+    # first, the host sends the next raise at once, and the unit takes it before the
+    # host hears of the wheel. That raise must land one ramp step above the user's
+    # word, not at 25 (as "set to 25" would), and then go down to the word.
+    loop = asyncio.get_running_loop()
+    async with connected(faults=LinkFaults(delay=0.15)) as (driver, firmware, link):
+        events: list[DeviceEvent] = []
+        driver.add_listener(events.append)
+        after_turn: list[int] = []
+        turned: list[float] = []
+
+        def turn() -> None:
+            turned.append(loop.time())
+            firmware.turn_wheel(4, None, loop.time())
+            link.wake()
+
+        def on_output(channel: str, value: int | str) -> None:
+            if channel != "strength_a":
+                return
+            if turned:
+                after_turn.append(int(value))
+            elif value == 20:
+                loop.call_later(0.08, turn)
+
+        firmware.on_output = on_output
+        await driver.apply(out(40, 0))
+        await wait_until(lambda: any(isinstance(e, EmsWheelChanged) for e in events), timeout=3)
+        await asyncio.sleep(0.6)
+        # The crossing happened (else this test proves nothing), and cost one step at most.
+        assert after_turn[0] == 4, after_turn
+        assert max(after_turn) == 4 + eb1.MAX_RAISE_PER_B0, after_turn
+        assert after_turn[-1] == 4, after_turn
+        assert firmware.strengths[0] == 4
+        assert driver.user_ceiling == (4, None)
+
+
 async def test_lost_b1_is_resent_and_three_misses_lose_the_link() -> None:
     events: list[DeviceEvent] = []
-    async with connected() as (driver, _firmware, link):
+    async with connected() as (driver, firmware, link):
         driver.add_listener(events.append)
+        start = len(link.written)
         link.drop_next_answers = 1
         await driver.apply(out(5, 0))
-        await wait_until(lambda: driver.strengths == (5, 0), timeout=1.0)
-        changes = [b0 for _, b0 in b0s(link) if b0.changes_strength and b0.value_a == 5]
-        assert len(changes) == 2
-        assert changes[0] == changes[1], "the same change, resent"
 
+        def raises() -> list[eb1.B0]:
+            return [
+                b0
+                for _, b0 in b0s(link, start)
+                if b0.changes_strength and b0.mode_a == eb1.StrengthMode.INCREASE
+            ]
+
+        await wait_until(
+            lambda: len(raises()) == 2 and driver.strengths == firmware.strengths == (5, 0),
+            timeout=1.5,
+        )
+        first, again = raises()
+        assert again == first, "the same change, resent"
+        # Its first write had landed (only the answer was lost): the raise landed twice, one
+        # ramp step over the target, and the B1 of the resend brought it down at once.
+        assert [level for _, _, level in levels(b0s(link, start))][-1] == (5, 0)
+        assert max(level[0] for _, _, level in levels(b0s(link, start))) == 10
+
+        start = len(link.written)
         link.drop_next_answers = 100
         await driver.apply(out(10, 0))
         await wait_until(lambda: any(isinstance(e, LinkLost) for e in events), timeout=2.5)
         assert not driver.is_connected
-        resent = [b0 for _, b0 in b0s(link) if b0.changes_strength and b0.value_a == 10]
-        assert len(resent) == 4
+        assert len(raises()) == 4
+        assert len({b0.seq for b0 in raises()}) == 1
         with pytest.raises(LinkError):
             await driver.stop()
 

@@ -33,7 +33,7 @@ from simulator.faults import LinkFaults
 from simulator.firmware.base import Firmware
 from simulator.firmware.eb1 import EB1Firmware
 from tests.devices.behaviour import wait_until
-from tests.devices.test_driver_eb1 import b0s, connected, drive_to, is_zeroing, out
+from tests.devices.test_driver_eb1 import b0s, connected, drive_to, is_zeroing, levels, out
 from tests.devices.test_drivers_memory import belt_pair, butterfly_pair, pillow_pair
 from tests.method.virtual_time import run_virtual
 
@@ -339,12 +339,14 @@ async def test_a_frame_awaiting_its_answer_through_a_stall_is_never_resent(kind:
 
 
 def carries(b0: eb1.B0, target: ButterflyOutput, previous: ButterflyOutput) -> bool:
-    """True when b0 sets each strength that changed from previous and has target's waveform."""
+    """True when b0 takes each strength that changed from previous to target's, and has
+    target's waveform."""
     for mode, value, new, old in (
         (b0.mode_a, b0.value_a, target.a, previous.a),
         (b0.mode_b, b0.value_b, target.b, previous.b),
     ):
-        if new.strength != old.strength and (mode != eb1.StrengthMode.SET or value != new.strength):
+        reached = eb1.apply_strength(old.strength, mode, value, eb1.MAX_STRENGTH)
+        if new.strength != old.strength and reached != new.strength:
             return False
     return (
         b0.freq_a == (target.a.frequency,) * 4
@@ -390,7 +392,10 @@ async def test_a_change_that_waited_for_its_b1_goes_when_the_b1_arrives() -> Non
         await driver.apply(out(1, 0))  # lowering: rule 2 does not hold it back
         await wait_until(lambda: firmware.strengths == (1, 0), timeout=3.0)
         changes = [(t, b0) for t, b0 in b0s(link, start) if b0.changes_strength]
-        assert [b0.value_a for _, b0 in changes] == [3, 1]
+        assert [level[0] for _, b0, level in levels(b0s(link, start)) if b0.changes_strength] == [
+            3,
+            1,
+        ]
         (t_first, first), (t_second, _) = changes
         b1_at = next(
             m.t
@@ -436,14 +441,10 @@ async def rapid_target_changes() -> None:
         assert firmware.is_quiet
 
     # Rule 2, per channel, between every pair of B0s (the levels they set).
-    level = [0, 0]
-    levels: list[tuple[float, tuple[int, int]]] = []
-    for t, b0 in written:
-        for ch, (mode, value) in enumerate(((b0.mode_a, b0.value_a), (b0.mode_b, b0.value_b))):
-            if mode == eb1.StrengthMode.SET:
-                level[ch] = value
-        levels.append((t, (level[0], level[1])))
-    for (t_i, before), (t_j, after) in itertools.combinations(levels, 2):
+    held = [(t, level) for t, _, level in levels(written)]
+    assert held[-1][1] == firmware.strengths == (0, 0)
+    assert max(max(level) for _, level in held) >= 2 * eb1.MAX_RAISE_PER_B0, "hardly raised"
+    for (t_i, before), (t_j, after) in itertools.combinations(held, 2):
         for ch in (0, 1):
             rise = after[ch] - before[ch]
             assert rise <= allowed_rise(t_j - t_i), (
