@@ -28,8 +28,9 @@ from controller.profiles import (
     contraindication_message,
     parse_contraindication,
 )
-from devices.capabilities import Capabilities, DeviceKind
+from devices.capabilities import Capabilities
 from devices.errors import ConfigError, MassagedError
+from devices.outputs import channel_maximum
 
 if TYPE_CHECKING:
     from controller.session import SessionRunner, SessionSnapshot
@@ -516,23 +517,25 @@ def normalized(channels: dict[str, int | str], caps: Capabilities | None) -> dic
     a pillow's direction is not a level and is left out.
     """
     out: dict[str, float] = {}
-    motors = {f"motor{m.index}": m.max_level for m in caps.motors} if caps else {}
-    max_speed = caps.kneading.max_speed if caps and caps.kneading else 3
-    ems = {c.name.lower(): c.max_strength for c in caps.ems_channels} if caps else {}
+    # What this device reports it can do; else the protocol's maximum of the channel.
+    tops: dict[str, int] = {}
+    if caps is not None:
+        tops.update({f"motor{m.index}": m.max_level for m in caps.motors})
+        tops.update({f"strength_{c.name.lower()}": c.max_strength for c in caps.ems_channels})
+        if caps.kneading is not None:
+            tops["speed"] = caps.kneading.max_speed
     for key, value in channels.items():
         if isinstance(value, str):
             continue  # a direction, not a level
+        top = tops.get(key) or channel_maximum(key) or 0
         if key == "heater":
             out[key] = 1.0 if value else 0.0
-        elif key.startswith("motor"):
-            out[key] = _fraction(value, motors.get(key, 255))
-        elif key == "speed":
-            out[key] = _fraction(value, max_speed)
+        elif key.startswith("motor") or key == "speed":
+            out[key] = _fraction(value, top)
         elif key.startswith("strength_"):
             side = key.removeprefix("strength_")
             raw = channels.get(f"intensity_{side}", 100)
             intensity = raw if isinstance(raw, int | float) else 100
-            top = ems.get(side, 200)
             out[f"output_{side}"] = _fraction(value * intensity / 100, top)
     return out
 
@@ -588,7 +591,7 @@ def program_data(
     timeline: dict[str, Any] = {}
     for panel in plan_panels(plan):
         caps = plan.timelines[panel.device].capabilities
-        top = _plot_scale(caps)
+        top = float(caps.full_scale)
         timeline[panel.device] = {
             "kind": panel.kind,
             "series": {
@@ -619,15 +622,6 @@ def _steps(points: list[tuple[float, float]]) -> list[list[float]]:
     if points and kept[-1][0] != round(points[-1][0], 2):
         kept.append([round(points[-1][0], 2), round(points[-1][1], 3)])  # where the plot ends
     return kept
-
-
-def _plot_scale(caps: Capabilities) -> float:
-    """The full scale of a kind's plotted channels (device units, as programs.plot)."""
-    if caps.kind == DeviceKind.BELT:
-        return float(max((m.max_level for m in caps.motors), default=255))
-    if caps.kind == DeviceKind.PILLOW:
-        return float(caps.kneading.max_speed if caps.kneading else 3)
-    return float(max((c.max_strength for c in caps.ems_channels), default=200))
 
 
 def issue_data(err: Any, text: str = "") -> list[dict[str, Any]]:

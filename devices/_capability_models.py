@@ -52,6 +52,19 @@ class Capabilities(_Frozen):
     kneading: Kneading | None = None
     ems_channels: tuple[EmsChannel, ...] = ()
 
+    @property
+    def full_scale(self) -> int:
+        """The highest value its outputs take, in device units (what 100 % of it means);
+        the kind's protocol maximum when it reports no outputs."""
+        tops = [m.max_level for m in self.motors] + [c.max_strength for c in self.ems_channels]
+        if self.kneading is not None:
+            tops.append(self.kneading.max_speed)
+        if tops:
+            return max(tops)
+        from devices.kinds import kind_spec  # (devices.kinds builds on these models)
+
+        return kind_spec(self.kind).maximum
+
     def motors_at(self, place: Place, side: Side = Side.BOTH) -> tuple[Motor, ...]:
         """The motors at a place, on one side or both."""
         return tuple(
