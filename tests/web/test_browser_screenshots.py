@@ -8,6 +8,7 @@ costs more than all of that.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,24 @@ def shoot(page: Page, name: str) -> None:
 BELT_ON = """() => [...document.querySelectorAll('[data-device=belt] [role=meter]')]
   .some((bar) => Number(bar.getAttribute('aria-valuenow')) > 0)"""
 """True while a belt motor runs (strokes have rests between them: a picture waits for one)."""
+
+
+EVENTS_IN_WORDS = """async () => {
+  const now = await import('/static/js/page-now.js');
+  const events = [
+    ['gentler', { presses: 2, factor: 0.8 }], ['scale', { scale: 0.9 }], ['heater', { on: true }],
+    ['ems_wheel', { a: 4, b: 10 }], ['low_battery', { percent: 9 }],
+    ['overheated', { temperature: 48.5 }], ['pause', { reason: 'user' }],
+    ['resume', { reason: 'pillow_empty' }], ['reconnected', { attempts: 2 }],
+    ['end', { outcome: 'completed', reason: 'completed' }],
+    ['end', { outcome: 'cut', reason: 'cut at the session limit' }],
+    ['safety', { rule: 'session_time', detail: 'refused: past the session limit of 1800 s' }],
+    ['dropped', { reason: 'EMS-only contraindication' }], ['StopButtonPressed', {}],
+  ];
+  return [...events.map(([event, detail]) => now.eventText({ event, detail })),
+    now.reasonText('user'), now.reasonText('pillow_empty')];
+}"""
+"""A device event and a pause reason of each shape the daemon sends, in the page's words."""
 
 
 def test_screenshots_of_every_page(open_page: Callable[..., Page]) -> None:
@@ -55,6 +74,10 @@ def test_screenshots_of_every_page(open_page: Callable[..., Page]) -> None:
         expect(page.locator("#step-no")).to_contain_text("Шаг")
         expect(page.locator("html")).to_have_attribute("lang", "ru")
         shoot(page, "now-phone-ru")
+        # Events and pause reasons in Russian too, details included (issue 15's page showed
+        # "пауза (reason user)"): the daemon's codes are worded, its free text left out.
+        for text in page.evaluate(EVENTS_IN_WORDS):
+            assert not re.search(r"[A-Za-z]{3,}", text), text
         page.get_by_role("button", name="English").click()
         expect(page.locator("#step-no")).to_contain_text("Step")
         page.locator("#lang").blur()

@@ -58,7 +58,8 @@ export function render(main) {
           c.rest_until && new Date(c.rest_until) > new Date()
             ? h('div', { class: 'warn' }, t('me.restUntil', { time: when(c.rest_until) })) : null)),
       (c.today_contraindications || []).length
-        ? h('p', { class: 'warn' }, c.today_contraindications.map((i) => i.reason || i.name).join('; ')) : null,
+        ? h('p', { class: 'warn' }, c.today_contraindications
+          .map((i) => (has(`contraWhy.${i.name}`) ? t(`contraWhy.${i.name}`) : i.reason || i.name)).join('; ')) : null,
       h('p', { class: 'muted' }, t('me.courseHelp')));
   }
 

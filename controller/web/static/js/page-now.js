@@ -3,7 +3,7 @@
 import { act, errorText, stopNow } from './actions.js';
 import { command } from './api.js';
 import { announce, clock, fill, h } from './dom.js';
-import { has, t } from './i18n.js';
+import { has, language, t } from './i18n.js';
 import { timelinePlot } from './plot.js';
 import { app, locked, on, session } from './state.js';
 import { channelName, techniqueName } from './words.js';
@@ -88,7 +88,10 @@ export function render(main) {
         h('h1', { class: 'sr-only' }, t('nav.now')),
         h('p', { class: 'count', id: 'idle' }, t('now.idle')),
         last ? h('p', { class: 'muted', id: 'last' }, t('now.last', {
-          program: last.program, outcome: t(`outcome.${last.outcome}`), reason: last.reason || '',
+          program: last.program,
+          outcome: t(`outcome.${last.outcome}`),
+          // (Its reason, unless it only repeats the outcome: "completed. completed".)
+          reason: last.reason && last.reason !== last.outcome ? reasonText(last.reason) : '',
         })) : null,
         h('p', {}, h('a', { class: 'btn primary', href: '#/programs' }, t('now.choose'))));
       fill(stepBox, h('p', { class: 'muted' }, t('now.noStep')));
@@ -111,7 +114,7 @@ export function render(main) {
     fill(head,
       h('h1', { id: 'program-title' }, running.title || running.program),
       h('p', { class: 'muted' }, paused
-        ? t('now.pausedBecause', { reasons: (running.pause_reasons || []).join(', ') || t('now.byYou') })
+        ? t('now.pausedBecause', { reasons: (running.pause_reasons || []).map(reasonText).join(', ') || t('now.byYou') })
         : t(`state.${running.state}`)));
     const left = remaining(running);
     fill(stepBox,
@@ -249,8 +252,42 @@ function techniqueWord(technique) {
 export function eventText(event) {
   const raw = String(event.event || event.type || '');
   const key = `event.${raw.replace(/[_\s-]/g, '').toLowerCase()}`;
-  const detail = event.detail && typeof event.detail === 'object'
-    ? Object.entries(event.detail).map(([k, v]) => `${k} ${v}`).join(', ')
-    : (event.detail ?? '');
+  const detail = detailText(event.detail);
   return has(key) ? t(key, { detail }) : `${raw}${detail ? ` (${detail})` : ''}`;
+}
+
+/** Where a field's value is a code the catalogue words (outcome "completed", reason "user"). */
+const CODED = { outcome: 'outcome', reason: 'reason', rule: 'rule' };
+
+/** An event's detail in words: each field as the catalogue words it ("detail.<field>"),
+ *  its value too when it is a code the catalogue knows; anything else as the daemon sent it
+ *  (a free-form reason, a step's label: those are in the daemon's and the program's words). */
+export function detailText(detail) {
+  if (detail === null || detail === undefined) return '';
+  if (typeof detail !== 'object') return String(detail);
+  return Object.entries(detail)
+    .filter(([, value]) => value !== null && value !== undefined && value !== '')
+    // An end's reason that only repeats its outcome ("completed", "completed").
+    .filter(([field, value]) => !(field === 'reason' && value === detail.outcome))
+    // A safety rule's own sentence is the daemon's English: in another language the
+    // rule's name stands for it.
+    .filter(([field]) => !(field === 'detail' && language() !== 'en' && has(`rule.${detail.rule}`)))
+    .map(([field, value]) => {
+      const words = valueText(field, value);
+      return has(`detail.${field}`) ? t(`detail.${field}`, { value: words }) : `${field} ${words}`;
+    })
+    .join(', ');
+}
+
+function valueText(field, value) {
+  if (Array.isArray(value)) return value.map((one) => valueText(field, one)).join(', ');
+  if (typeof value === 'boolean') return t(value ? 'detail.yes' : 'detail.no');
+  if (field === 'index' && Number.isInteger(value)) return String(value + 1); // a step, from 1
+  const coded = CODED[field] && `${CODED[field]}.${value}`;
+  return coded && has(coded) ? t(coded) : String(value);
+}
+
+/** A pause reason in words: a code the catalogue knows ("user", "pillow_empty"), else as sent. */
+export function reasonText(reason) {
+  return has(`reason.${reason}`) ? t(`reason.${reason}`) : String(reason);
 }
