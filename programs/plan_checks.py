@@ -33,7 +33,10 @@ def belt_caps(count: int) -> Capabilities:
     return Capabilities(kind=DeviceKind.BELT, model="VB1", motors=belt_motors(count))
 
 
-_SIDED: Final = frozenset({StepSide.HEALTHY, StepSide.PAINFUL, StepSide.TO_PAINFUL})
+_SIDED: Final = frozenset({StepSide.HEALTHY, StepSide.PAINFUL, StepSide.TO_PAINFUL, StepSide.BOTH})
+"""Steps whose render depends on the painful side: healthy/painful resolve from it, and a
+step on both sides works the healthy one first (with the pain on the left, the right
+first: after steps on the right, that can join two bursts into one)."""
 
 _PAIN_WORDS: Final[dict[Side | None, str]] = {
     None: "",

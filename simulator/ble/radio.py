@@ -29,6 +29,7 @@ import os
 import socket
 import stat
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +187,8 @@ class SimRadio:
         self._handlers: set[asyncio.Task[None]] = set()
         self._timers: dict[str, set[asyncio.TimerHandle]] = {}
         self._last_due: dict[str, float] = {}
+        self._in_flight: dict[str, deque[tuple[float, Central, Message]]] = {}
+        """Per peripheral, notifications on their way (delay fault), in the order sent."""
 
     # -- setup ------------------------------------------------------------------
 
@@ -391,13 +394,20 @@ class SimRadio:
 
     def _post_later(self, p: Peripheral, session: Central, due: float, message: Message) -> None:
         timers = self._timers[p.address]
+        queue = self._in_flight.setdefault(p.address, deque())
+        queue.append((due, session, message))
         loop = asyncio.get_running_loop()
         delay = due - self.clock()
 
         def deliver() -> None:
+            # Every notification due by now, oldest first: timers due at the same time may
+            # fire in either order (the loop's heap does not keep the order of ties), and
+            # a GATT notification stream does not reorder.
             timers.discard(handle)
-            if p.central is session:
-                session.post(message)
+            while queue and queue[0][0] <= due:
+                _, to, first = queue.popleft()
+                if p.central is to:
+                    to.post(first)
 
         handle = loop.call_later(max(0.0, delay), deliver)
         timers.add(handle)
@@ -408,6 +418,7 @@ class SimRadio:
             handle.cancel()
         self._timers[p.address].clear()
         self._last_due.pop(p.address, None)
+        self._in_flight.pop(p.address, None)
 
     def _drop_central(self, p: Peripheral, reason: str, *, tell_central: bool) -> None:
         """End p's connection: the firmware sees link_down, pending notifications are lost."""

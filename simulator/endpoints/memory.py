@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -86,6 +87,8 @@ class MemoryLink(Link):
         self._wake: Wake | None = None
         self._unwatch: Callable[[], None] | None = None
         self._delayed: set[asyncio.TimerHandle] = set()
+        self._in_flight: deque[tuple[float, str, list[bytes]]] = deque()
+        """Answers on their way (delay fault): (due, source, chunks), in the order sent."""
         self._sleep_until: float | None = None
         """The deadline the task sleeps until (None: it is not sleeping)."""
 
@@ -177,6 +180,7 @@ class MemoryLink(Link):
         for handle in self._delayed:
             handle.cancel()
         self._delayed.clear()
+        self._in_flight.clear()
         self.firmware.link_down(asyncio.get_running_loop().time())
         # What the firmware sent and the task has not delivered yet went down with the
         # link, as on the radio: never to the host of the next connection.
@@ -240,11 +244,22 @@ class MemoryLink(Link):
     def _deliver_later(
         self, loop: asyncio.AbstractEventLoop, delay: float, source: str, chunks: list[bytes]
     ) -> None:
+        # A link delivers in order, as a GATT notification stream or a serial line does.
+        # Each answer's timer delivers every answer due by then, oldest first: two timers
+        # due at the same time may fire in either order (the loop's heap does not keep
+        # the order of ties, and on virtual time ties are the rule).
+        due = loop.time() + delay
+        if self._in_flight:
+            due = max(due, self._in_flight[-1][0])  # never overtake an earlier answer
+        self._in_flight.append((due, source, chunks))
+
         def fire() -> None:
             self._delayed.discard(handle)
-            self._deliver_chunks(source, chunks)
+            while self._in_flight and self._in_flight[0][0] <= due:
+                _, first_source, first_chunks = self._in_flight.popleft()
+                self._deliver_chunks(first_source, first_chunks)
 
-        handle = loop.call_later(delay, fire)
+        handle = loop.call_at(due, fire)
         self._delayed.add(handle)
 
     def _deliver_chunks(self, source: str, chunks: list[bytes]) -> None:
