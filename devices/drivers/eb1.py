@@ -16,6 +16,8 @@ lost B1 whose first write did land raises twice. Resends come B1_TIMEOUT apart, 
 stays within rule 2 (5 per 100 ms), the unit's soft limit still caps it, and the B1 it
 brings has the driver lower the channel at once. We take one ramp step too many over a
 target after a lost answer rather than a return to the level the user turned away from.
+A raise still unanswered when the wheel's word arrives is never resent as a raise (see
+EB1Driver._on_wheel): the word plus one step is the most a crossing can cost.
 
 How we read the protocol's "when no B0 has arrived for 100 ms, the channel outputs
 nothing": every B0 restarts the unit's 100 ms waveform timer, and the unit plays the
@@ -94,6 +96,12 @@ def _wave(ch: EmsChannelOutput) -> tuple[eb1.Wave, eb1.Wave]:
     return (ch.frequency,) * 4, (ch.intensity,) * 4
 
 
+def _taken_back(step: _Step) -> _Step:
+    """A raise undone ("decrease by" its amount); any other step as it was."""
+    mode, value = step
+    return (_DOWN, value) if mode == _UP else step
+
+
 @dataclass(slots=True)
 class _Change:
     """A strength change on its way: its sequence number and the strengths it sets."""
@@ -102,7 +110,7 @@ class _Change:
     values: tuple[int | None, int | None]
     """The strength set per channel, None where the channel is left alone."""
     steps: tuple[_Step, _Step]
-    """How the B0 says it: the same bytes when resent."""
+    """How the B0 says it: the same bytes when resent (but see EB1Driver._on_wheel)."""
     sent_at: float
     misses: int = 0
     done: asyncio.Future[eb1.B1] | None = field(default=None)
@@ -596,6 +604,14 @@ class EB1Driver(EmsButterflyDriver):
             if value != before[i]:
                 self._ceiling[i] = value
                 self._hold[i] = True
+        change = self._change
+        if change is not None and any(mode == _UP for mode, _ in change.steps):
+            # A raise still unanswered as the wheel's word arrives landed after the turn, or
+            # is lost, or is still on its way (an earlier landing's B1 would have come
+            # first). Should it need a resend (its B1 lost), "increase" again would put a
+            # second step on the word: the resend takes the step back instead, which leaves
+            # the unit at the word, or one step under it if the raise never landed.
+            change.steps = (_taken_back(change.steps[0]), _taken_back(change.steps[1]))
         self._emit(EmsWheelChanged(self.name, self.kind, b1.strength_a, b1.strength_b))
 
     def _on_lost(self, error: LinkLostError) -> None:

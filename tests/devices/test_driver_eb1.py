@@ -296,12 +296,13 @@ def test_a_raise_on_its_way_as_the_wheel_turns_down_lands_a_step_above_the_word(
     run_virtual(raise_crossing_the_wheel())
 
 
-async def raise_crossing_the_wheel() -> None:
+async def raise_crossing_the_wheel(*, lose_its_answer: bool = False) -> None:
     # Answers take 150 ms on this radio. The user turns the wheel from 20 down to 4,
     # 80 ms after the unit took a raise to 20: the B1 of that raise reaches the host
     # first, the host sends the next raise at once, and the unit takes it before the
     # host hears of the wheel. That raise must land one ramp step above the user's
-    # word, not at 25 (as "set to 25" would), and then go down to the word.
+    # word, not at 25 (as "set to 25" would), and then go down to the word. With its
+    # answer lost, the host must not resend it as a raise (4 + 5 + 5): it takes it back.
     loop = asyncio.get_running_loop()
     async with connected(faults=LinkFaults(delay=0.15)) as (driver, firmware, link):
         events: list[DeviceEvent] = []
@@ -313,6 +314,10 @@ async def raise_crossing_the_wheel() -> None:
             turned.append(loop.time())
             firmware.turn_wheel(4, None, loop.time())
             link.wake()
+            if lose_its_answer:
+                # After the wheel's B1 has left (at the wake), before the crossing raise
+                # lands: the next answer is that raise's.
+                loop.call_later(0.01, lambda: setattr(link, "drop_next_answers", 1))
 
         def on_output(channel: str, value: int | str) -> None:
             if channel != "strength_a":
@@ -331,7 +336,14 @@ async def raise_crossing_the_wheel() -> None:
         assert max(after_turn) == 4 + eb1.MAX_RAISE_PER_B0, after_turn
         assert after_turn[-1] == 4, after_turn
         assert firmware.strengths[0] == 4
+        if lose_its_answer:
+            assert link.dropped_answers == 1
+            assert after_turn == [4, 4 + eb1.MAX_RAISE_PER_B0, 4], "taken back by the resend"
         assert driver.user_ceiling == (4, None)
+
+
+def test_a_crossing_raise_whose_answer_is_lost_is_taken_back_not_resent() -> None:
+    run_virtual(raise_crossing_the_wheel(lose_its_answer=True))
 
 
 async def test_lost_b1_is_resent_and_three_misses_lose_the_link() -> None:
