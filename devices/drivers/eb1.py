@@ -104,13 +104,12 @@ def _taken_back(step: _Step) -> _Step:
 
 @dataclass(slots=True)
 class _Change:
-    """A strength change on its way: its sequence number and the strengths it sets."""
+    """A strength change on its way: its sequence number and how it changes the strengths."""
 
     seq: int
-    values: tuple[int | None, int | None]
-    """The strength set per channel, None where the channel is left alone."""
     steps: tuple[_Step, _Step]
-    """How the B0 says it: the same bytes when resent (but see EB1Driver._on_wheel)."""
+    """How the B0 changes each channel: the same bytes when resent (but see
+    EB1Driver._on_wheel)."""
     sent_at: float
     misses: int = 0
     done: asyncio.Future[eb1.B1] | None = field(default=None)
@@ -360,7 +359,7 @@ class EB1Driver(EmsButterflyDriver):
         """
         now = asyncio.get_running_loop().time()
         steps = _steps(values, self._strength)
-        change = _Change(self._next_seq(), values, steps, now, done=done, generation=generation)
+        change = _Change(self._next_seq(), steps, now, done=done, generation=generation)
         if self._change is not None:
             # Only a zeroing B0 (stop, pause, lease end) is sent with a B1 outstanding: it
             # must not wait; as it says "set to 0", it wins whatever the other one did.

@@ -186,7 +186,6 @@ class SimRadio:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._handlers: set[asyncio.Task[None]] = set()
         self._timers: dict[str, set[asyncio.TimerHandle]] = {}
-        self._last_due: dict[str, float] = {}
         self._in_flight: dict[str, deque[tuple[float, Central, Message]]] = {}
         """Per peripheral, notifications on their way (delay fault), in the order sent."""
 
@@ -378,8 +377,10 @@ class SimRadio:
                 half = len(data) // 2
                 chunks = [data[:half], data[half:]]
             # Never let a shorter delay overtake an earlier notification.
-            due = max(now + p.faults.delay, self._last_due.get(p.address, 0.0))
-            self._last_due[p.address] = due
+            due = now + p.faults.delay
+            queued = self._in_flight.get(p.address)
+            if queued:
+                due = max(due, queued[-1][0])
             for chunk in chunks:
                 message: Message = {
                     "event": "notify",
@@ -417,7 +418,6 @@ class SimRadio:
         for handle in self._timers[p.address]:
             handle.cancel()
         self._timers[p.address].clear()
-        self._last_due.pop(p.address, None)
         self._in_flight.pop(p.address, None)
 
     def _drop_central(self, p: Peripheral, reason: str, *, tell_central: bool) -> None:

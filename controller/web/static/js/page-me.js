@@ -59,7 +59,7 @@ export function render(main) {
             ? h('div', { class: 'warn' }, t('me.restUntil', { time: when(c.rest_until) })) : null)),
       (c.today_contraindications || []).length
         ? h('p', { class: 'warn' }, c.today_contraindications
-          .map((i) => (has(`contraWhy.${i.name}`) ? t(`contraWhy.${i.name}`) : i.reason || i.name)).join('; ')) : null,
+          .map((i) => contraWords(i.name, i.reason || i.name)).join('; ')) : null,
       h('p', { class: 'muted' }, t('me.courseHelp')));
   }
 
@@ -135,9 +135,14 @@ function explanations(data, list) {
   return [...seen.values()];
 }
 
+/** Why a contraindication matters: the catalogue's words where it has them (translated),
+ *  else the daemon's own. */
+function contraWords(id, own) {
+  return has(`contraWhy.${id}`) ? t(`contraWhy.${id}`) : own;
+}
+
 function whyText(c) {
-  // The catalogue's words where it has them (translated), else the daemon's own.
-  const parts = [has(`contraWhy.${c.id}`) ? t(`contraWhy.${c.id}`) : c.reason || c.meaning || ''];
+  const parts = [contraWords(c.id, c.reason || c.meaning || '')];
   if (c.ems_only) parts.push(t('me.emsOnly'));
   else if (c.source) parts.push(`(${c.source})`);
   return parts.filter(Boolean).join(' ');
